@@ -1,0 +1,1 @@
+"""The ``gguflite`` command line."""

@@ -1,0 +1,336 @@
+"""A streaming GGUF v3 writer that never leaves a half-written file.
+
+Metadata types are explicit: a value that does not fit its declared type is a ``WriterError``,
+never a silent truncation or a guess. Tensors are declared first (name, shape, type, data or a
+zero-argument producer); on ``write()`` the header is laid out from the declarations, then the
+data is written one tensor at a time, so peak memory is one tensor. The file goes to a
+temporary sibling, is fsynced and renamed into place; a failure at any point leaves neither a
+partial file under the target name nor a clobbered existing file.
+
+    >>> with GGUFWriter("out.gguf") as w:
+    ...     w.add("general.architecture", "llama", GGUFValueType.STRING)
+    ...     w.add_tensor("output_norm.weight", shape=(576,), type=GGMLType.F32, data=norm)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .constants import (
+    GGML_TYPE_TRAITS,
+    GGUF_DEFAULT_ALIGNMENT,
+    GGUF_MAGIC,
+    GGUF_VERSION,
+    INTEGER_RANGES,
+    KEY_ALIGNMENT,
+    MAX_ALIGNMENT,
+    MAX_DIMS,
+    MAX_KEY_LENGTH,
+    MAX_TENSOR_NAME_LENGTH,
+    SCALAR_DTYPES,
+    SCALAR_FORMATS,
+    GGMLType,
+    GGUFValueType,
+)
+from .errors import WriterError
+
+TensorData = np.ndarray | Callable[[], np.ndarray]
+MetadataItem = tuple[str, Any, GGUFValueType, "GGUFValueType | None"]
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# dtype a tensor of each type may be given in, besides raw uint8 bytes
+_NATIVE_DTYPES = {
+    GGMLType.F32: np.dtype("<f4"),
+    GGMLType.F16: np.dtype("<f2"),
+    GGMLType.BF16: np.dtype("<u2"),
+    GGMLType.F64: np.dtype("<f8"),
+    GGMLType.I8: np.dtype("<i1"),
+    GGMLType.I16: np.dtype("<i2"),
+    GGMLType.I32: np.dtype("<i4"),
+    GGMLType.I64: np.dtype("<i8"),
+}
+
+
+@dataclass
+class _PendingTensor:
+    name: str
+    shape: tuple[int, ...]  # numpy row-major
+    type: GGMLType
+    nbytes: int
+    data: TensorData
+
+
+def _encode_key(key: str, what: str = "key") -> bytes:
+    if not isinstance(key, str) or not key:
+        raise WriterError(f"{what} must be a non-empty str, got {key!r}")
+    try:
+        raw = key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise WriterError(f"{what} {key!r} is not encodable as UTF-8: {exc.reason}") from None
+    if len(raw) > MAX_KEY_LENGTH:
+        raise WriterError(f"{what} is {len(raw)} bytes; the limit is {MAX_KEY_LENGTH}")
+    return raw
+
+
+def _encode_string(value: Any, key: str) -> bytes:
+    if not isinstance(value, str):
+        raise WriterError(f"key {key!r}: STRING value must be str, got {type(value).__name__}")
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise WriterError(f"key {key!r}: string is not encodable as UTF-8: {exc.reason}") from None
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _check_scalar(value: Any, vtype: GGUFValueType, key: str) -> Any:
+    """Return ``value`` as the Python scalar to pack, or raise if it does not fit ``vtype``."""
+    if vtype == GGUFValueType.BOOL:
+        if not isinstance(value, bool | np.bool_):
+            raise WriterError(f"key {key!r}: BOOL value must be bool, got {value!r}")
+        return bool(value)
+    if vtype in (GGUFValueType.FLOAT32, GGUFValueType.FLOAT64):
+        if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+            raise WriterError(f"key {key!r}: {vtype.name} value must be a number, got {value!r}")
+        f = float(value)
+        if vtype == GGUFValueType.FLOAT32 and math.isfinite(f) and abs(f) > _FLOAT32_MAX:
+            raise WriterError(f"key {key!r}: {f!r} overflows FLOAT32")
+        return f
+    lo, hi = INTEGER_RANGES[vtype]
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise WriterError(f"key {key!r}: {vtype.name} value must be an int, got {value!r}")
+    if not lo <= int(value) <= hi:
+        raise WriterError(f"key {key!r}: {int(value)} does not fit {vtype.name} [{lo}, {hi}]")
+    return int(value)
+
+
+def encode_value(key: str, value: Any, vtype: GGUFValueType,
+                 element_type: GGUFValueType | None = None) -> bytes:
+    """The on-disk bytes of one value (type tag included), checked against its declared type."""
+    vtype = GGUFValueType(vtype)
+    tag = struct.pack("<I", vtype)
+    if vtype == GGUFValueType.STRING:
+        return tag + _encode_string(value, key)
+    if vtype != GGUFValueType.ARRAY:
+        if element_type is not None:
+            raise WriterError(f"key {key!r}: element_type is only for ARRAY values")
+        return tag + struct.pack(SCALAR_FORMATS[vtype], _check_scalar(value, vtype, key))
+    if element_type is None:
+        raise WriterError(f"key {key!r}: an ARRAY value needs an explicit element_type")
+    etype = GGUFValueType(element_type)
+    if etype == GGUFValueType.ARRAY:
+        raise WriterError(f"key {key!r}: arrays of arrays are not allowed (llama.cpp refuses "
+                          "them; spec rule V5)")
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+        raise WriterError(f"key {key!r}: ARRAY value must be a sequence, got "
+                          f"{type(value).__name__}")
+    head = tag + struct.pack("<IQ", etype, len(value))
+    if etype == GGUFValueType.STRING:
+        return head + b"".join(_encode_string(v, f"{key}[{i}]") for i, v in enumerate(value))
+    return head + _encode_numeric_array(key, value, etype)
+
+
+def _encode_numeric_array(key: str, value: Any, etype: GGUFValueType) -> bytes:
+    arr = np.asarray(value)
+    if arr.ndim != 1:
+        raise WriterError(f"key {key!r}: array must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        return b""
+    kind = arr.dtype.kind
+    if etype == GGUFValueType.BOOL:
+        if kind != "b":
+            raise WriterError(f"key {key!r}: BOOL array elements must be bool, got {arr.dtype}")
+    elif etype in (GGUFValueType.FLOAT32, GGUFValueType.FLOAT64):
+        if kind not in "iuf":
+            raise WriterError(f"key {key!r}: {etype.name} array needs numbers, got {arr.dtype}")
+        f = arr.astype(np.float64)
+        if etype == GGUFValueType.FLOAT32 and bool(np.any(np.isfinite(f) &
+                                                            (np.abs(f) > _FLOAT32_MAX))):
+            raise WriterError(f"key {key!r}: an element overflows FLOAT32")
+    else:
+        if kind not in "iu":
+            if arr.dtype == object and all(isinstance(v, int) and not isinstance(v, bool)
+                                           for v in arr):
+                pass
+            else:
+                raise WriterError(f"key {key!r}: {etype.name} array needs ints, got {arr.dtype}")
+        lo, hi = INTEGER_RANGES[etype]
+        as_int = [int(v) for v in (arr.min(), arr.max())]
+        if as_int[0] < lo or as_int[1] > hi:
+            raise WriterError(f"key {key!r}: values [{as_int[0]}, {as_int[1]}] do not fit "
+                              f"{etype.name} [{lo}, {hi}]")
+    return np.ascontiguousarray(arr.astype(SCALAR_DTYPES[etype])).tobytes()
+
+
+class GGUFWriter:
+    """Declare metadata and tensors, then ``write()`` (or leave the ``with`` block)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, alignment: int = GGUF_DEFAULT_ALIGNMENT,
+                 on_tensor: Callable[[str, int], None] | None = None):
+        if alignment <= 0 or alignment & (alignment - 1) or alignment > MAX_ALIGNMENT:
+            raise WriterError(f"alignment {alignment} must be a power of two <= {MAX_ALIGNMENT}")
+        self.path = Path(path)
+        self.alignment = alignment
+        self.on_tensor = on_tensor  # progress callback: (tensor name, bytes written)
+        self._kv: dict[str, bytes] = {}
+        self._tensors: dict[str, _PendingTensor] = {}
+        self._written = False
+        if alignment != GGUF_DEFAULT_ALIGNMENT:
+            self.add(KEY_ALIGNMENT, alignment, GGUFValueType.UINT32)
+
+    # -- declaring ---------------------------------------------------------------------------
+    def add(self, key: str, value: Any, vtype: GGUFValueType,
+            element_type: GGUFValueType | None = None) -> None:
+        """Add one metadata key with an explicit type; ``element_type`` for arrays."""
+        raw_key = _encode_key(key)
+        if key in self._kv:
+            raise WriterError(f"duplicate key {key!r}")
+        if key == KEY_ALIGNMENT and (vtype != GGUFValueType.UINT32 or value != self.alignment):
+            raise WriterError(f"{KEY_ALIGNMENT} is set by GGUFWriter(alignment=...); got "
+                              f"{value!r} as {GGUFValueType(vtype).name}")
+        self._kv[key] = struct.pack("<Q", len(raw_key)) + raw_key + encode_value(
+            key, value, vtype, element_type)
+
+    def add_items(self, items: Iterable[MetadataItem]) -> None:
+        """Add (key, value, type, element type) tuples, e.g. a tokenizer export."""
+        for key, value, vtype, etype in items:
+            self.add(key, value, vtype, etype)
+
+    def add_from(self, source: Any, key: str) -> None:
+        """Copy ``key`` with its declared type from an open ``GGUFFile``."""
+        md = source.metadata
+        value = md[key]
+        etype = md.element_type(key)
+        if etype == GGUFValueType.STRING:
+            value = value.tolist()
+        self.add(key, value, md.value_type(key), etype)
+
+    def remove(self, key: str) -> None:
+        self._kv.pop(key, None)
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self._kv)
+
+    def add_tensor(self, name: str, *, shape: Sequence[int], type: GGMLType,  # noqa: A002
+                   data: TensorData) -> None:
+        """Declare a tensor of numpy row-major ``shape``; ``data`` is an array or a producer."""
+        raw = _encode_key(name, "tensor name")
+        if len(raw) > MAX_TENSOR_NAME_LENGTH:
+            raise WriterError(f"tensor name {name!r} is {len(raw)} bytes; llama.cpp allows at "
+                              f"most {MAX_TENSOR_NAME_LENGTH}")
+        if name in self._tensors:
+            raise WriterError(f"duplicate tensor name {name!r}")
+        try:
+            ttype = GGMLType(type)
+        except ValueError:
+            raise WriterError(f"tensor {name!r}: unknown tensor type {type!r}") from None
+        shape = tuple(shape)
+        if not 1 <= len(shape) <= MAX_DIMS or not all(
+                isinstance(d, int | np.integer) and d >= 0 for d in shape):
+            raise WriterError(f"tensor {name!r}: shape {shape} must have 1 to {MAX_DIMS} "
+                              "non-negative integer dimensions")
+        shape = tuple(int(d) for d in shape)
+        block_size, type_size = GGML_TYPE_TRAITS[ttype]
+        if shape[-1] % block_size:
+            raise WriterError(f"tensor {name!r}: row length {shape[-1]} is not a multiple of the "
+                              f"{ttype.name} block size {block_size}")
+        nbytes = math.prod(shape) // block_size * type_size
+        if not callable(data):
+            self._check_data(name, data, shape, ttype, nbytes)
+        self._tensors[name] = _PendingTensor(name, shape, ttype, nbytes, data)
+
+    @staticmethod
+    def _check_data(name: str, data: Any, shape: tuple[int, ...], ttype: GGMLType,
+                    nbytes: int) -> np.ndarray:
+        if not isinstance(data, np.ndarray):
+            raise WriterError(f"tensor {name!r}: data must be a numpy array, got "
+                              f"{type(data).__name__}")
+        native = _NATIVE_DTYPES.get(ttype)
+        if data.dtype == np.uint8:  # raw bytes, valid for any type
+            if data.nbytes != nbytes:
+                raise WriterError(f"tensor {name!r}: {ttype.name} {shape} needs {nbytes} bytes, "
+                                  f"got {data.nbytes}")
+            return data
+        if native is None:
+            raise WriterError(f"tensor {name!r}: {ttype.name} data must be uint8 bytes, got "
+                              f"{data.dtype}")
+        if data.dtype.newbyteorder("<") != native or data.dtype.byteorder == ">":
+            raise WriterError(f"tensor {name!r}: {ttype.name} data must be {native}, got "
+                              f"{data.dtype}; convert explicitly")
+        if data.size != math.prod(shape):
+            raise WriterError(f"tensor {name!r}: data has {data.size} elements, shape {shape} "
+                              f"needs {math.prod(shape)}")
+        return data
+
+    # -- writing -----------------------------------------------------------------------------
+    def _header(self) -> bytes:
+        parts = [GGUF_MAGIC, struct.pack("<IQQ", GGUF_VERSION, len(self._tensors), len(self._kv))]
+        parts.extend(self._kv.values())
+        offset = 0
+        for t in self._tensors.values():
+            raw = t.name.encode("utf-8")
+            dims = tuple(reversed(t.shape))  # GGUF order: ne0 first
+            parts.append(struct.pack("<Q", len(raw)) + raw)
+            parts.append(struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, t.type, offset))
+            offset += t.nbytes + (-t.nbytes % self.alignment)
+        header = b"".join(parts)
+        return header + b"\0" * (-len(header) % self.alignment)
+
+    def write(self) -> Path:
+        """Write the file atomically; returns its path."""
+        if self._written:
+            raise WriterError(f"{self.path} was already written by this writer")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                        suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(self._header())
+                for t in self._tensors.values():
+                    data = t.data() if callable(t.data) else t.data
+                    arr = self._check_data(t.name, data, t.shape, t.type, t.nbytes)
+                    out.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+                    out.write(b"\0" * (-t.nbytes % self.alignment))
+                    if self.on_tensor is not None:
+                        self.on_tensor(t.name, t.nbytes)
+                    del data, arr
+                out.flush()
+                os.fsync(out.fileno())
+            if self.path.exists() and self.path.is_dir():
+                raise WriterError(f"{self.path} is a directory")
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.path.parent)
+        self._written = True
+        return self.path
+
+    def __enter__(self) -> GGUFWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None and not self._written:
+            self.write()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # not supported on this platform/filesystem
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
