@@ -1,0 +1,1 @@
+"""Converters from other checkpoint formats (Hugging Face) to gguflite files."""

@@ -1,0 +1,1 @@
+"""The CPU runtime: tokenizer, model forward pass, sampling and generation."""

@@ -1,0 +1,267 @@
+"""The tokenizer part of a file's metadata, read once into plain Python tables.
+
+Keys read (all under ``tokenizer.``; llama.cpp's names and defaults)::
+
+    ggml.model               STRING   "llama" (SentencePiece) | "gpt2" (byte-level BPE)   required
+    ggml.pre                 STRING   pre-tokenizer name for "gpt2" (llama-bpe, smollm, ...)
+    ggml.tokens              [STRING] the vocabulary, index = token id                     required
+    ggml.scores              [FLOAT32] SPM merge scores (higher merges first)
+    ggml.token_type          [INT32]  TokenType per token (1 normal ... 6 byte)
+    ggml.merges              [STRING] "left right" BPE merges, rank = index     required for gpt2
+    ggml.{bos,eos,eot,eom,unk,sep,pad}_token_id   UINT32
+    ggml.add_bos_token / add_eos_token / add_space_prefix   BOOL
+    chat_template            STRING
+
+Everything here is validated: a missing required key, an array of the wrong length or a special
+token id outside the vocabulary raises a :class:`gguflite.errors.ModelError` that names the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+
+from gguflite.errors import ModelError
+
+KEY_MODEL = "tokenizer.ggml.model"
+KEY_PRE = "tokenizer.ggml.pre"
+KEY_TOKENS = "tokenizer.ggml.tokens"
+KEY_SCORES = "tokenizer.ggml.scores"
+KEY_TOKEN_TYPE = "tokenizer.ggml.token_type"
+KEY_MERGES = "tokenizer.ggml.merges"
+KEY_ADD_BOS = "tokenizer.ggml.add_bos_token"
+KEY_ADD_EOS = "tokenizer.ggml.add_eos_token"
+KEY_ADD_SPACE_PREFIX = "tokenizer.ggml.add_space_prefix"
+KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
+
+SPECIAL_ID_KEYS = ("bos", "eos", "eot", "eom", "unk", "sep", "pad")
+
+
+def special_id_key(kind: str) -> str:
+    """Metadata key of a special token id: ``"bos"`` -> ``"tokenizer.ggml.bos_token_id"``."""
+    return f"tokenizer.ggml.{kind}_token_id"
+
+
+class TokenType(IntEnum):
+    """llama.cpp's token types (``tokenizer.ggml.token_type``)."""
+
+    UNDEFINED = 0
+    NORMAL = 1  # ordinary vocabulary piece, produced by the tokenizer algorithm
+    UNKNOWN = 2  # <unk>
+    CONTROL = 3  # <s>, </s>, <|im_start|>: never produced from text unless parse_special
+    USER_DEFINED = 4  # added tokens always matched in text as a whole
+    UNUSED = 5  # padding slots
+    BYTE = 6  # SPM byte fallback <0xNN>
+
+
+# Token texts that end a turn (llama.cpp marks these as end-of-generation by text).
+EOG_TEXTS = frozenset(
+    {
+        "<|eot_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<end_of_turn>",
+        "<|endoftext|>",
+        "<|eom_id|>",
+        "<EOT>",
+        "_<EOT>",
+        "<|end_of_text|>",
+        "<end_of_utterance>",
+    }
+)
+
+# tokenizer.ggml.model -> (default bos, eos, unk) ids, as llama.cpp assumes when the key is absent.
+_DEFAULT_SPECIAL = {"llama": {"bos": 1, "eos": 2, "unk": 0}, "gpt2": {"bos": 11, "eos": 11}}
+
+
+@dataclass
+class Vocab:
+    """Plain tables of one tokenizer.
+
+    Attributes
+    ----------
+    model:
+        ``"llama"`` (SentencePiece) or ``"gpt2"`` (byte-level BPE).
+    pre:
+        The BPE pre-tokenizer name (``tokenizer.ggml.pre``), ``"default"`` when absent.
+    tokens:
+        Token texts, index = id.
+    types:
+        ``(n_vocab,)`` int32 TokenType per token.
+    scores:
+        ``(n_vocab,)`` float32 SPM scores (zeros when absent).
+    merges:
+        BPE merges as (left, right) pairs, rank = index (empty for SPM).
+    special:
+        Special token ids by kind (``"bos"``, ``"eos"``, ...); a kind absent from the file and
+        without a llama.cpp default is missing from the dict.
+    """
+
+    model: str
+    pre: str
+    tokens: list[str]
+    types: np.ndarray
+    scores: np.ndarray
+    merges: list[tuple[str, str]] = field(default_factory=list)
+    special: dict[str, int] = field(default_factory=dict)
+    add_bos: bool = False
+    add_eos: bool = False
+    add_space_prefix: bool = False
+    chat_template: str | None = None
+
+    @property
+    def n_vocab(self) -> int:
+        return len(self.tokens)
+
+    def eog_ids(self) -> set[int]:
+        """Ids that end a turn: eos, eot, eom and tokens whose text llama.cpp treats as EOG."""
+        ids = {self.special[k] for k in ("eos", "eot", "eom") if k in self.special}
+        ids.update(i for i, t in enumerate(self.tokens) if t in EOG_TEXTS)
+        return ids
+
+
+def _get(metadata: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    if key not in metadata:
+        return default
+    value = metadata[key]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(kind, tuple) and int in kind and isinstance(value, bool):
+        raise ModelError(f"tokenizer metadata {key!r} must be an integer, got a bool")
+    if not isinstance(value, kind):
+        raise ModelError(
+            f"tokenizer metadata {key!r} has type {type(value).__name__}, expected "
+            f"{getattr(kind, '__name__', kind)}"
+        )
+    return value
+
+
+def _array(metadata: Mapping[str, Any], key: str, n: int, dtype: str) -> np.ndarray | None:
+    if key not in metadata:
+        return None
+    try:
+        arr = np.asarray(metadata[key], dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"tokenizer metadata {key!r} is not a numeric array: {exc}") from None
+    if arr.shape != (n,):
+        raise ModelError(
+            f"tokenizer metadata {key!r} has shape {arr.shape}, expected ({n},) to match "
+            f"{KEY_TOKENS!r}"
+        )
+    return arr
+
+
+def _string_list(metadata: Mapping[str, Any], key: str) -> list[str]:
+    value = metadata[key]
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+        raise ModelError(f"tokenizer metadata {key!r} must be an array of strings")
+    out = list(value)
+    for i, s in enumerate(out):
+        if not isinstance(s, str):
+            raise ModelError(f"tokenizer metadata {key!r}[{i}] is {type(s).__name__}, not a string")
+    return out
+
+
+def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
+    """Read and validate the tokenizer tables of a file.
+
+    Parameters
+    ----------
+    metadata:
+        A mapping of metadata keys to values, such as ``gguflite.open(path).metadata``.
+        String arrays may be any sequence of ``str`` (the reader's lazy sequences are fine).
+
+    Raises
+    ------
+    ModelError
+        The tokenizer kind is not supported, a required key is missing, or a value is invalid.
+    """
+    if KEY_MODEL not in metadata:
+        raise ModelError(f"no tokenizer in this file: metadata key {KEY_MODEL!r} is missing")
+    model = _get(metadata, KEY_MODEL, str, None)
+    if model not in _DEFAULT_SPECIAL:
+        raise ModelError(
+            f"unsupported tokenizer {KEY_MODEL}={model!r}; supported: 'llama' (SentencePiece) "
+            "and 'gpt2' (byte-level BPE)"
+        )
+    if KEY_TOKENS not in metadata:
+        raise ModelError(f"metadata key {KEY_TOKENS!r} is missing")
+    tokens = _string_list(metadata, KEY_TOKENS)
+    n = len(tokens)
+    if n == 0:
+        raise ModelError(f"metadata key {KEY_TOKENS!r} is an empty array")
+    if len(set(tokens)) != n:
+        seen: dict[str, int] = {}
+        for i, t in enumerate(tokens):
+            if t in seen:
+                raise ModelError(f"{KEY_TOKENS}[{i}] = {t!r} repeats {KEY_TOKENS}[{seen[t]}]")
+            seen[t] = i
+
+    types = _array(metadata, KEY_TOKEN_TYPE, n, "<i4")
+    types = np.full(n, TokenType.NORMAL, np.int32) if types is None else types.astype(np.int32)
+    scores = _array(metadata, KEY_SCORES, n, "<f4")
+    scores = np.zeros(n, np.float32) if scores is None else scores.astype(np.float32)
+
+    pre = _get(metadata, KEY_PRE, str, "default") or "default"
+    merges: list[tuple[str, str]] = []
+    if model == "gpt2":
+        if KEY_MERGES not in metadata:
+            raise ModelError(f"a 'gpt2' tokenizer needs {KEY_MERGES!r}, which is missing")
+        for i, m in enumerate(_string_list(metadata, KEY_MERGES)):
+            # llama.cpp splits at the first space after position 0 (a part may start with " ").
+            pos = m.find(" ", 1)
+            if pos < 0:
+                raise ModelError(f"{KEY_MERGES}[{i}] = {m!r} is not 'left right'")
+            merges.append((m[:pos], m[pos + 1 :]))
+
+    special = {k: v for k, v in _DEFAULT_SPECIAL[model].items() if v < n}
+    for kind in SPECIAL_ID_KEYS:
+        key = special_id_key(kind)
+        tid = _get(metadata, key, (int,), None)
+        if tid is None:
+            continue
+        if not 0 <= tid < n:
+            raise ModelError(f"{key} = {tid} is outside the vocabulary (0..{n - 1})")
+        special[kind] = tid
+
+    if model == "llama":
+        add_bos, add_eos, add_space_prefix = True, False, True
+    else:
+        add_bos = pre in _BOS_BY_DEFAULT
+        add_eos, add_space_prefix = False, False
+    add_bos = _get(metadata, KEY_ADD_BOS, bool, add_bos)
+    add_eos = _get(metadata, KEY_ADD_EOS, bool, add_eos)
+    add_space_prefix = _get(metadata, KEY_ADD_SPACE_PREFIX, bool, add_space_prefix)
+    for flag, kind in ((add_bos, "bos"), (add_eos, "eos")):
+        if flag and kind not in special:
+            raise ModelError(f"tokenizer.ggml.add_{kind}_token is true but there is no {kind} id")
+
+    # llama.cpp: a token whose text marks end-of-generation is a control token whatever its type.
+    for i, t in enumerate(tokens):
+        if t in EOG_TEXTS and types[i] != TokenType.CONTROL:
+            types[i] = TokenType.CONTROL
+
+    chat_template = _get(metadata, KEY_CHAT_TEMPLATE, str, None)
+    return Vocab(
+        model=model,
+        pre=pre,
+        tokens=tokens,
+        types=types,
+        scores=scores,
+        merges=merges,
+        special=special,
+        add_bos=add_bos,
+        add_eos=add_eos,
+        add_space_prefix=add_space_prefix,
+        chat_template=chat_template,
+    )
+
+
+# Pre-tokenizers for which llama.cpp adds BOS unless the file says otherwise.
+_BOS_BY_DEFAULT = frozenset(
+    {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "tekken", "chameleon"}
+)
