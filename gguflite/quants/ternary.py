@@ -1,0 +1,323 @@
+"""Ternary types TQ1_0 (1.6875 bpw) and TQ2_0 (2.0625 bpw), and BitNet b1.58 ternarization.
+
+Both types store trits t in {-1, 0, 1} and one fp16 scale per 256 values: x' = t * d with
+d = max|x| of the block, t = lroundf(x / d) (halves away from zero). They are bit-exact with
+ggml's ``quantize_row_tq{1,2}_0_ref`` and ``dequantize_row_tq{1,2}_0``.
+
+:func:`ternarize` applies BitNet b1.58's absmean rule to any weight; :func:`is_ternary` detects
+weights that already are trits times one per-tensor scale, which both types then store without
+loss (the converter uses it and says so).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..constants import GGMLType
+from ..errors import QuantizationError
+from ._numba_common import (
+    F32_ONE,
+    F32_ZERO,
+    FP16_TO_F32,
+    c_lroundf,
+    f32_to_fp16_bits,
+    fp16_bits_to_f32,
+    nb_c_lroundf,
+    nb_f32_to_fp16,
+)
+from .base import Codec
+
+_POW3 = np.array([1, 3, 9, 27, 81], dtype=np.int64)
+
+
+def _scale_and_trit_codes(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 256) float32 -> (d (n,) float32, xi (n, 256) int64 = lroundf(x / d) + 1 as C int).
+
+    ``xi`` is 0, 1, 2 for finite scales; when ``1/d`` overflows (all-subnormal blocks) lroundf
+    gets inf/NaN, returns LONG_MIN, and ``(int)(LONG_MIN + 1)`` is 1, as in ggml.
+    """
+    x = np.ascontiguousarray(blocks, dtype=np.float32)
+    d = np.abs(x).max(axis=1)  # (n,)
+    idv = np.zeros_like(d)
+    with np.errstate(over="ignore", divide="ignore"):
+        np.divide(F32_ONE, d, out=idv, where=d != 0)
+    with np.errstate(invalid="ignore"):
+        xi = c_lroundf(x * idv[:, None]) + 1  # (n, 256)
+    xi = ((xi + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)  # long -> int (low 32 bits, signed)
+    return d, xi
+
+
+def _fp16_bytes(v: np.ndarray) -> np.ndarray:
+    return f32_to_fp16_bits(v).astype("<u2").view(np.uint8).reshape(-1, 2)  # (n, 2)
+
+
+def _fp16_error(v: np.ndarray) -> np.ndarray:
+    a = np.abs(v.astype(np.float64))
+    return np.where(a >= 65520.0, np.inf, np.maximum(a * 2.0**-11, 2.0**-25))
+
+
+class TQ1_0(Codec):
+    """Ternary, 5 trits per byte (base 3), 256 values in 54 bytes.
+
+    ::
+
+        block_tq1_0 (54 bytes):  qs[48] | qh[4] | d: fp16
+        qs[m]      m < 32: trits of x[m + 32k],        k = 0..4  (values   0..159)
+        qs[32 + m] m < 16: trits of x[160 + m + 16k],  k = 0..4  (values 160..239)
+        qh[j]      j < 4:  trits of x[240 + j + 4k],   k = 0..3, then a 0 trit (240..255)
+
+        byte = ceil(256 * sum_k (t_k + 1) * 3**(4 - k) / 243)     (k = 0 most significant)
+        decode trit k: ((byte * 3**k) mod 256) * 3 >> 8, minus 1
+
+    Bound: ``|x - x'| <= max|x| / 2 + |d - fp16(d)|`` per block.
+    """
+
+    name = "tq1_0"
+    ggml_type = GGMLType.TQ1_0
+
+    @classmethod
+    def quantize_blocks(cls, blocks, importance):
+        d, xi = _scale_and_trit_codes(blocks)  # (n,), (n, 256)
+        n = xi.shape[0]
+        parts = []
+        for lo, hi, width, ntrits in ((0, 160, 32, 5), (160, 240, 16, 5), (240, 256, 4, 4)):
+            t = xi[:, lo:hi].reshape(n, ntrits, width)  # (n, k, byte)
+            q = np.zeros((n, width), np.int64)
+            for k in range(ntrits):
+                q = (q * 3 + t[:, k]) & 0xFF  # uint8_t arithmetic
+            if ntrits == 4:
+                q = (q * 3) & 0xFF  # shift to the most significant trit
+            parts.append(((q * 256 + 242) // 243) & 0xFF)  # ceiling division by 3**5
+        qs = np.concatenate(parts, axis=1).astype(np.uint8)  # (n, 52)
+        return np.concatenate([qs, _fp16_bytes(d)], axis=1)  # (n, 54)
+
+    @classmethod
+    def dequantize_blocks(cls, blocks):
+        n = blocks.shape[0]
+        d = fp16_bits_to_f32(np.ascontiguousarray(blocks[:, 52:54]).view("<u2")[:, 0])  # (n,)
+        b = blocks[:, :52].astype(np.int64)  # (n, 52)
+        trits = []
+        for lo, hi, ntrits in ((0, 32, 5), (32, 48, 5), (48, 52, 4)):
+            q = (b[:, None, lo:hi] * _POW3[:ntrits, None]) & 0xFF  # (n, k, bytes)
+            trits.append(((q * 3) >> 8).reshape(n, -1))  # k-major: value index = k * w + m
+        t = np.concatenate(trits, axis=1) - 1  # (n, 256)
+        with np.errstate(invalid="ignore"):
+            return t.astype(np.float32) * d[:, None]
+
+    @classmethod
+    def quantize_blocks_fast(cls, blocks, importance):
+        out = np.empty((blocks.shape[0], cls.type_size), np.uint8)
+        _tq1_0_quantize(np.ascontiguousarray(blocks, dtype=np.float32), out)
+        return out
+
+    @classmethod
+    def dequantize_blocks_fast(cls, blocks):
+        out = np.empty((blocks.shape[0], cls.block_size), np.float32)
+        _tq1_0_dequantize(np.ascontiguousarray(blocks), FP16_TO_F32, out)
+        return out
+
+    @classmethod
+    def max_error(cls, blocks: np.ndarray) -> np.ndarray:
+        d = np.abs(np.asarray(blocks, np.float32)).max(axis=1)
+        return d / 2 * (1 + 2.0**-20) + _fp16_error(d)
+
+
+class TQ2_0(Codec):
+    """Ternary, 2 bits per value, 256 values in 66 bytes.
+
+    ::
+
+        block_tq2_0 (66 bytes):  qs[64] | d: fp16
+        qs[32h + m], bits 2k+1..2k  =  t + 1  of  x[128h + 32k + m]   (h < 2, k < 4, m < 32)
+
+        byte:  7 6 | 5 4 | 3 2 | 1 0
+               k=3 | k=2 | k=1 | k=0
+
+    Bound: ``|x - x'| <= max|x| / 2 + |d - fp16(d)|`` per block. (Code 3 never comes out of the
+    quantizer; it decodes to 2d, as in ggml.)
+    """
+
+    name = "tq2_0"
+    ggml_type = GGMLType.TQ2_0
+
+    @classmethod
+    def quantize_blocks(cls, blocks, importance):
+        d, xi = _scale_and_trit_codes(blocks)  # (n,), (n, 256)
+        t = (xi & 3).reshape(-1, 2, 4, 32)  # (n, h, k, m)
+        qs = (t << (2 * np.arange(4))[None, None, :, None]).sum(axis=2)  # (n, h, m)
+        return np.concatenate([qs.reshape(-1, 64).astype(np.uint8), _fp16_bytes(d)], axis=1)
+
+    @classmethod
+    def dequantize_blocks(cls, blocks):
+        d = fp16_bits_to_f32(np.ascontiguousarray(blocks[:, 64:66]).view("<u2")[:, 0])  # (n,)
+        qs = blocks[:, :64].astype(np.int64).reshape(-1, 2, 1, 32)  # (n, h, 1, m)
+        t = ((qs >> (2 * np.arange(4))[None, None, :, None]) & 3) - 1  # (n, h, k, m)
+        with np.errstate(invalid="ignore"):
+            return t.reshape(-1, 256).astype(np.float32) * d[:, None]  # (n, 256)
+
+    @classmethod
+    def quantize_blocks_fast(cls, blocks, importance):
+        out = np.empty((blocks.shape[0], cls.type_size), np.uint8)
+        _tq2_0_quantize(np.ascontiguousarray(blocks, dtype=np.float32), out)
+        return out
+
+    @classmethod
+    def dequantize_blocks_fast(cls, blocks):
+        out = np.empty((blocks.shape[0], cls.block_size), np.float32)
+        _tq2_0_dequantize(np.ascontiguousarray(blocks), FP16_TO_F32, out)
+        return out
+
+    @classmethod
+    def max_error(cls, blocks: np.ndarray) -> np.ndarray:
+        d = np.abs(np.asarray(blocks, np.float32)).max(axis=1)
+        return d / 2 * (1 + 2.0**-20) + _fp16_error(d)
+
+
+# -- Numba kernels ------------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def _block_scale(x, i):
+    amax = F32_ZERO
+    for j in range(256):
+        a = abs(x[i, j])
+        if a > amax:
+            amax = a
+    idv = F32_ONE / amax if amax != F32_ZERO else F32_ZERO
+    return amax, idv
+
+
+@njit(cache=True, inline="always")
+def _trit_code(v):
+    """``(int)(lroundf(v) + 1)``: 0, 1 or 2 for |v| <= 1; 1 for inf/NaN (as in ggml)."""
+    return (nb_c_lroundf(v) + 1) & 0xFFFFFFFF
+
+
+@njit(cache=True, parallel=True)
+def _tq1_0_quantize(x, out):
+    """x (n, 256) float32 -> out (n, 54) uint8."""
+    for i in prange(x.shape[0]):
+        d, idv = _block_scale(x, i)
+        for m in range(32):  # values 0..159
+            q = 0
+            for k in range(5):
+                q = (q * 3 + _trit_code(x[i, m + 32 * k] * idv)) & 0xFF
+            out[i, m] = ((q * 256 + 242) // 243) & 0xFF
+        for m in range(16):  # values 160..239
+            q = 0
+            for k in range(5):
+                q = (q * 3 + _trit_code(x[i, 160 + m + 16 * k] * idv)) & 0xFF
+            out[i, 32 + m] = ((q * 256 + 242) // 243) & 0xFF
+        for j in range(4):  # values 240..255
+            q = 0
+            for k in range(4):
+                q = (q * 3 + _trit_code(x[i, 240 + j + 4 * k] * idv)) & 0xFF
+            q = (q * 3) & 0xFF
+            out[i, 48 + j] = ((q * 256 + 242) // 243) & 0xFF
+        h = nb_f32_to_fp16(d)
+        out[i, 52] = h & 0xFF
+        out[i, 53] = h >> 8
+
+
+@njit(cache=True, parallel=True)
+def _tq1_0_dequantize(blocks, table, out):
+    """blocks (n, 54) uint8 -> out (n, 256) float32."""
+    for i in prange(blocks.shape[0]):
+        d = table[np.int64(blocks[i, 52]) | (np.int64(blocks[i, 53]) << 8)]
+        p3 = 1
+        for k in range(5):
+            for m in range(32):
+                q = (np.int64(blocks[i, m]) * p3) & 0xFF
+                out[i, 32 * k + m] = np.float32(((q * 3) >> 8) - 1) * d
+            for m in range(16):
+                q = (np.int64(blocks[i, 32 + m]) * p3) & 0xFF
+                out[i, 160 + 16 * k + m] = np.float32(((q * 3) >> 8) - 1) * d
+            if k < 4:
+                for j in range(4):
+                    q = (np.int64(blocks[i, 48 + j]) * p3) & 0xFF
+                    out[i, 240 + 4 * k + j] = np.float32(((q * 3) >> 8) - 1) * d
+            p3 *= 3
+
+
+@njit(cache=True, parallel=True)
+def _tq2_0_quantize(x, out):
+    """x (n, 256) float32 -> out (n, 66) uint8."""
+    for i in prange(x.shape[0]):
+        d, idv = _block_scale(x, i)
+        for h in range(2):
+            for m in range(32):
+                q = 0
+                for k in range(4):
+                    q |= (_trit_code(x[i, 128 * h + 32 * k + m] * idv) & 3) << (2 * k)
+                out[i, 32 * h + m] = q
+        hb = nb_f32_to_fp16(d)
+        out[i, 64] = hb & 0xFF
+        out[i, 65] = hb >> 8
+
+
+@njit(cache=True, parallel=True)
+def _tq2_0_dequantize(blocks, table, out):
+    """blocks (n, 66) uint8 -> out (n, 256) float32."""
+    for i in prange(blocks.shape[0]):
+        d = table[np.int64(blocks[i, 64]) | (np.int64(blocks[i, 65]) << 8)]
+        for h in range(2):
+            for k in range(4):
+                for m in range(32):
+                    q = (np.int32(blocks[i, 32 * h + m]) >> (2 * k)) & 3
+                    out[i, 128 * h + 32 * k + m] = np.float32(q - 1) * d
+
+
+# -- BitNet b1.58 ---------------------------------------------------------------------------------
+
+ABSMEAN_EPS = 1e-5  # BitNet b1.58 clamps the mean |w| from below by this
+
+
+def ternarize(w: np.ndarray, *, name: str = "tensor") -> tuple[np.ndarray, np.float32]:
+    """BitNet b1.58 absmean ternarization: ``w ~ trits * scale``.
+
+    ``scale = max(mean|w|, 1e-5)`` (float32; the mean accumulates in float64), and
+    ``trits = clip(round(w * (1 / scale)), -1, 1)`` with round-half-to-even, as ``torch.round``
+    in BitNet's ``weight_quant``.
+
+    Parameters
+    ----------
+    w:
+        Weights of any shape (converted to float32).
+
+    Returns
+    -------
+    trits:
+        int8 array of ``w``'s shape with values in {-1, 0, 1}.
+    scale:
+        float32 per-tensor scale.
+    """
+    x = np.asarray(w, dtype=np.float32)
+    if x.size and not np.isfinite(x).all():
+        bad = np.unravel_index(int(np.argmin(np.isfinite(x).reshape(-1))), x.shape)
+        raise QuantizationError(
+            f"{name}: non-finite value {x[bad]!r} at index {tuple(int(i) for i in bad)}; "
+            "cannot ternarize"
+        )
+    mean = float(np.abs(x).mean(dtype=np.float64)) if x.size else 0.0
+    scale = np.float32(max(mean, ABSMEAN_EPS))
+    trits = np.clip(np.round(x * (np.float32(1) / scale)), -1, 1).astype(np.int8)
+    return trits, scale
+
+
+def is_ternary(w: np.ndarray, *, fp16_exact: bool = True) -> float | None:
+    """The scale ``s`` if ``w`` is exactly ``trits * s`` for one ``s > 0``, else None.
+
+    With ``fp16_exact`` (the default) ``s`` must also be an fp16 number, which is what makes
+    TQ1_0 / TQ2_0 reproduce ``w`` exactly (each block stores ``fp16(max|w|)``; -0.0 comes back
+    as +0.0). An all-zero (or empty) tensor returns 0.0, so test the result with ``is None``.
+    """
+    a = np.abs(np.asarray(w, dtype=np.float32)).reshape(-1)  # (n,)
+    nz = a[a != 0]
+    if nz.size == 0:
+        return 0.0
+    s = nz.max()
+    if not np.isfinite(s) or nz.min() != s:
+        return None
+    if fp16_exact and FP16_TO_F32[f32_to_fp16_bits(s)] != s:
+        return None
+    return float(s)
