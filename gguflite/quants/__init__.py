@@ -16,6 +16,8 @@ import numpy as np
 from ..constants import GGMLType
 from . import floats as _floats  # noqa: F401  (registers codecs)
 from . import kquants as _kquants  # noqa: F401  (registers codecs)
+from . import legacy as _legacy  # noqa: F401  (registers codecs)
+from . import ternary as _ternary  # noqa: F401  (registers codecs)
 from .base import Codec, get_codec, registered
 
 
