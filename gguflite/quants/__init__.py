@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..constants import GGMLType
+from ..errors import UnsupportedTypeError
 from . import floats as _floats  # noqa: F401  (registers codecs)
 from . import kquants as _kquants  # noqa: F401  (registers codecs)
 from . import legacy as _legacy  # noqa: F401  (registers codecs)
@@ -51,7 +52,11 @@ def dequantize(
     name: str = "tensor",
 ) -> np.ndarray:
     """Decode the bytes of a tensor of numpy shape ``shape`` to float32."""
-    return get_codec(type).dequantize(packed, shape, reference=reference, name=name)
+    try:
+        codec = get_codec(type)
+    except UnsupportedTypeError as exc:  # say which tensor
+        raise UnsupportedTypeError(f"{name}: {exc}") from None
+    return codec.dequantize(packed, shape, reference=reference, name=name)
 
 
 def types() -> list[TypeInfo]:
