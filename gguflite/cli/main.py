@@ -16,6 +16,9 @@ from ..errors import GGUFLiteError
 
 # command name -> "module:function", relative to gguflite.cli. Add one line per subcommand.
 COMMANDS: dict[str, str] = {
+    "dump": "dump:dump",
+    "info": "info:info",
+    "validate": "validate:validate_cmd",
 }
 
 
