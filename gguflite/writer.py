@@ -138,6 +138,11 @@ def encode_value(key: str, value: Any, vtype: GGUFValueType,
 
 
 def _encode_numeric_array(key: str, value: Any, etype: GGUFValueType) -> bytes:
+    if etype in INTEGER_RANGES and not isinstance(value, np.ndarray):
+        # NumPy would turn [0, 2**64 - 1] into float64; keep Python ints exact.
+        if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value):
+            raise WriterError(f"key {key!r}: {etype.name} array needs ints")
+        value = np.array([int(v) for v in value], dtype=object)
     arr = np.asarray(value)
     if arr.ndim != 1:
         raise WriterError(f"key {key!r}: array must be 1-D, got shape {arr.shape}")
@@ -298,7 +303,7 @@ class GGUFWriter:
                 for t in self._tensors.values():
                     data = t.data() if callable(t.data) else t.data
                     arr = self._check_data(t.name, data, t.shape, t.type, t.nbytes)
-                    out.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+                    out.write(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))  # (nbytes,)
                     out.write(b"\0" * (-t.nbytes % self.alignment))
                     if self.on_tensor is not None:
                         self.on_tensor(t.name, t.nbytes)
