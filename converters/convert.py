@@ -1,0 +1,380 @@
+"""Hugging Face Llama-family checkpoint -> one gguflite file, streaming and atomic.
+
+    >>> plan = convert("path/to/SmolLM2-135M", "smol.gguf", type="q8_0")
+
+Two phases. ``plan_conversion`` indexes the checkpoint (headers only), maps every tensor name,
+checks every shape against config.json, picks each tensor's type (``recipe.Recipe``) and
+gathers all metadata; any problem is a ``ConversionError`` before a byte is written. Then
+``convert`` hands the writer one zero-argument producer per tensor: each reads its tensor from
+disk in row chunks of about ``CHUNK_BYTES`` of float32, permutes/encodes them into the output
+buffer, and is dropped once written. Peak memory is one output tensor plus one chunk (Q/K, which
+must be permuted, are read whole; they are never the largest tensor). The writer writes to a
+temporary sibling and renames it into place, so a failure leaves no file under the target name.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gguflite import quants
+from gguflite.constants import GGML_QUANTIZATION_VERSION, GGMLType
+from gguflite.constants import GGUFValueType as T
+from gguflite.errors import ConversionError, QuantizationError, UnsupportedTypeError
+from gguflite.quants.base import registered
+
+from . import llama
+from .checkpoint import Checkpoint, open_checkpoint
+from .recipe import Recipe, parse_tensor_type
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 32 << 20  # float32 bytes of rows encoded at a time
+F16_MAX = 65504.0
+HUB_PATTERNS = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer.model",
+                "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                "chat_template.jinja", "chat_template.json", "README.md", "*.safetensors",
+                "model.safetensors.index.json"]
+PICKLE_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class PlannedTensor:
+    """One output tensor: where it comes from and how it is stored."""
+
+    name: str  # llama.cpp name
+    shape: tuple[int, ...]  # numpy row-major
+    type: str  # codec name ("q8_0")
+    reason: str  # why this type
+    source: str | None  # checkpoint name; None for generated tensors
+    src_dtype: str  # "BF16", ..., or "generated"
+    bytes_in: int
+    bytes_out: int
+    perm_heads: int = 0  # > 0: permute Q/K rows with this many heads
+    data: np.ndarray | None = field(default=None, repr=False)  # generated tensors
+
+    @property
+    def ggml_type(self) -> GGMLType:
+        gt = quants.get_codec(self.type).ggml_type
+        assert gt is not None  # checked in plan_conversion
+        return gt
+
+
+@dataclass
+class Plan:
+    source: Path
+    repo_id: str | None
+    hparams: llama.LlamaHParams
+    recipe: Recipe
+    tensors: list[PlannedTensor]
+    metadata: list[tuple[str, Any, T, T | None]]
+    checkpoint: Checkpoint = field(repr=False)
+    importance: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def bytes_in(self) -> int:
+        return sum(t.bytes_in for t in self.tensors)
+
+    @property
+    def bytes_out(self) -> int:
+        return sum(t.bytes_out for t in self.tensors)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (``--dry-run --json``)."""
+        return {
+            "source": str(self.source),
+            "repo_id": self.repo_id,
+            "architecture": self.hparams.architecture,
+            "type": self.recipe.base,
+            "file_type": int(self.recipe.file_type),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "n_metadata": len(self.metadata),
+            "tensors": [
+                {"name": t.name, "source": t.source, "shape": list(t.shape),
+                 "src_dtype": t.src_dtype, "type": t.type, "reason": t.reason,
+                 "bytes_in": t.bytes_in, "bytes_out": t.bytes_out,
+                 "importance": t.name in self.importance}
+                for t in self.tensors
+            ],
+        }
+
+    def format_table(self) -> str:
+        """Human-readable plan: tensor -> type, bytes in/out."""
+        w = max(len(t.name) for t in self.tensors)
+        lines = [f"{'tensor':<{w}}  {'shape':<14} {'from':<9} {'type':<6} {'bytes in':>12} "
+                 f"{'bytes out':>12}  reason"]
+        for t in self.tensors:
+            shape = "x".join(str(d) for d in t.shape)
+            lines.append(f"{t.name:<{w}}  {shape:<14} {t.src_dtype:<9} {t.type:<6} "
+                         f"{t.bytes_in:>12,} {t.bytes_out:>12,}  {t.reason}")
+        lines.append(f"{len(self.tensors)} tensors, {self.bytes_in:,} bytes in -> "
+                     f"{self.bytes_out:,} bytes out (+ header); {len(self.metadata)} metadata "
+                     "keys")
+        return "\n".join(lines)
+
+
+# -- source ------------------------------------------------------------------------------------
+def resolve_source(src: str | Path, *, revision: str | None = None,
+                   allow_pickle: bool = False) -> tuple[Path, str | None]:
+    """A local directory as is, or a hub repo id fetched into the local cache.
+
+    Hub downloads use ``huggingface_hub.snapshot_download`` with only the files a conversion
+    needs; ``HF_HUB_OFFLINE=1`` and the usual cache variables (``HF_HOME``, ``HF_HUB_CACHE``)
+    are honoured by huggingface_hub itself.
+    """
+    path = Path(src).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ConversionError(f"{path}: expected a checkpoint directory, got a file")
+        return path, None
+    text = str(src)
+    if not _REPO_ID_RE.match(text):
+        raise ConversionError(f"{src}: no such directory (and not a hub repo id like "
+                              "'HuggingFaceTB/SmolLM2-135M')")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ConversionError(f"{src}: not a local directory; fetching from the hub needs "
+                              "huggingface_hub (pip install 'gguflite[convert]')") from None
+    patterns = HUB_PATTERNS + (PICKLE_PATTERNS if allow_pickle else [])
+    try:
+        local = snapshot_download(text, revision=revision, allow_patterns=patterns)
+    except Exception as exc:  # noqa: BLE001  huggingface_hub raises many unrelated types
+        raise ConversionError(
+            f"{src}: cannot fetch from the Hugging Face hub ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Offline (HF_HUB_OFFLINE=1) only "
+            "snapshots already in the cache work; or pass a local directory") from None
+    return Path(local), text
+
+
+def _readme_license(directory: Path) -> str | None:
+    """``license:`` from the model card's YAML front matter, if any."""
+    readme = directory / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return None
+    front = text[3:].split("\n---", 1)[0]
+    m = re.search(r"^license:\s*['\"]?([^'\"\n]+?)['\"]?\s*$", front, re.MULTILINE)
+    return m.group(1) if m else None
+
+
+# -- planning ----------------------------------------------------------------------------------
+def _map_checkpoint(ckpt: Checkpoint, hp: llama.LlamaHParams) -> dict[str, str]:
+    """llama.cpp name -> checkpoint name; every tensor mapped, none missing, shapes right."""
+    expected = llama.expected_shapes(hp)
+    mapped: dict[str, str] = {}
+    for hf_name, st in ckpt.tensors.items():
+        try:
+            name = llama.map_name(hf_name)
+        except KeyError:
+            raise ConversionError(f"{ckpt.directory}: tensor {hf_name!r} has no mapping to the "
+                                  f"llama graph (unexpected for {hp.architecture})") from None
+        if name is None:
+            continue
+        if name == "output.weight" and hp.tie_embeddings:
+            log.info("tie_word_embeddings: skipping %s (llama.cpp uses token_embd)", hf_name)
+            continue
+        if name not in expected:
+            raise ConversionError(f"{ckpt.directory}: tensor {hf_name!r} -> {name!r} is not "
+                                  f"part of a {hp.n_layers}-layer model per config.json")
+        if name in mapped:
+            raise ConversionError(f"{ckpt.directory}: {hf_name!r} and {mapped[name]!r} both "
+                                  f"map to {name!r}")
+        if st.shape != expected[name]:
+            raise ConversionError(f"{ckpt.directory}: tensor {hf_name!r} has shape "
+                                  f"{list(st.shape)}; config.json implies "
+                                  f"{list(expected[name])} for {name}")
+        mapped[name] = hf_name
+    missing = [n for n in expected if n not in mapped]
+    if missing:
+        raise ConversionError(f"{ckpt.directory}: {len(missing)} tensor(s) missing, first "
+                              f"{missing[0]!r}; the checkpoint is incomplete")
+    return {n: mapped[n] for n in expected}  # llama.cpp's order, not the shard order
+
+
+def _general_metadata(ckpt: Checkpoint, hp: llama.LlamaHParams, recipe: Recipe,
+                      repo_id: str | None, name: str | None,
+                      n_params: int) -> list[tuple[str, Any, T, T | None]]:
+    model_name = name or repo_id or str(ckpt.config.get("_name_or_path") or "") or \
+        ckpt.directory.name
+    model_name = model_name.rstrip("/").split("/")[-1] or "model"
+    items: list[tuple[str, Any, T, T | None]] = [
+        ("general.architecture", llama.ARCH, T.STRING, None),
+        ("general.type", "model", T.STRING, None),
+        ("general.name", model_name, T.STRING, None),
+        ("general.size_label", llama.size_label(n_params), T.STRING, None),
+    ]
+    lic = _readme_license(ckpt.directory)
+    if lic:
+        items.append(("general.license", lic, T.STRING, None))
+    if repo_id:
+        items += [("general.source.url", f"https://huggingface.co/{repo_id}", T.STRING, None),
+                  ("general.source.huggingface.repository", repo_id, T.STRING, None)]
+    items += [("general.file_type", int(recipe.file_type), T.UINT32, None),
+              ("general.quantization_version", GGML_QUANTIZATION_VERSION, T.UINT32, None)]
+    return items
+
+
+def make_recipe(type: str, *, tensor_types: Sequence[str] = (),  # noqa: A002
+                output_type: str | None = None, embedding_type: str | None = None,
+                fallback_type: str = "q8_0") -> Recipe:
+    """Build and check a Recipe against the codecs that are registered."""
+    codecs = registered()
+    known = {n for n, c in codecs.items() if c.can_quantize}
+    for opt, value in (("--output-type", output_type), ("--embedding-type", embedding_type),
+                       ("--fallback-type", fallback_type)):
+        if value is not None and value.lower() not in known:
+            raise ConversionError(f"{opt} {value!r}: unknown type; known: "
+                                  f"{', '.join(sorted(known))}")
+    rules = tuple(parse_tensor_type(s, known) for s in tensor_types)
+    return Recipe(type.lower(), rules, output_type and output_type.lower(),
+                  embedding_type and embedding_type.lower(), fallback_type.lower(),
+                  {n: c.block_size for n, c in codecs.items()})
+
+
+def plan_conversion(src: str | Path, *, type: str = "f16",  # noqa: A002
+                    tensor_types: Sequence[str] = (), output_type: str | None = None,
+                    embedding_type: str | None = None, fallback_type: str = "q8_0",
+                    imatrix: str | Path | None = None, allow_pickle: bool = False,
+                    revision: str | None = None, name: str | None = None) -> Plan:
+    """Everything ``convert`` will do, checked; reads headers only."""
+    recipe = make_recipe(type, tensor_types=tensor_types, output_type=output_type,
+                         embedding_type=embedding_type, fallback_type=fallback_type)
+    directory, repo_id = resolve_source(src, revision=revision, allow_pickle=allow_pickle)
+    ckpt = open_checkpoint(directory, allow_pickle=allow_pickle)
+    hp = llama.parse_hparams(ckpt.config)
+    mapping = _map_checkpoint(ckpt, hp)
+    importance: dict[str, np.ndarray] = {}
+    if imatrix is not None:
+        from .imatrix import load_imatrix
+
+        importance = load_imatrix(imatrix)
+
+    planned: list[PlannedTensor] = []
+    if hp.rope_type == "llama3":
+        factors = llama.llama3_rope_factors(hp)  # (head_dim // 2,)
+        planned.append(PlannedTensor("rope_freqs.weight", factors.shape, "f32",
+                                     "llama3 rope scaling (generated)", None, "generated", 0,
+                                     factors.nbytes, data=factors))
+    for gname, hf_name in mapping.items():
+        st = ckpt.tensors[hf_name]
+        ttype, why = recipe.choose(gname, st.shape, n_layers=hp.n_layers,
+                                   tied=hp.tie_embeddings)
+        codec = quants.get_codec(ttype)
+        if codec.ggml_type is None:
+            raise ConversionError(f"{gname}: type {ttype} has no ggml tensor type; the "
+                                  "converter cannot store it yet")
+        perm = 0
+        if gname.endswith(".attn_q.weight"):
+            perm = hp.n_heads
+        elif gname.endswith(".attn_k.weight"):
+            perm = hp.n_kv_heads
+        n_el = math.prod(st.shape)
+        planned.append(PlannedTensor(gname, st.shape, ttype, why, hf_name, st.dtype, st.nbytes,
+                                     n_el // codec.block_size * codec.type_size, perm))
+    for gname, imp in importance.items():
+        if gname in mapping and imp.shape != (ckpt.tensors[mapping[gname]].shape[-1],):
+            raise ConversionError(f"--imatrix: importance of {gname!r} has {imp.shape[0]} "
+                                  f"values; the tensor has {ckpt.tensors[mapping[gname]].shape[-1]}"
+                                  " columns")
+    n_params = sum(math.prod(t.shape) for t in planned if t.source is not None)
+    metadata = _general_metadata(ckpt, hp, recipe, repo_id, name, n_params)
+    metadata += llama.model_metadata(hp)
+    from .tokenizer_export import export_tokenizer
+
+    metadata += export_tokenizer(directory, ckpt.config)
+    return Plan(directory, repo_id, hp, recipe, planned, metadata, ckpt, importance)
+
+
+# -- writing -----------------------------------------------------------------------------------
+def _encode_rows(x: np.ndarray, t: PlannedTensor, importance: np.ndarray | None) -> np.ndarray:
+    """(rows, cols) float32 -> (rows, row bytes) uint8 of type ``t.type``; errors name t."""
+    if t.type == "f16":
+        big = np.abs(x) > F16_MAX
+        if big.any():
+            r, c = np.argwhere(big)[0]
+            raise ConversionError(f"{t.source}: value {x[r, c]!r} at row {r}, column {c} "
+                                  "overflows f16; convert with --type bf16 or f32")
+    try:
+        return quants.quantize(x, t.type, importance=importance, name=t.source or t.name)
+    except (QuantizationError, UnsupportedTypeError) as exc:
+        raise ConversionError(f"{t.name} (from {t.source}): {exc}") from None
+
+
+def make_producer(plan: Plan, t: PlannedTensor,
+                  on_start: Callable[[str], None] | None = None) -> Callable[[], np.ndarray]:
+    """A zero-argument function returning the encoded bytes of ``t`` (called by the writer)."""
+
+    def produce() -> np.ndarray:
+        if on_start is not None:
+            on_start(t.name)
+        if t.data is not None:  # generated
+            return _encode_rows(t.data.reshape(1, -1), t, None).reshape(-1)
+        st = plan.checkpoint.tensors[t.source]  # type: ignore[index]
+        codec = quants.get_codec(t.type)
+        imp = plan.importance.get(t.name) if codec.uses_importance else None
+        if len(t.shape) == 1:
+            return _encode_rows(st.read().reshape(1, -1), t, None).reshape(-1)
+        rows, cols = t.shape[0], math.prod(t.shape[1:])
+        out = np.empty((rows, codec.row_nbytes(cols)), dtype=np.uint8)  # (rows, row bytes)
+        whole = None
+        if t.perm_heads:
+            # Q/K: rows are reordered head by head, so read the whole (small) matrix once
+            whole = st.read().reshape(rows, cols)[llama.permute_rows(rows, t.perm_heads)]
+        step = max(1, CHUNK_BYTES // (4 * cols))
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            x = whole[r0:r1] if whole is not None else st.read(r0, r1).reshape(r1 - r0, cols)
+            out[r0:r1] = _encode_rows(x, t, imp)  # (r1 - r0, row bytes)
+            del x
+        return out
+
+    return produce
+
+
+def convert(src: str | Path, out: str | Path, *, progress: bool = False,
+            **options: Any) -> Plan:
+    """Convert ``src`` (directory or hub repo id) to the file ``out``; returns the plan.
+
+    ``options`` are those of ``plan_conversion``. The file appears only when complete.
+    """
+    from gguflite import GGUFWriter
+
+    plan = plan_conversion(src, **options)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=plan.bytes_out, unit="B", unit_scale=True, desc="convert",
+                   dynamic_ncols=True)
+
+    def started(name: str) -> None:
+        if bar is not None:
+            bar.set_postfix_str(name, refresh=True)
+
+    def written(name: str, nbytes: int) -> None:
+        if bar is not None:
+            bar.update(nbytes)
+
+    try:
+        writer = GGUFWriter(out, on_tensor=written)
+        writer.add_items(plan.metadata)
+        for t in plan.tensors:
+            writer.add_tensor(t.name, shape=t.shape, type=t.ggml_type,
+                              data=make_producer(plan, t, started))
+        writer.write()
+    finally:
+        if bar is not None:
+            bar.close()
+    return plan
