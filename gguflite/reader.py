@@ -121,17 +121,18 @@ class _Cursor:
     def u64(self, what: str) -> int:
         return _U64.unpack_from(self.buf, self.need(8, what))[0]
 
-    def string_span(self, what: str, limit: int = MAX_STRING_LENGTH) -> tuple[int, int]:
+    def string_span(self, what: str, limit: int = MAX_STRING_LENGTH,
+                    rule: str = "V6") -> tuple[int, int]:
         """Read a length-prefixed string; return (absolute start, length) of its bytes."""
         at = self.pos
         n = self.u64(f"the length of {what}")
         if n > limit:
             raise LimitError(f"{what} is {n} bytes long, over the limit of {limit}",
-                             rule="V6", offset=at)
+                             rule=rule, offset=at)
         return self.need(n, what), n
 
     def text(self, what: str, rule: str, limit: int = MAX_STRING_LENGTH) -> str:
-        start, n = self.string_span(what, limit)
+        start, n = self.string_span(what, limit, rule)
         try:
             return str(self.buf[start : start + n], "utf-8")
         except UnicodeDecodeError as exc:
@@ -298,7 +299,8 @@ class GGUFFile:
         self._offset_fields: dict[str, int] = {}  # absolute offset of each tensor's offset field
         for i in range(n_tensors):
             at = cur.pos
-            start, n = cur.string_span(f"the name of tensor {i}", limit=MAX_KEY_LENGTH)
+            start, n = cur.string_span(f"the name of tensor {i}", limit=MAX_KEY_LENGTH,
+                                       rule="V9")
             try:
                 name = str(self._buf[start : start + n], "utf-8")
             except UnicodeDecodeError:
