@@ -1,0 +1,262 @@
+"""Row kernels of the k-quants (256-element super-blocks): Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
+
+Same contract as legacy.py: ``dot_<type>(w, p, nb, xq, xd, xsd)`` with ``nb`` the number of
+32-element groups in the row (8 per super-block) and ``deq_<type>(w, p, nb, dst, off)``
+bit-exact with ggml. Activations stay in 32-element blocks (one float scale each), so the
+per-group weight scale ``s`` and offset ``c`` fold into the float accumulation:
+
+    sum_i w_i x_i  =  dx * s * sum_i u_i xq_i  +  (s * o - c) * dx * sum_i xq_i
+
+Types whose scales cover 16 elements (Q2_K, Q3_K, Q6_K) use a different (s, c) per half of a
+group; ``fma2`` applies one scale to lanes 0..3 (elements 0..15) and another to lanes 4..7.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .vector_ir import (
+    band,
+    bor,
+    dot_u8,
+    f16,
+    fma2,
+    hsum,
+    load_u8x32,
+    shl,
+    shr,
+    store_affine,
+    vzero,
+)
+
+# Bytes per super-block (see gguflite.constants.GGML_TYPE_TRAITS).
+Q2_K_BYTES = 16 + 64 + 2 + 2  # scales[16]: [ min : 4 | scale : 4 ] | qs[64] | d | dmin
+Q3_K_BYTES = 32 + 64 + 12 + 2  # hmask[32] | qs[64] | scales[12]: 16 x 6 bits | d
+Q4_K_BYTES = 2 + 2 + 12 + 128  # d | dmin | scales[12]: 8 x (6-bit scale, 6-bit min) | qs[128]
+Q5_K_BYTES = 2 + 2 + 12 + 32 + 128  # d | dmin | scales[12] | qh[32] | qs[128]
+Q6_K_BYTES = 128 + 64 + 16 + 2  # ql[128] | qh[64] | scales[16]: int8 | d
+
+
+@njit(cache=True)
+def _scale_min_k4(w, sp, k):
+    """Scale and min of group k (0..7) from the 12 bytes at ``sp`` (Q4_K / Q5_K).
+
+        k < 4:  sc = q[k] & 63                          m = q[k + 4] & 63
+        k >= 4: sc = q[k + 4] & 15 | (q[k - 4] >> 6) << 4    m = q[k + 4] >> 4 | (q[k] >> 6) << 4
+    """
+    q = w[sp : sp + 12]
+    if k < 4:
+        return np.int32(q[k]) & 63, np.int32(q[k + 4]) & 63
+    sc = (np.int32(q[k + 4]) & 15) | ((np.int32(q[k - 4]) >> 6) << 4)
+    m = (np.int32(q[k + 4]) >> 4) | ((np.int32(q[k]) >> 6) << 4)
+    return sc, m
+
+
+@njit(cache=True)
+def _scale_q3(w, sp, i):
+    """Signed 6-bit scale i (0..15) of Q3_K from the 12 bytes at ``sp``.
+
+        low 4 bits: i < 8 ? q[i] & 15 : q[i - 8] >> 4      high 2 bits: q[8 + i % 4] >> 2 (i // 4)
+    """
+    lo = (np.int32(w[sp + i]) & 15) if i < 8 else (np.int32(w[sp + i - 8]) >> 4)
+    hi = (np.int32(w[sp + 8 + i % 4]) >> (2 * (i // 4))) & 3
+    return (lo | (hi << 4)) - 32
+
+
+@njit(cache=True)
+def _i8(v):
+    return np.int32(v) - 256 if v > 127 else np.int32(v)
+
+
+# -- Q4_K / Q5_K: groups of 32 with a 6-bit scale and min each: w = d * sc * u - dmin * m ------
+@njit(cache=True, fastmath=True)
+def _q45_u(w, b, k, has_qh):
+    """u of group k of the super-block at byte b: low/high nibbles of the 32 bytes of pair k // 2,
+    plus, for Q5_K, bit k of qh[0..32] as bit 4."""
+    if has_qh:
+        v = load_u8x32(w, b + 48 + 32 * (k // 2))
+        h = shl(band(shr(load_u8x32(w, b + 16), k), 1), 4)
+    else:
+        v = load_u8x32(w, b + 16 + 32 * (k // 2))
+        h = band(v, 0)
+    u = band(v, 15) if k % 2 == 0 else shr(v, 4)
+    return bor(u, h)
+
+
+@njit(cache=True, fastmath=True)
+def _dot_q45(w, p, nb, xq, xd, xsd, bytes_per, has_qh):
+    acc0 = vzero()
+    acc1 = vzero()
+    bias = np.float32(0.0)
+    for i in range(nb // 8):
+        b = p + bytes_per * i
+        d = f16(w, b)
+        dmin = f16(w, b + 2)
+        for k in range(0, 8, 2):
+            g = 8 * i + k
+            sc0, m0 = _scale_min_k4(w, b + 4, k)
+            sc1, m1 = _scale_min_k4(w, b + 4, k + 1)
+            s0 = d * np.float32(sc0) * xd[g]
+            s1 = d * np.float32(sc1) * xd[g + 1]
+            acc0 = fma2(acc0, dot_u8(_q45_u(w, b, k, has_qh), xq, 32 * g), s0, s0)
+            acc1 = fma2(acc1, dot_u8(_q45_u(w, b, k + 1, has_qh), xq, 32 * g + 32), s1, s1)
+            bias -= dmin * (np.float32(m0) * (xsd[2 * g] + xsd[2 * g + 1])
+                            + np.float32(m1) * (xsd[2 * g + 2] + xsd[2 * g + 3]))
+    return hsum(acc0) + hsum(acc1) + bias
+
+
+@njit(cache=True)
+def _deq_q45(w, p, nb, dst, off, bytes_per, has_qh):
+    for i in range(nb // 8):
+        b = p + bytes_per * i
+        d = f16(w, b)
+        dmin = f16(w, b + 2)
+        for k in range(8):
+            sc, m = _scale_min_k4(w, b + 4, k)
+            s = d * np.float32(sc)
+            c = dmin * np.float32(m)
+            store_affine(dst, off + 256 * i + 32 * k, _q45_u(w, b, k, has_qh), 0, s, c, s, c)
+
+
+@njit(cache=True, fastmath=True)
+def dot_q4_k(w, p, nb, xq, xd, xsd):
+    return _dot_q45(w, p, nb, xq, xd, xsd, Q4_K_BYTES, False)
+
+
+@njit(cache=True)
+def deq_q4_k(w, p, nb, dst, off):
+    _deq_q45(w, p, nb, dst, off, Q4_K_BYTES, False)
+
+
+@njit(cache=True, fastmath=True)
+def dot_q5_k(w, p, nb, xq, xd, xsd):
+    return _dot_q45(w, p, nb, xq, xd, xsd, Q5_K_BYTES, True)
+
+
+@njit(cache=True)
+def deq_q5_k(w, p, nb, dst, off):
+    _deq_q45(w, p, nb, dst, off, Q5_K_BYTES, True)
+
+
+# -- Q6_K: w = d * sc[16 elements] * (u - 32), u = 4 low bits from ql | 2 high bits from qh -----
+@njit(cache=True, fastmath=True)
+def _q6_u(w, b, h, g):
+    """u of group g (0..3) of half h (0, 1) of the super-block at byte b.
+
+        ql0 = ql[64h : 64h + 32], ql1 = ql[64h + 32 : 64h + 64], qh = qh[32h : 32h + 32]
+        g = 0: ql0 & 15 | (qh & 3) << 4          g = 1: ql1 & 15 | (qh >> 2 & 3) << 4
+        g = 2: ql0 >> 4 | (qh >> 4 & 3) << 4     g = 3: ql1 >> 4 | (qh >> 6 & 3) << 4
+    """
+    ql = load_u8x32(w, b + 64 * h + 32 * (g % 2))
+    lo = band(ql, 15) if g < 2 else shr(ql, 4)
+    hi = band(shr(load_u8x32(w, b + 128 + 32 * h), 2 * g), 3)
+    return bor(lo, shl(hi, 4))
+
+
+@njit(cache=True, fastmath=True)
+def dot_q6_k(w, p, nb, xq, xd, xsd):
+    acc = vzero()
+    bias = np.float32(0.0)
+    for i in range(nb // 8):
+        b = p + Q6_K_BYTES * i
+        d = f16(w, b + 208)
+        for h in range(2):
+            for g in range(4):
+                G = 8 * i + 4 * h + g
+                sc0 = np.float32(_i8(w[b + 192 + 8 * h + 2 * g]))
+                sc1 = np.float32(_i8(w[b + 192 + 8 * h + 2 * g + 1]))
+                dx = d * xd[G]
+                acc = fma2(acc, dot_u8(_q6_u(w, b, h, g), xq, 32 * G), dx * sc0, dx * sc1)
+                bias -= np.float32(32.0) * d * (sc0 * xsd[2 * G] + sc1 * xsd[2 * G + 1])
+    return hsum(acc) + bias
+
+
+@njit(cache=True)
+def deq_q6_k(w, p, nb, dst, off):
+    for i in range(nb // 8):
+        b = p + Q6_K_BYTES * i
+        d = f16(w, b + 208)
+        for h in range(2):
+            for g in range(4):
+                s0 = d * np.float32(_i8(w[b + 192 + 8 * h + 2 * g]))
+                s1 = d * np.float32(_i8(w[b + 192 + 8 * h + 2 * g + 1]))
+                store_affine(dst, off + 256 * i + 128 * h + 32 * g, _q6_u(w, b, h, g), -32,
+                             s0, 0.0, s1, 0.0)
+
+
+# -- Q3_K: w = d * (sc - 32) * (u - 4), u = 2 bits from qs | hmask bit << 2 ---------------------
+# -- Q2_K: w = d * (sc & 15) * u - dmin * (sc >> 4), u = 2 bits from qs -------------------------
+@njit(cache=True, fastmath=True)
+def _q23_u(w, qs, hm, h, j):
+    """u of group j (0..3) of half h: bits 2j..2j+1 of qs[32h : 32h + 32], plus for Q3_K
+    (hm >= 0) bit 4h + j of hmask[0..32] as bit 2."""
+    u = band(shr(load_u8x32(w, qs + 32 * h), 2 * j), 3)
+    if hm >= 0:
+        u = bor(u, shl(band(shr(load_u8x32(w, hm), 4 * h + j), 1), 2))
+    return u
+
+
+@njit(cache=True, fastmath=True)
+def _q23_params(w, b, is_q3, idx):
+    """(s, c, o) of the 16 elements with scale index idx of the super-block at byte b."""
+    if is_q3:
+        d = f16(w, b + 108)
+        return d * np.float32(_scale_q3(w, b + 96, idx)), np.float32(0.0), -4
+    sc = np.int32(w[b + idx])
+    return (f16(w, b + 80) * np.float32(sc & 15), f16(w, b + 82) * np.float32(sc >> 4), 0)
+
+
+@njit(cache=True, fastmath=True)
+def _dot_q23(w, p, nb, xq, xd, xsd, is_q3):
+    acc = vzero()
+    bias = np.float32(0.0)
+    bytes_per = Q3_K_BYTES if is_q3 else Q2_K_BYTES
+    for i in range(nb // 8):
+        b = p + bytes_per * i
+        qs = b + 32 if is_q3 else b + 16
+        hm = b if is_q3 else -1
+        for h in range(2):
+            for j in range(4):
+                G = 8 * i + 4 * h + j
+                s0, c0, o = _q23_params(w, b, is_q3, 8 * h + 2 * j)
+                s1, c1, o = _q23_params(w, b, is_q3, 8 * h + 2 * j + 1)
+                acc = fma2(acc, dot_u8(_q23_u(w, qs, hm, h, j), xq, 32 * G),
+                           s0 * xd[G], s1 * xd[G])
+                bias += (s0 * o - c0) * xsd[2 * G] + (s1 * o - c1) * xsd[2 * G + 1]
+    return hsum(acc) + bias
+
+
+@njit(cache=True)
+def _deq_q23(w, p, nb, dst, off, is_q3):
+    bytes_per = Q3_K_BYTES if is_q3 else Q2_K_BYTES
+    for i in range(nb // 8):
+        b = p + bytes_per * i
+        qs = b + 32 if is_q3 else b + 16
+        hm = b if is_q3 else -1
+        for h in range(2):
+            for j in range(4):
+                s0, c0, o = _q23_params(w, b, is_q3, 8 * h + 2 * j)
+                s1, c1, o = _q23_params(w, b, is_q3, 8 * h + 2 * j + 1)
+                store_affine(dst, off + 256 * i + 128 * h + 32 * j,
+                             _q23_u(w, qs, hm, h, j), o, s0, c0, s1, c1)
+
+
+@njit(cache=True, fastmath=True)
+def dot_q3_k(w, p, nb, xq, xd, xsd):
+    return _dot_q23(w, p, nb, xq, xd, xsd, True)
+
+
+@njit(cache=True)
+def deq_q3_k(w, p, nb, dst, off):
+    _deq_q23(w, p, nb, dst, off, True)
+
+
+@njit(cache=True, fastmath=True)
+def dot_q2_k(w, p, nb, xq, xd, xsd):
+    return _dot_q23(w, p, nb, xq, xd, xsd, False)
+
+
+@njit(cache=True)
+def deq_q2_k(w, p, nb, dst, off):
+    _deq_q23(w, p, nb, dst, off, False)

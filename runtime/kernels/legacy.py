@@ -1,0 +1,147 @@
+"""Row kernels of the legacy 32-element block types: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
+
+Each type has two functions over one row that starts at byte ``p`` of the flat weight bytes
+``w`` and holds ``nb`` blocks:
+
+- ``dot_<type>(w, p, nb, xq, xd, xsd) -> float``: the row times the quantized activations
+  (see activations.py), in place on the stored bytes;
+- ``deq_<type>(w, p, nb, dst, off)``: the row dequantized to ``dst[off : off + 32 * nb]``,
+  bit-exact with ggml's ``dequantize_row_*``.
+
+Every weight is written ``w = s * (u + o) - c`` with ``u`` an unsigned integer lane, ``o`` a
+per-type integer offset and (s, c) per block, so that with ``x ~= dx * xq``
+
+    sum_i w_i x_i = dx * s * sum_i u_i xq_i  +  (s * o - c) * dx * sum_i xq_i
+                    ---- fma2(dot_u8) ----     ----- xsd (precomputed) -----
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from .vector_ir import (
+    bits32,
+    bor,
+    dot_s8,
+    dot_u8,
+    f16,
+    fma2,
+    hsum,
+    nibbles16,
+    shl,
+    store_affine,
+    store_s8,
+    vzero,
+)
+
+# Bytes per block (see gguflite.constants.GGML_TYPE_TRAITS).
+Q4_0_BYTES = 2 + 16  # d: f16 | qs[16]: byte i = [ q(16 + i) : 4 | q(i) : 4 ]
+Q4_1_BYTES = 2 + 2 + 16  # d: f16 | m: f16 | qs[16]
+Q5_0_BYTES = 2 + 4 + 16  # d: f16 | qh: u32, bit i = fifth bit of q(i) | qs[16]
+Q5_1_BYTES = 2 + 2 + 4 + 16  # d: f16 | m: f16 | qh: u32 | qs[16]
+Q8_0_BYTES = 2 + 32  # d: f16 | qs[32]: int8
+
+
+@njit(cache=True, fastmath=True)
+def dot_q4_0(w, p, nb, xq, xd, xsd):
+    acc = vzero()
+    bias = 0.0
+    for j in range(nb):
+        b = p + Q4_0_BYTES * j
+        s = f16(w, b) * xd[j]
+        acc = fma2(acc, dot_u8(nibbles16(w, b + 2), xq, 32 * j), s, s)  # u = q, o = -8
+        bias -= 8.0 * f16(w, b) * (xsd[2 * j] + xsd[2 * j + 1])
+    return hsum(acc) + bias
+
+
+@njit(cache=True)
+def deq_q4_0(w, p, nb, dst, off):
+    for j in range(nb):
+        b = p + Q4_0_BYTES * j
+        d = f16(w, b)
+        store_affine(dst, off + 32 * j, nibbles16(w, b + 2), -8, d, 0.0, d, 0.0)
+
+
+@njit(cache=True, fastmath=True)
+def dot_q4_1(w, p, nb, xq, xd, xsd):
+    acc = vzero()
+    bias = 0.0
+    for j in range(nb):
+        b = p + Q4_1_BYTES * j
+        s = f16(w, b) * xd[j]
+        acc = fma2(acc, dot_u8(nibbles16(w, b + 4), xq, 32 * j), s, s)
+        bias += f16(w, b + 2) * (xsd[2 * j] + xsd[2 * j + 1])  # c = -m
+    return hsum(acc) + bias
+
+
+@njit(cache=True)
+def deq_q4_1(w, p, nb, dst, off):
+    for j in range(nb):
+        b = p + Q4_1_BYTES * j
+        d = f16(w, b)
+        m = f16(w, b + 2)
+        store_affine(dst, off + 32 * j, nibbles16(w, b + 4), 0, d, -m, d, -m)
+
+
+@njit(cache=True, fastmath=True)
+def _q5(w, b):
+    """u = q | fifth bit << 4 of the block whose qh starts at byte b: (32,) in [0, 31]."""
+    return bor(nibbles16(w, b + 4), shl(bits32(w, b), 4))
+
+
+@njit(cache=True, fastmath=True)
+def dot_q5_0(w, p, nb, xq, xd, xsd):
+    acc = vzero()
+    bias = 0.0
+    for j in range(nb):
+        b = p + Q5_0_BYTES * j
+        s = f16(w, b) * xd[j]
+        acc = fma2(acc, dot_u8(_q5(w, b + 2), xq, 32 * j), s, s)  # o = -16
+        bias -= 16.0 * f16(w, b) * (xsd[2 * j] + xsd[2 * j + 1])
+    return hsum(acc) + bias
+
+
+@njit(cache=True)
+def deq_q5_0(w, p, nb, dst, off):
+    for j in range(nb):
+        b = p + Q5_0_BYTES * j
+        d = f16(w, b)
+        store_affine(dst, off + 32 * j, _q5(w, b + 2), -16, d, 0.0, d, 0.0)
+
+
+@njit(cache=True, fastmath=True)
+def dot_q5_1(w, p, nb, xq, xd, xsd):
+    acc = vzero()
+    bias = 0.0
+    for j in range(nb):
+        b = p + Q5_1_BYTES * j
+        s = f16(w, b) * xd[j]
+        acc = fma2(acc, dot_u8(_q5(w, b + 4), xq, 32 * j), s, s)
+        bias += f16(w, b + 2) * (xsd[2 * j] + xsd[2 * j + 1])
+    return hsum(acc) + bias
+
+
+@njit(cache=True)
+def deq_q5_1(w, p, nb, dst, off):
+    for j in range(nb):
+        b = p + Q5_1_BYTES * j
+        d = f16(w, b)
+        m = f16(w, b + 2)
+        store_affine(dst, off + 32 * j, _q5(w, b + 4), 0, d, -m, d, -m)
+
+
+@njit(cache=True, fastmath=True)
+def dot_q8_0(w, p, nb, xq, xd, xsd):
+    acc = vzero()
+    for j in range(nb):
+        b = p + Q8_0_BYTES * j
+        s = f16(w, b) * xd[j]
+        acc = fma2(acc, dot_s8(w, b + 2, xq, 32 * j), s, s)
+    return hsum(acc)
+
+
+@njit(cache=True)
+def deq_q8_0(w, p, nb, dst, off):
+    for j in range(nb):
+        b = p + Q8_0_BYTES * j
+        store_s8(dst, off + 32 * j, w, b + 2, f16(w, b))
