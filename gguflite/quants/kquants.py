@@ -63,7 +63,8 @@ def fp32_to_fp16_bits(f: np.ndarray) -> np.ndarray:
     Overflow gives +-inf, NaN gives 0x7E00 with the sign kept (Maratyszcza's FP16 algorithm).
     """
     f = np.asarray(f, dtype=F32)
-    base = (np.abs(f) * F32(2.0**112)) * F32(2.0**-110)
+    with np.errstate(over="ignore"):  # overflow to inf is the point: it flags fp16 overflow
+        base = (np.abs(f) * F32(2.0**112)) * F32(2.0**-110)
     w = f.view(np.uint32)
     shl1_w = w + w  # the sign shifted out
     sign = w & np.uint32(0x80000000)
