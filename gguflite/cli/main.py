@@ -19,6 +19,9 @@ COMMANDS: dict[str, str] = {
     "dump": "dump:dump",
     "info": "info:info",
     "validate": "validate:validate_cmd",
+    "convert": "convert:convert",
+    "quantize": "quantize:quantize",
+    "set-metadata": "set_metadata:set_metadata",
 }
 
 

@@ -1,0 +1,179 @@
+"""Requantize any readable file to other tensor types, keeping all its metadata.
+
+    >>> requantize("smollm2.Q4_1.gguf", "smollm2.q8_0.gguf", type="q8_0")
+
+Each tensor gets a type from the same ``Recipe`` as the converter (1-D tensors stay as they
+are; ``--tensor-type``/``--output-type``/``--embedding-type``; fallbacks for row lengths the
+type cannot hold). A tensor whose type does not change is copied byte for byte from the memory
+map; the others are decoded in row chunks (any type gguflite decodes: Q4_1, Q5_0, Q2_K ...)
+and encoded again, one tensor in memory at a time. Metadata keys are copied with their types,
+except ``general.file_type`` (set from the recipe) and ``general.alignment`` (kept by the
+writer). The output is written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import gguflite
+from gguflite import quants
+from gguflite.constants import KEY_ALIGNMENT, GGMLType
+from gguflite.constants import GGUFValueType as T
+from gguflite.errors import ConversionError, QuantizationError, UnsupportedTypeError
+
+from .convert import CHUNK_BYTES, make_recipe
+
+_BLK_RE = re.compile(r"^blk\.(\d+)\.")
+
+
+@dataclass
+class RequantEntry:
+    name: str
+    shape: tuple[int, ...]
+    src_type: GGMLType
+    type: str  # codec name of the output
+    reason: str
+    bytes_in: int
+    bytes_out: int
+
+    @property
+    def copied(self) -> bool:
+        return self.type == self.src_type.name.lower()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "src_type": self.src_type.name,
+                "type": self.type, "reason": self.reason, "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out, "copied": self.copied}
+
+
+def _n_layers(f: gguflite.GGUFFile) -> int:
+    arch = f.metadata.get("general.architecture")
+    n = f.metadata.get(f"{arch}.block_count")
+    if isinstance(n, int):
+        return n
+    ids = [int(m.group(1)) for t in f.tensors if (m := _BLK_RE.match(t))]
+    return max(ids) + 1 if ids else 0
+
+
+def plan_requantize(f: gguflite.GGUFFile, *, type: str,  # noqa: A002
+                    tensor_types: Sequence[str] = (), output_type: str | None = None,
+                    embedding_type: str | None = None,
+                    fallback_type: str = "q8_0") -> tuple[list[RequantEntry], Any]:
+    """One entry per tensor of ``f`` in file order, plus the recipe."""
+    recipe = make_recipe(type, tensor_types=tensor_types, output_type=output_type,
+                         embedding_type=embedding_type, fallback_type=fallback_type)
+    n_layers = _n_layers(f)
+    tied = "output.weight" not in f.tensors
+    entries = []
+    for name, ti in f.tensors.items():
+        shape = ti.shape or (1,)
+        if len(shape) < 2:  # 1-D tensors keep their type (F32 norms, rope_freqs)
+            ttype, why = ti.type.name.lower(), "1-D tensors keep their type"
+        else:
+            ttype, why = recipe.choose(name, shape, n_layers=n_layers, tied=tied)
+        if ttype == ti.type.name.lower():
+            out_bytes = ti.nbytes
+        else:
+            codec = quants.get_codec(ttype)
+            if codec.ggml_type is None:
+                raise ConversionError(f"{name}: type {ttype} has no ggml tensor type; "
+                                      "requantize cannot store it yet")
+            out_bytes = math.prod(shape) // codec.block_size * codec.type_size
+        entries.append(RequantEntry(name, shape, ti.type, ttype, why, ti.nbytes, out_bytes))
+    return entries, recipe
+
+
+def _producer(f: gguflite.GGUFFile, e: RequantEntry,
+              importance: np.ndarray | None) -> Callable[[], np.ndarray]:
+    def produce() -> np.ndarray:
+        if e.copied:
+            return f.raw(e.name)  # read-only view of the mapped bytes, never decoded
+        try:
+            src_codec = quants.get_codec(int(e.src_type))
+        except UnsupportedTypeError:
+            raise ConversionError(f"{e.name}: gguflite cannot decode {e.src_type.name}; keep "
+                                  f"it with --tensor-type '{e.name}={e.src_type.name.lower()}'"
+                                  ) from None
+        codec = quants.get_codec(e.type)
+        cols = e.shape[-1]
+        rows = math.prod(e.shape[:-1])
+        raw = f.raw(e.name).reshape(rows, -1)  # (rows, src row bytes)
+        out = np.empty((rows, codec.row_nbytes(cols)), dtype=np.uint8)  # (rows, out row bytes)
+        imp = importance if codec.uses_importance else None
+        step = max(1, CHUNK_BYTES // (4 * cols))
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            x = src_codec.dequantize(raw[r0:r1], (r1 - r0, cols), name=e.name)  # (n, cols)
+            try:
+                out[r0:r1] = quants.quantize(x, e.type, importance=imp, name=e.name)
+            except QuantizationError as exc:
+                raise ConversionError(str(exc)) from None
+        return out
+
+    return produce
+
+
+def requantize(src: str | Path, out: str | Path, *, type: str,  # noqa: A002
+               tensor_types: Sequence[str] = (), output_type: str | None = None,
+               embedding_type: str | None = None, fallback_type: str = "q8_0",
+               imatrix: str | Path | None = None, dry_run: bool = False,
+               progress: bool = False) -> list[RequantEntry]:
+    """Write ``out``: ``src`` with its tensors requantized per the recipe ``type``."""
+    importance: dict[str, np.ndarray] = {}
+    if imatrix is not None:
+        from .imatrix import load_imatrix
+
+        importance = load_imatrix(imatrix)
+    with gguflite.open(src) as f:
+        entries, recipe = plan_requantize(f, type=type, tensor_types=tensor_types,
+                                          output_type=output_type,
+                                          embedding_type=embedding_type,
+                                          fallback_type=fallback_type)
+        for name, imp in importance.items():
+            if name in f.tensors and imp.shape != (f.tensors[name].shape[-1],):
+                raise ConversionError(f"--imatrix: importance of {name!r} has {imp.shape[0]} "
+                                      f"values; the tensor has {f.tensors[name].shape[-1]} "
+                                      "columns")
+        if dry_run:
+            return entries
+        if Path(out).resolve() == Path(src).resolve():
+            raise ConversionError(f"{out}: the output must differ from the input")
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=sum(e.bytes_out for e in entries), unit="B", unit_scale=True,
+                       desc="quantize", dynamic_ncols=True)
+
+        def written(name: str, nbytes: int) -> None:
+            if bar is not None:
+                bar.set_postfix_str(name, refresh=False)
+                bar.update(nbytes)
+
+        try:
+            w = gguflite.GGUFWriter(out, alignment=f.alignment, on_tensor=written)
+            for key in f.metadata:
+                if key == KEY_ALIGNMENT:
+                    continue
+                if key == "general.file_type":
+                    w.add(key, int(recipe.file_type), T.UINT32)
+                else:
+                    w.add_from(f, key)
+            if "general.file_type" not in f.metadata:
+                w.add("general.file_type", int(recipe.file_type), T.UINT32)
+            for e in entries:
+                gtype = e.src_type if e.copied else quants.get_codec(e.type).ggml_type
+                w.add_tensor(e.name, shape=e.shape, type=gtype,
+                             data=_producer(f, e, importance.get(e.name)))
+            w.write()
+        finally:
+            if bar is not None:
+                bar.close()
+    return entries

@@ -1,0 +1,73 @@
+"""``gguflite convert SRC -o OUT --type T``: a Hugging Face checkpoint to one gguflite file.
+
+Exit codes: 0 written (or planned, with --dry-run); 1 the checkpoint cannot be converted (one
+line on stderr, no output file); 2 usage error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import echo_json, human_bytes
+
+RECIPES = ("f32", "f16", "bf16", "q8_0", "q4_k", "q4_k_m", "q6_k", "km2", "km3", "km4",
+           "tq1_0", "tq2_0")
+
+
+@click.command("convert")
+@click.argument("src")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False),
+              help="Output file (required unless --dry-run).")
+@click.option("-t", "--type", "type_", type=click.Choice(RECIPES, case_sensitive=False),
+              default="f16", show_default=True,
+              help="Tensor type recipe. q4_k_m is llama.cpp's mix (Q6_K output and some "
+                   "attn_v/ffn_down); 1-D tensors always stay F32.")
+@click.option("--tensor-type", "tensor_types", multiple=True, metavar="PATTERN=TYPE",
+              help="Type for the tensors whose llama.cpp name matches PATTERN: a glob "
+                   "(blk.*.ffn_down.weight) or, prefixed with 're:', a regex searched in the "
+                   "name. Repeatable; the first match wins.")
+@click.option("--output-type", help="Type of output.weight (and of a tied token_embd).")
+@click.option("--embedding-type", help="Type of token_embd.weight.")
+@click.option("--fallback-type", default="q8_0", show_default=True,
+              help="Type used when a row length is not a multiple of the chosen type's block "
+                   "size (e.g. 576-wide rows and 256-element k-quant blocks).")
+@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False),
+              help="Importance matrix (llama.cpp imatrix GGUF, or .npz of per-column mean "
+                   "squared activations keyed by tensor name) for the types that use one.")
+@click.option("--revision", help="Hub revision (branch, tag or commit) when SRC is a repo id.")
+@click.option("--allow-pickle", is_flag=True,
+              help="Allow pytorch_model.bin weights (loaded with torch.load(weights_only=True)).")
+@click.option("--name", help="general.name (default: the repo or directory name).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (tensor -> type, bytes in/out) "
+              "and write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def convert(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...],
+            output_type: str | None, embedding_type: str | None, fallback_type: str,
+            imatrix: str | None, revision: str | None, allow_pickle: bool, name: str | None,
+            dry_run: bool, as_json: bool, no_progress: bool) -> None:
+    """Convert SRC (a Hugging Face checkpoint directory or hub repo id; Llama, Mistral,
+    SmolLM, TinyLlama) to one file. Everything is checked before anything is written; the
+    output appears only when complete."""
+    from gguflite.converters.convert import convert as run_convert
+    from gguflite.converters.convert import plan_conversion
+
+    options = dict(type=type_, tensor_types=tensor_types, output_type=output_type,
+                   embedding_type=embedding_type, fallback_type=fallback_type,
+                   imatrix=imatrix, allow_pickle=allow_pickle, revision=revision, name=name)
+    if as_json and not dry_run:
+        raise click.UsageError("--json goes with --dry-run")
+    if dry_run:
+        plan = plan_conversion(src, **options)
+        if as_json:
+            echo_json(plan.to_dict())
+        else:
+            click.echo(plan.format_table())
+        return
+    if not out:
+        raise click.UsageError("missing -o/--output")
+    plan = run_convert(src, out, progress=not no_progress, **options)
+    click.echo(f"wrote {out}: {len(plan.tensors)} tensors, {human_bytes(Path(out).stat().st_size)}"
+               f" ({plan.recipe.base})", err=True)
