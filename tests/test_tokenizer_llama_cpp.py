@@ -1,0 +1,114 @@
+"""The runtime tokenizer gives llama.cpp's ids, on the real SmolLM2 file and on exported files.
+
+llama.cpp (llama-cpp-python, ``vocab_only=True``) is the reference: the same file is tokenized
+by both, for every combination of add_special / parse_special.
+"""
+
+from __future__ import annotations
+
+import json
+
+import llama_cpp
+import pytest
+from gguflite.converters.tokenizer_export import export_tokenizer
+from gguflite.runtime.tokenizer import Tokenizer
+from helpers_tokenizers import TEST_STRINGS, make_bpe_dir, make_spm_dir
+
+import gguflite
+from gguflite.constants import GGUFValueType as T
+from gguflite.default_model import default_model_path
+
+CHAT_TEXTS = [
+    "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi 42!<|im_end|>\n"
+    "<|im_start|>assistant\n",
+    "a<|im_end|>b",
+    "x <|im_start|> y",  # a space after a special token (SPM adds its dummy prefix again)
+    "<|endoftext|>",
+    "<tool> and <repo_name>",
+    "<s>x</s>",
+    "<|begin_of_text|>hi<|eot_id|>",
+]
+
+
+def _llama(path):
+    return llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+
+
+def _assert_same_ids(tok: Tokenizer, ref, label: str) -> None:
+    for text in TEST_STRINGS + CHAT_TEXTS:
+        for add_special in (True, False):
+            for parse_special in (True, False):
+                ours = tok.encode(text, add_special=add_special, parse_special=parse_special)
+                theirs = ref.tokenize(text.encode(), add_bos=add_special, special=parse_special)
+                assert ours == theirs, f"{label}: {text!r} add={add_special} parse={parse_special}"
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    path = default_model_path()
+    with gguflite.open(path) as f:
+        tok = Tokenizer.from_metadata(f.metadata)
+    return tok, _llama(path)
+
+
+def test_smollm2_ids_match_llama_cpp(smollm2):
+    tok, ref = smollm2
+    assert tok.vocab.pre == "smollm" and tok.n_vocab == ref.n_vocab()
+    _assert_same_ids(tok, ref, "SmolLM2")
+
+
+def test_smollm2_decode_matches_llama_cpp_and_round_trips(smollm2):
+    tok, ref = smollm2
+    for text in TEST_STRINGS + CHAT_TEXTS:
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text
+        assert tok.decode_bytes(ids) == ref.detokenize(ids, special=True)
+        for i in ids:
+            assert tok.token_to_piece(i) == ref.detokenize([i], special=True)
+
+
+def test_smollm2_special_ids(smollm2):
+    tok, ref = smollm2
+    assert (tok.bos_id, tok.eos_id) == (ref.token_bos(), ref.token_eos())
+    im_end = tok.encode("<|im_end|>", add_special=False)
+    assert im_end == [tok.eos_id] and tok.eos_id in tok.eot_ids
+    assert tok.encode("<|endoftext|>", add_special=False)[0] in tok.eot_ids
+
+
+def _write_vocab_file(items, path):
+    with gguflite.GGUFWriter(path) as w:
+        w.add("general.architecture", "llama", T.STRING)
+        w.add_items(items)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["spm", "gpt2", "smollm", "llama3", "qwen2"])
+def test_exported_files_match_llama_cpp(tmp_path, kind):
+    d = tmp_path / kind
+    if kind == "spm":
+        make_spm_dir(d)
+    else:
+        make_bpe_dir(d, kind)
+    items = export_tokenizer(d, json.loads((d / "config.json").read_text()))
+    path = _write_vocab_file(items, tmp_path / f"{kind}.gguf")
+    with gguflite.open(path) as f:
+        tok = Tokenizer.from_metadata(f.metadata)
+    ref = _llama(path)
+    _assert_same_ids(tok, ref, kind)
+    for text in TEST_STRINGS:
+        ids = tok.encode(text, add_special=False)
+        for i in ids:
+            assert tok.token_to_piece(i) == ref.detokenize([i], special=True), (text, i)
+
+
+def test_default_pre_tokenizer_matches_llama_cpp(tmp_path):
+    # a BPE file without a known pre-tokenizer: llama.cpp's "default" regex list
+    d = make_bpe_dir(tmp_path / "bpe", "gpt2")
+    items = export_tokenizer(d, json.loads((d / "config.json").read_text()))
+    items = [(k, "default" if k == "tokenizer.ggml.pre" else v, t, e) for k, v, t, e in items]
+    path = _write_vocab_file(items, tmp_path / "default.gguf")
+    with gguflite.open(path) as f:
+        tok = Tokenizer.from_metadata(f.metadata)
+    ref = _llama(path)
+    for text in TEST_STRINGS + ["a,b;c!!d $5+3=8 <x> ~|^ 1234567 don't"]:
+        assert tok.encode(text, add_special=False) == ref.tokenize(text.encode(), add_bos=False)
