@@ -298,6 +298,8 @@ class GGUFWriter:
                                         suffix=".tmp")
         tmp = Path(tmp_name)
         try:
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the usual 0666 & ~umask
+                os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as out:
                 out.write(self._header())
                 for t in self._tensors.values():
@@ -326,6 +328,12 @@ class GGUFWriter:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None and not self._written:
             self.write()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
