@@ -188,3 +188,16 @@ def nb_c_lroundf(v: np.float32) -> np.int64:
     if abs(v) < np.float32(2.0**63):
         return np.int64(nb_c_roundf(v))
     return np.int64(-(1 << 63))
+
+
+_F32_JUST_BELOW_HALF = np.float32(0.49999997)  # nextafter(0.5f, 0)
+
+
+@njit(cache=True, inline="always")
+def nb_roundf_small(v: np.float32) -> np.int32:
+    """``(int32_t)roundf(v)`` for finite |v| < 2**31, branch-free so loops vectorize.
+
+    ``v + copysign(0.49999997f, v)`` then truncation: exact for every float32 (a plain
+    ``+ 0.5`` would round 0.49999997 up to 1).
+    """
+    return np.int32(v + np.float32(np.copysign(_F32_JUST_BELOW_HALF, v)))

@@ -167,7 +167,7 @@ class Q8_0(Codec):
     @classmethod
     def dequantize_blocks_fast(cls, blocks):
         out = np.empty((blocks.shape[0], cls.block_size), np.float32)
-        K.q8_0_dequantize(np.ascontiguousarray(blocks), FP16_TO_F32, out)
+        K.q8_0_dequantize(np.ascontiguousarray(blocks).view(np.int8), FP16_TO_F32, out)
         return out
 
     @classmethod

@@ -25,10 +25,13 @@ from ._numba_common import (
     fp16_bits_to_f32,
     nb_c_lroundf,
     nb_f32_to_fp16,
+    nb_roundf_small,
 )
 from .base import Codec
 
 _POW3 = np.array([1, 3, 9, 27, 81], dtype=np.int64)
+_F32_INF = np.float32(np.inf)
+_CHUNK = 64  # blocks per parallel task (see _legacy_kernels)
 
 
 def _scale_and_trit_codes(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -188,83 +191,99 @@ def _block_scale(x, i):
 
 
 @njit(cache=True, inline="always")
-def _trit_code(v):
-    """``(int)(lroundf(v) + 1)``: 0, 1 or 2 for |v| <= 1; 1 for inf/NaN (as in ggml)."""
-    return (nb_c_lroundf(v) + 1) & 0xFFFFFFFF
+def _trit_code(v, exact):
+    """``(int)(lroundf(v) + 1)``: 0, 1 or 2 for |v| <= 1; 1 for inf/NaN (as in ggml).
+
+    ``exact`` is False when the block's ``1/d`` is finite, so |v| <= 1 and a branch-free
+    rounding does; True takes glibc's lroundf semantics value by value.
+    """
+    if exact:
+        return (nb_c_lroundf(v) + 1) & 0xFFFFFFFF
+    return nb_roundf_small(v) + 1
 
 
 @njit(cache=True, parallel=True)
 def _tq1_0_quantize(x, out):
     """x (n, 256) float32 -> out (n, 54) uint8."""
-    for i in prange(x.shape[0]):
-        d, idv = _block_scale(x, i)
-        for m in range(32):  # values 0..159
-            q = 0
-            for k in range(5):
-                q = (q * 3 + _trit_code(x[i, m + 32 * k] * idv)) & 0xFF
-            out[i, m] = ((q * 256 + 242) // 243) & 0xFF
-        for m in range(16):  # values 160..239
-            q = 0
-            for k in range(5):
-                q = (q * 3 + _trit_code(x[i, 160 + m + 16 * k] * idv)) & 0xFF
-            out[i, 32 + m] = ((q * 256 + 242) // 243) & 0xFF
-        for j in range(4):  # values 240..255
-            q = 0
-            for k in range(4):
-                q = (q * 3 + _trit_code(x[i, 240 + j + 4 * k] * idv)) & 0xFF
-            q = (q * 3) & 0xFF
-            out[i, 48 + j] = ((q * 256 + 242) // 243) & 0xFF
-        h = nb_f32_to_fp16(d)
-        out[i, 52] = h & 0xFF
-        out[i, 53] = h >> 8
+    n = x.shape[0]
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+            d, idv = _block_scale(x, i)
+            slow = not idv < _F32_INF
+            for m in range(32):  # values 0..159
+                q = 0
+                for k in range(5):
+                    q = q * 3 + _trit_code(x[i, m + 32 * k] * idv, slow)
+                out[i, m] = ((q & 0xFF) * 256 + 242) // 243
+            for m in range(16):  # values 160..239
+                q = 0
+                for k in range(5):
+                    q = q * 3 + _trit_code(x[i, 160 + m + 16 * k] * idv, slow)
+                out[i, 32 + m] = ((q & 0xFF) * 256 + 242) // 243
+            for j in range(4):  # values 240..255, then a 0 trit
+                q = 0
+                for k in range(4):
+                    q = q * 3 + _trit_code(x[i, 240 + j + 4 * k] * idv, slow)
+                out[i, 48 + j] = (((q * 3) & 0xFF) * 256 + 242) // 243
+            h = nb_f32_to_fp16(d)
+            out[i, 52] = h & 0xFF
+            out[i, 53] = h >> 8
 
 
 @njit(cache=True, parallel=True)
 def _tq1_0_dequantize(blocks, table, out):
     """blocks (n, 54) uint8 -> out (n, 256) float32."""
-    for i in prange(blocks.shape[0]):
-        d = table[np.int64(blocks[i, 52]) | (np.int64(blocks[i, 53]) << 8)]
-        p3 = 1
-        for k in range(5):
-            for m in range(32):
-                q = (np.int64(blocks[i, m]) * p3) & 0xFF
-                out[i, 32 * k + m] = np.float32(((q * 3) >> 8) - 1) * d
-            for m in range(16):
-                q = (np.int64(blocks[i, 32 + m]) * p3) & 0xFF
-                out[i, 160 + 16 * k + m] = np.float32(((q * 3) >> 8) - 1) * d
-            if k < 4:
-                for j in range(4):
-                    q = (np.int64(blocks[i, 48 + j]) * p3) & 0xFF
-                    out[i, 240 + 4 * k + j] = np.float32(((q * 3) >> 8) - 1) * d
-            p3 *= 3
+    n = blocks.shape[0]
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+            d = table[np.int32(blocks[i, 52]) | (np.int32(blocks[i, 53]) << 8)]
+            p3 = np.int32(1)
+            for k in range(5):
+                for m in range(32):
+                    q = (np.int32(blocks[i, m]) * p3) & 0xFF
+                    out[i, 32 * k + m] = np.float32(((q * 3) >> 8) - 1) * d
+                for m in range(16):
+                    q = (np.int32(blocks[i, 32 + m]) * p3) & 0xFF
+                    out[i, 160 + 16 * k + m] = np.float32(((q * 3) >> 8) - 1) * d
+                if k < 4:
+                    for j in range(4):
+                        q = (np.int32(blocks[i, 48 + j]) * p3) & 0xFF
+                        out[i, 240 + 4 * k + j] = np.float32(((q * 3) >> 8) - 1) * d
+                p3 *= 3
 
 
 @njit(cache=True, parallel=True)
 def _tq2_0_quantize(x, out):
     """x (n, 256) float32 -> out (n, 66) uint8."""
-    for i in prange(x.shape[0]):
-        d, idv = _block_scale(x, i)
-        for h in range(2):
-            for m in range(32):
-                q = 0
-                for k in range(4):
-                    q |= (_trit_code(x[i, 128 * h + 32 * k + m] * idv) & 3) << (2 * k)
-                out[i, 32 * h + m] = q
-        hb = nb_f32_to_fp16(d)
-        out[i, 64] = hb & 0xFF
-        out[i, 65] = hb >> 8
+    n = x.shape[0]
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+            d, idv = _block_scale(x, i)
+            slow = not idv < _F32_INF
+            for h in range(2):
+                for m in range(32):
+                    q = 0
+                    for k in range(4):
+                        t = _trit_code(x[i, 128 * h + 32 * k + m] * idv, slow)
+                        q |= (t & 3) << (2 * k)
+                    out[i, 32 * h + m] = q
+            hb = nb_f32_to_fp16(d)
+            out[i, 64] = hb & 0xFF
+            out[i, 65] = hb >> 8
 
 
 @njit(cache=True, parallel=True)
 def _tq2_0_dequantize(blocks, table, out):
     """blocks (n, 66) uint8 -> out (n, 256) float32."""
-    for i in prange(blocks.shape[0]):
-        d = table[np.int64(blocks[i, 64]) | (np.int64(blocks[i, 65]) << 8)]
-        for h in range(2):
-            for k in range(4):
-                for m in range(32):
-                    q = (np.int32(blocks[i, 32 * h + m]) >> (2 * k)) & 3
-                    out[i, 128 * h + 32 * k + m] = np.float32(q - 1) * d
+    n = blocks.shape[0]
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+            d = table[np.int32(blocks[i, 64]) | (np.int32(blocks[i, 65]) << 8)]
+            for h in range(2):
+                for k in range(4):
+                    for m in range(32):
+                        q = (np.int32(blocks[i, 32 * h + m]) >> (2 * k)) & 3
+                        out[i, 128 * h + 32 * k + m] = np.float32(q - 1) * d
 
 
 # -- BitNet b1.58 ---------------------------------------------------------------------------------
