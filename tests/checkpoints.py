@@ -9,7 +9,10 @@ converter tests convert these and compare against transformers and llama.cpp.
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,16 +44,47 @@ class CkptSpec:
     init_std: float = 0.1  # larger than HF's 0.02 so logits are far from uniform
 
 
+_CACHE: dict[Any, Path] = {}
+_ROOT: list[Path] = []
+
+
+def _cache_root() -> Path:
+    if not _ROOT:
+        root = Path(tempfile.mkdtemp(prefix="gguflite-ckpt-"))
+        atexit.register(shutil.rmtree, root, True)
+        _ROOT.append(root)
+    return _ROOT[0]
+
+
+def _tokenizer_dir(kind: str) -> Path:
+    """One trained tokenizer per kind per test session (training takes a second)."""
+    key = ("tokenizer", kind)
+    if key not in _CACHE:
+        d = _cache_root() / f"tokenizer-{kind}"
+        if kind == "bpe":
+            make_bpe_dir(d, "smollm", chat_template=CHAT_TEMPLATE)
+        else:
+            make_spm_dir(d, chat_template=CHAT_TEMPLATE)
+        _CACHE[key] = d
+    return _CACHE[key]
+
+
+def cached_checkpoint(spec: CkptSpec = CkptSpec()) -> Path:
+    """A checkpoint for ``spec`` built once per test session; copy it before changing it."""
+    key = repr(spec)  # the spec holds a dict, so it is not hashable itself
+    if key not in _CACHE:
+        d = _cache_root() / f"ckpt-{len(_CACHE)}"
+        _CACHE[key] = build_checkpoint(d, spec)
+    return _CACHE[key]
+
+
 def build_checkpoint(path: Path, spec: CkptSpec = CkptSpec()) -> Path:
     """Write a checkpoint directory at ``path``; returns ``path``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
     path = Path(path)
-    if spec.tokenizer == "bpe":
-        make_bpe_dir(path, "smollm", chat_template=CHAT_TEMPLATE)
-    else:
-        make_spm_dir(path, chat_template=CHAT_TEMPLATE)
+    shutil.copytree(_tokenizer_dir(spec.tokenizer), path, dirs_exist_ok=True)
     vocab_size = json.loads((path / "config.json").read_text())["vocab_size"]
     tc = json.loads((path / "tokenizer_config.json").read_text())
     kw: dict[str, Any] = dict(
@@ -58,8 +92,8 @@ def build_checkpoint(path: Path, spec: CkptSpec = CkptSpec()) -> Path:
         num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
         num_key_value_heads=spec.kv_heads, tie_word_embeddings=spec.tied,
         max_position_embeddings=spec.max_positions, initializer_range=spec.init_std,
-        rms_norm_eps=1e-5, bos_token_id=_token_id(path, tc.get("bos_token")),
-        eos_token_id=_token_id(path, tc.get("eos_token")),
+        rms_norm_eps=1e-5, bos_token_id=_token_id(path, tc, "bos_token"),
+        eos_token_id=_token_id(path, tc, "eos_token"),
     )
     rope = {"rope_type": "default", "rope_theta": spec.rope_theta}
     if spec.rope:
@@ -83,14 +117,20 @@ def build_checkpoint(path: Path, spec: CkptSpec = CkptSpec()) -> Path:
     return path
 
 
-def _token_id(path: Path, token: Any) -> int | None:
+def _token_id(path: Path, tc: dict[str, Any], field: str) -> int | None:
+    """Id of the tokenizer_config's ``bos_token``/``eos_token`` (a string or an AddedToken)."""
+    token = tc.get(field)
     if isinstance(token, dict):
         token = token.get("content")
     if token is None:
         return None
-    from transformers import AutoTokenizer
+    if (path / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
 
-    return AutoTokenizer.from_pretrained(str(path)).convert_tokens_to_ids(token)
+        return Tokenizer.from_file(str(path / "tokenizer.json")).token_to_id(token)
+    import sentencepiece as spm
+
+    return spm.SentencePieceProcessor(model_file=str(path / "tokenizer.model")).piece_to_id(token)
 
 
 def hf_logits(path: Path, ids: list[int]):
