@@ -157,3 +157,60 @@ def test_stop_strings(stops, pieces, expected, flushed):
 def test_stop_strings_refuse_empty():
     with pytest.raises(ValueError):
         StopStrings([""])
+
+
+def _llama_cpp_candidates(logits, history, *, top_k, top_p, min_p, temp, rp, last_n, fp, pp):
+    """llama.cpp's own sampler chain (penalties, top-k, top-p, min-p, temp) applied via ctypes."""
+    import ctypes
+
+    import llama_cpp as L
+
+    n = logits.size
+    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    try:
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_penalties(n, last_n, rp, fp, pp))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(top_k))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(top_p, 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_min_p(min_p, 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(temp))
+        for t in history:
+            L.llama_sampler_accept(chain, int(t))
+        data = (L.llama_token_data * n)()
+        for i in range(n):
+            data[i].id, data[i].logit, data[i].p = i, float(logits[i]), 0.0
+        arr = L.llama_token_data_array(data=data, size=n, selected=-1, sorted=False)
+        L.llama_sampler_apply(chain, ctypes.byref(arr))
+        ids = np.array([arr.data[i].id for i in range(arr.size)])
+        out = np.array([arr.data[i].logit for i in range(arr.size)], np.float64)
+    finally:
+        L.llama_sampler_free(chain)
+    p = np.exp(out - out.max())
+    return dict(zip(ids.tolist(), (p / p.sum()).tolist(), strict=True))
+
+
+def test_candidates_match_llama_cpp_sampler_chain():
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        n = 300
+        logits = (rng.normal(size=n) * 3).astype(np.float32)
+        history = rng.integers(0, n, size=int(rng.integers(0, 100))).tolist()
+        kw = {
+            "top_k": int(rng.choice([0, 5, 40, 400])),
+            "top_p": float(rng.choice([1.0, 0.9, 0.5, 0.1])),
+            "min_p": float(rng.choice([0.0, 0.05, 0.2])),
+            "temp": float(rng.choice([0.7, 1.0, 1.5])),
+            "rp": float(rng.choice([1.0, 1.1, 1.5])),
+            "last_n": int(rng.choice([0, 16, 64])),
+            "fp": float(rng.choice([0.0, 0.2])),
+            "pp": float(rng.choice([0.0, 0.3])),
+        }
+        ref = _llama_cpp_candidates(logits, history, **kw)
+        s = Sampler(
+            temperature=kw["temp"], top_k=kw["top_k"], top_p=kw["top_p"], min_p=kw["min_p"],
+            repeat_penalty=kw["rp"], repeat_last_n=kw["last_n"], frequency_penalty=kw["fp"],
+            presence_penalty=kw["pp"],
+        )  # fmt: skip
+        ids, probs = s.candidates(logits, history)
+        assert sorted(ids.tolist()) == sorted(ref), kw
+        expected = [ref[i] for i in ids.tolist()]
+        np.testing.assert_allclose(probs, expected, rtol=1e-5, err_msg=str(kw))
