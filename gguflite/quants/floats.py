@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..constants import GGMLType
+from ._numba_common import FP16_TO_F32
 from .base import Codec
 
 
@@ -27,12 +28,14 @@ class F16(Codec):
 
     @classmethod
     def quantize_blocks(cls, blocks, importance):
-        # numpy rounds float32 -> float16 to nearest even, as ggml's F16C path does
-        return np.ascontiguousarray(blocks.astype("<f2")).view(np.uint8)  # (n, 2)
+        # numpy rounds float32 -> float16 to nearest even (overflow -> inf), as ggml does
+        with np.errstate(over="ignore"):
+            return np.ascontiguousarray(blocks.astype("<f2")).view(np.uint8)  # (n, 2)
 
     @classmethod
     def dequantize_blocks(cls, blocks):
-        return np.ascontiguousarray(blocks).view("<f2").astype(np.float32)  # (n, 1)
+        # ggml's table: exact, and a signalling NaN comes back quiet as in ggml_fp16_to_fp32
+        return FP16_TO_F32[np.ascontiguousarray(blocks).view("<u2")]  # (n, 1)
 
 
 def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:

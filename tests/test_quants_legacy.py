@@ -1,0 +1,314 @@
+"""Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the float types against ggml itself, bit for bit.
+
+Encoding is compared with ``ggml_quantize_chunk`` (which runs ``quantize_row_<t>_ref`` for these
+types) and with ``from_float_ref``; decoding with ggml's ``to_float`` and with
+``gguf.quants.dequantize``, on real quantized data and on random bytes (NaN payloads included).
+Both gguflite paths (NumPy reference and Numba) are checked; a mismatch names the worst block.
+"""
+
+from __future__ import annotations
+
+import gguf
+import gguf.quants
+import numpy as np
+import pytest
+from ggml_ref import (
+    fp32_to_fp16_bits,
+    ggml_dequantize,
+    ggml_quantize,
+    ggml_quantize_ref,
+    type_traits,
+)
+
+from gguflite.constants import GGMLType
+from gguflite.errors import QuantizationError
+from gguflite.quants import _numba_common as nc
+from gguflite.quants import dequantize, get_codec, quantize
+
+LEGACY = [GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1]
+PATHS = ["reference", "fast"]
+
+
+def input_cases() -> dict[str, np.ndarray]:
+    """Named float32 inputs of shape (rows, 256): 8 legacy blocks or 1 ternary block per row."""
+    rng = np.random.default_rng(20261125)
+    c: dict[str, np.ndarray] = {}
+    # Gaussian weights: the common case
+    c["normal"] = rng.standard_normal((32, 256))
+    # a large offset and a small range: the min of Q4_1 / Q5_1 dominates
+    c["offset"] = rng.uniform(10, 11, (8, 256))
+    # heavy tails (Student t, 2 degrees of freedom)
+    c["heavy"] = rng.standard_t(2, (8, 256))
+    # all-zero blocks: scale 0, and Q4_0 stores d = -0.0 (0.0 / -8)
+    c["zeros"] = np.zeros((1, 256))
+    # -0.0 everywhere: C's loops keep max = +0.0 but min = -0.0
+    c["neg_zeros"] = np.full((1, 256), -0.0)
+    # mixed signed zeros: the first zero decides the sign of Q4_1's stored min
+    c["mixed_zeros"] = rng.choice([0.0, -0.0], (2, 256))
+    # exact halves with scale 1 in Q8_0 (roundf rounds them away from zero, np.round to even)
+    h = rng.integers(-253, 254, (4, 256)) / 2
+    h[:, ::32] = 127
+    c["halves_q8"] = h
+    # exact truncation boundaries in Q4_0 (d = 1: x + 8.5 is an integer)
+    h = rng.integers(-16, 16, (4, 256)) / 2
+    h[:, ::32] = -8
+    c["halves_q4"] = h
+    # the same for Q5_0 (d = 1: x + 16.5 is an integer)
+    h = rng.integers(-32, 32, (4, 256)) / 2
+    h[:, ::32] = -16
+    c["halves_q5"] = h
+    # equal magnitudes with opposite signs: Q4_0 / Q5_0 take the sign of the first
+    t = rng.uniform(-1, 1, (4, 256))
+    t[:2, 3::32], t[:2, 7::32], t[2:, 3::32], t[2:, 7::32] = 2.0, -2.0, -2.0, 2.0
+    c["sign_ties"] = t
+    # subnormal blocks: 1/d overflows to inf and C's float->int casts see inf/NaN
+    c["subnormal"] = rng.standard_normal((2, 256)) * 1e-40
+    # tiny scales: fp16 subnormal scales, scales that round to 0
+    c["tiny"] = rng.standard_normal((4, 256)) * np.array([1e-6, 1e-8, 1e-30, 1e-37])[:, None]
+    # large values: the fp16 scale overflows to inf (ggml stores inf; so do we)
+    c["huge"] = rng.standard_normal((4, 256)) * np.array([1e5, 1e7, 1e10, 1e30])[:, None]
+    # max - min overflows float32: Q4_1 / Q5_1 scale is inf and 1/d is 0
+    e = rng.uniform(-3e38, 3e38, (2, 256))
+    e[:, ::32], e[:, 1::32] = 3.4e38, -3.4e38
+    c["extreme"] = e
+    # one outlier per block
+    o = rng.standard_normal((4, 256))
+    o[:, 5::32] *= 1000
+    c["outlier"] = o
+    # constant blocks: max == min, so Q4_1's d is 0
+    c["constant"] = np.stack([np.full(256, 0.7), np.full(256, -3.2)])
+    return {name: v.astype(np.float32) for name, v in c.items()}
+
+
+CASES = input_cases()
+# The gguf package's NumPy quantizers ignore C's signed-zero order; elsewhere they match ggml.
+GGUF_SIGNED_ZERO_CASES = {"neg_zeros", "mixed_zeros"}
+
+
+def assert_same_bytes(got: np.ndarray, want: np.ndarray, block_bytes: int, what: str,
+                      inputs: np.ndarray | None = None) -> None:
+    """Bytewise equality of two packed tensors; on failure name the first bad block."""
+    g = np.ascontiguousarray(got).view(np.uint8).reshape(-1, block_bytes)
+    w = np.ascontiguousarray(want).view(np.uint8).reshape(-1, block_bytes)
+    assert g.shape == w.shape, f"{what}: {g.shape} blocks != {w.shape}"
+    bad = np.flatnonzero((g != w).any(axis=1))
+    if bad.size:
+        b = int(bad[0])
+        cols = np.flatnonzero(g[b] != w[b])
+        msg = (f"{what}: {bad.size} of {g.shape[0]} blocks differ; first is block {b}, bytes "
+               f"{cols[:8].tolist()}: got {g[b, cols[:8]].tolist()}, want "
+               f"{w[b, cols[:8]].tolist()}")
+        if inputs is not None:
+            x = inputs.reshape(g.shape[0], -1)[b]
+            msg += f"; input block {x[:8].tolist()}..."
+        pytest.fail(msg)
+
+
+def assert_same_floats(got: np.ndarray, want: np.ndarray, block_size: int, what: str) -> None:
+    """Bitwise float32 equality (NaN payloads included); on failure name the worst block."""
+    g = np.ascontiguousarray(got, dtype=np.float32).reshape(-1, block_size)
+    w = np.ascontiguousarray(want, dtype=np.float32).reshape(-1, block_size)
+    diff = g.view(np.uint32) != w.view(np.uint32)
+    if diff.any():
+        with np.errstate(invalid="ignore"):
+            err = np.where(diff, np.abs(g.astype(np.float64) - w), 0.0)
+        err = np.where(np.isnan(err), np.inf, err).max(axis=1)
+        b = int(np.argmax(err))
+        j = np.flatnonzero(diff[b])[:4]
+        pytest.fail(f"{what}: {int(diff.any(axis=1).sum())} of {g.shape[0]} blocks differ; "
+                    f"worst is block {b} (max |diff| {err[b]}), values {j.tolist()}: got "
+                    f"{g[b, j].tolist()}, want {w[b, j].tolist()}")
+
+
+# -- encoding ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("gtype", LEGACY, ids=lambda t: t.name)
+def test_quantize_matches_ggml(gtype: GGMLType, case: str, path: str) -> None:
+    x = CASES[case]
+    codec = get_codec(gtype)
+    got = quantize(x, gtype, reference=(path == "reference"))
+    assert got.shape == (x.shape[0], x.shape[1] // 32 * codec.type_size)
+    assert_same_bytes(got, ggml_quantize(gtype, x), codec.type_size,
+                      f"{gtype.name} {case} {path} vs ggml_quantize_chunk", x)
+
+
+@pytest.mark.parametrize("gtype", LEGACY, ids=lambda t: t.name)
+def test_chunk_and_from_float_ref_agree(gtype: GGMLType) -> None:
+    # ggml_quantize_chunk without an importance matrix is quantize_row_<t>_ref
+    x = CASES["normal"]
+    assert np.array_equal(ggml_quantize(gtype, x).reshape(-1), ggml_quantize_ref(gtype, x))
+
+
+@pytest.mark.parametrize("case", sorted(set(CASES) - GGUF_SIGNED_ZERO_CASES))
+@pytest.mark.parametrize("gtype", LEGACY, ids=lambda t: t.name)
+def test_quantize_matches_gguf_package(gtype: GGMLType, case: str) -> None:
+    x = CASES[case]
+    with np.errstate(all="ignore"):
+        want = gguf.quants.quantize(x, gguf.GGMLQuantizationType(int(gtype)))
+    assert_same_bytes(quantize(x, gtype), want, get_codec(gtype).type_size,
+                      f"{gtype.name} {case} vs gguf.quants.quantize", x)
+
+
+@pytest.mark.parametrize("gtype", LEGACY, ids=lambda t: t.name)
+def test_fast_path_matches_reference_on_more_data(gtype: GGMLType) -> None:
+    rng = np.random.default_rng(int(gtype))
+    x = (rng.standard_normal((256, 512)) * rng.lognormal(0, 3, (256, 1))).astype(np.float32)
+    codec = get_codec(gtype)
+    assert_same_bytes(quantize(x, gtype), quantize(x, gtype, reference=True), codec.type_size,
+                      f"{gtype.name} Numba vs NumPy", x)
+
+
+# -- decoding ----------------------------------------------------------------------------------
+
+def _decode_inputs(gtype: GGMLType) -> np.ndarray:
+    """Packed bytes: every quantized case, then random bytes (any fp16 scale, NaN included)."""
+    codec = get_codec(gtype)
+    packed = [ggml_quantize(gtype, x).reshape(-1, codec.type_size) for x in CASES.values()]
+    rng = np.random.default_rng(7 + int(gtype))
+    packed.append(rng.integers(0, 256, (4096, codec.type_size), dtype=np.uint8))
+    return np.concatenate(packed)  # (n_blocks, type_size)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("gtype", LEGACY, ids=lambda t: t.name)
+def test_dequantize_matches_ggml_and_gguf(gtype: GGMLType, path: str) -> None:
+    blocks = _decode_inputs(gtype)
+    n = blocks.shape[0] * 32
+    got = dequantize(blocks, gtype, (n,), reference=(path == "reference"))
+    assert_same_floats(got, ggml_dequantize(gtype, blocks, n), 32, f"{gtype.name} {path} vs ggml")
+    with np.errstate(all="ignore"):
+        want = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType(int(gtype)))
+    assert_same_floats(got, want, 32, f"{gtype.name} {path} vs gguf.quants.dequantize")
+
+
+# -- float types -------------------------------------------------------------------------------
+
+def _special_floats() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    bits = rng.integers(0, 1 << 32, 1 << 16, dtype=np.uint64).astype(np.uint32)
+    x = bits.view(np.float32)
+    x = x[np.isfinite(x)]
+    edges = np.array([0.0, -0.0, 65504.0, 65519.99, 65520.0, -65520.0, 6.1e-5, 5.96e-8, 2.98e-8,
+                      1e-45, 3.4e38, 1.0 + 2**-11, 1.0 + 3 * 2**-11, 1.0 + 2**-8], np.float32)
+    return np.concatenate([edges, x])
+
+
+@pytest.mark.parametrize("gtype", [GGMLType.F16, GGMLType.BF16, GGMLType.F32],
+                         ids=lambda t: t.name)
+def test_float_types_encode_like_ggml(gtype: GGMLType) -> None:
+    x = _special_floats()
+    want = ggml_quantize(gtype, x)
+    for ref in (True, False):
+        got = quantize(x, gtype, reference=ref)
+        assert_same_bytes(got, want, type_traits(gtype).type_size, f"{gtype.name} encode")
+
+
+@pytest.mark.parametrize("gtype", [GGMLType.F16, GGMLType.BF16], ids=lambda t: t.name)
+def test_float_types_decode_every_bit_pattern_like_ggml(gtype: GGMLType) -> None:
+    # all 65536 patterns, NaNs included (ggml's fp16 decode quiets signalling NaNs)
+    bits = np.arange(1 << 16, dtype=np.uint32).astype("<u2")
+    got = dequantize(bits.view(np.uint8), gtype, (bits.size,))
+    assert_same_floats(got, ggml_dequantize(gtype, bits, bits.size), 1, f"{gtype.name} decode")
+
+
+def test_fp16_helpers_match_ggml() -> None:
+    x = _special_floats()
+    assert np.array_equal(nc.f32_to_fp16_bits(x), fp32_to_fp16_bits(x))
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    want = ggml_dequantize(GGMLType.F16, bits, bits.size)
+    assert np.array_equal(nc.FP16_TO_F32.view(np.uint32), want.view(np.uint32))
+
+
+def test_numba_scalar_helpers_match_c_semantics() -> None:
+    # roundf near halves, casts of huge values / inf / NaN, fp16 rounding of random bit patterns
+    from numba import njit
+
+    @njit(cache=False)
+    def run(x, r, i8, lr, h, small):
+        for k in range(x.size):
+            r[k] = nc.nb_c_roundf(x[k])
+            i8[k] = nc.nb_c_f32_to_i8(x[k])
+            lr[k] = nc.nb_c_lroundf(x[k])
+            h[k] = nc.nb_f32_to_fp16(x[k])
+            if abs(x[k]) < 1e9:
+                small[k] = nc.nb_roundf_small(x[k])
+
+    rng = np.random.default_rng(11)
+    halves = (np.arange(-600, 600) / 2).astype(np.float32)
+    near = np.concatenate([np.nextafter(halves, np.float32(np.inf)),
+                           np.nextafter(halves, np.float32(-np.inf))])
+    bits = rng.integers(0, 1 << 32, 1 << 15, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    x = np.concatenate([halves, near, bits, np.float32([np.inf, -np.inf, np.nan, 3e9, -3e9,
+                                                        0.49999997, -0.49999997, 8388609.0])])
+    r = np.zeros_like(x)
+    i8, lr, small = (np.zeros(x.size, np.int64) for _ in range(3))
+    h = np.zeros(x.size, np.uint16)
+    run(x, r, i8, lr, h, small)
+    with np.errstate(invalid="ignore"):
+        assert np.array_equal(r, nc.c_roundf(x), equal_nan=True)
+        assert np.array_equal(i8, nc.c_f32_to_i8(x))
+        assert np.array_equal(lr, nc.c_lroundf(x))
+        ok = np.abs(x) < 1e9
+        assert np.array_equal(small[ok], nc.c_roundf(x[ok]).astype(np.int64))
+    assert np.array_equal(h, fp32_to_fp16_bits(x))  # NaN -> 0x7E00 | sign, as ggml
+
+
+# -- edge cases --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gtype", LEGACY, ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    ("values", "index"),
+    [
+        ({(0, 5): np.nan}, (0, 5)),  # a NaN is refused and its index named
+        ({(1, 31): np.inf}, (1, 31)),  # +inf likewise
+        ({(1, 0): -np.inf, (1, 3): np.nan}, (1, 0)),  # the first bad value is the one named
+    ],
+)
+def test_non_finite_input_raises_naming_the_index(gtype, values, index) -> None:
+    x = np.ones((2, 64), np.float32)
+    for at, v in values.items():
+        x[at] = v
+    for ref in (True, False):
+        with pytest.raises(QuantizationError, match=rf"index {index}".replace("(", r"\(")
+                           .replace(")", r"\)")):
+            quantize(x, gtype, reference=ref, name="blk.0.ffn_up.weight")
+
+
+@pytest.mark.parametrize("gtype", LEGACY, ids=lambda t: t.name)
+def test_edge_shapes(gtype: GGMLType) -> None:
+    codec = get_codec(gtype)
+    # empty tensors: no rows, and rows of length 0, encode to empty byte arrays and back
+    for shape in [(0, 64), (3, 0), (0,)]:
+        packed = quantize(np.zeros(shape, np.float32), gtype)
+        assert packed.shape == (*shape[:-1], shape[-1] // 32 * codec.type_size)
+        assert dequantize(packed, gtype, shape).shape == shape
+    # a row length that is not a multiple of 32 is refused with the tensor's name
+    with pytest.raises(QuantizationError, match=r"output\.weight: row length 48"):
+        quantize(np.zeros((2, 48), np.float32), gtype, name="output.weight")
+    # packed data of the wrong size is refused on decode
+    with pytest.raises(QuantizationError, match="needs"):
+        dequantize(np.zeros(codec.type_size + 1, np.uint8), gtype, (32,))
+    # 1-D and 3-D inputs keep their leading shape
+    x = np.random.default_rng(0).standard_normal((2, 3, 64)).astype(np.float32)
+    assert quantize(x, gtype).shape == (2, 3, 2 * codec.type_size)
+    assert np.array_equal(quantize(x[0, 0], gtype), quantize(x, gtype)[0, 0])
+
+
+@pytest.mark.parametrize("gtype", LEGACY, ids=lambda t: t.name)
+def test_read_only_and_strided_inputs(gtype: GGMLType) -> None:
+    # memory-mapped weights are read-only; slices are not contiguous
+    x = np.random.default_rng(1).standard_normal((8, 128)).astype(np.float32)
+    want = quantize(x, gtype)
+    ro = x.copy()
+    ro.flags.writeable = False
+    assert np.array_equal(quantize(ro, gtype), want)
+    wide = np.zeros((8, 256), np.float32)
+    wide[:, ::2] = x
+    assert np.array_equal(quantize(wide[:, ::2], gtype), want)
+    assert np.array_equal(quantize(np.asfortranarray(x), gtype), want)
+    assert np.array_equal(quantize(x.astype(np.float64), gtype), want)
+    packed = want.copy()
+    packed.flags.writeable = False
+    assert np.array_equal(dequantize(packed, gtype, x.shape), dequantize(want, gtype, x.shape))
