@@ -169,6 +169,63 @@ def _readme_license(directory: Path) -> str | None:
     return m.group(1) if m else None
 
 
+# -- KM storage --------------------------------------------------------------------------------
+def is_km(ttype: str) -> bool:
+    """gguflite's k-means codebook types, stored as companion tensors (spec/extensions-km.md)."""
+    return ttype in ("km2", "km3", "km4")
+
+
+def stored_nbytes(ttype: str, shape: tuple[int, ...]) -> int:
+    """Bytes a tensor of numpy ``shape`` takes when stored as ``ttype``."""
+    if is_km(ttype):
+        from gguflite.quants import km
+
+        bits = int(ttype[2])
+        rows = math.prod(shape[:-1])
+        # per-row codebooks: codes (rows, packed) I8 + books (rows, 2**bits) F16
+        return rows * (km.packed_bytes(shape[-1], bits) + 2 * (1 << bits))
+    codec = quants.get_codec(ttype)
+    return math.prod(shape) // codec.block_size * codec.type_size
+
+
+def add_km_tensor(writer: Any, name: str, ttype: str, rows: int, cols: int,
+                  read_rows: Callable[[int, int], np.ndarray],
+                  importance: np.ndarray | None) -> None:
+    """Declare KM tensor ``name`` (one codebook per row) as its two companion tensors + keys.
+
+    The codes producer k-means-quantizes the rows in chunks (rows are independent with
+    per-row codebooks) and leaves the codebooks for the ``.kmb`` producer, which the writer
+    calls next.
+    """
+    from gguflite.quants import km
+
+    bits = int(ttype[2])
+    packed = km.packed_bytes(cols, bits)
+    books: dict[str, np.ndarray] = {}
+
+    def codes() -> np.ndarray:
+        out = np.empty((rows, packed), dtype=np.uint8)  # (rows, packed codes)
+        book = np.empty((rows, 1 << bits), dtype=np.float16)  # (rows, 2**bits)
+        step = max(1, CHUNK_BYTES // (4 * cols))
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            try:
+                kmt = km.quantize(read_rows(r0, r1), bits, importance=importance, name=name)
+            except QuantizationError as exc:
+                raise ConversionError(str(exc)) from None
+            assert (kmt.group_rows, kmt.group_cols) == (1, cols)
+            out[r0:r1], book[r0:r1] = kmt.codes, kmt.codebook
+        books[name] = book
+        return out.view(np.int8)
+
+    writer.add_tensor(name + km.CODES_SUFFIX, shape=(rows, packed), type=GGMLType.I8, data=codes)
+    writer.add_tensor(name + km.BOOK_SUFFIX, shape=(rows, 1 << bits), type=GGMLType.F16,
+                      data=lambda: books.pop(name))
+    writer.add(f"{km.KEY_PREFIX}{name}.bits", bits, T.UINT32)
+    writer.add(f"{km.KEY_PREFIX}{name}.shape", [rows, cols], T.ARRAY, T.UINT64)
+    writer.add(f"{km.KEY_PREFIX}{name}.group", [1, cols], T.ARRAY, T.UINT32)
+
+
 # -- planning ----------------------------------------------------------------------------------
 def _map_checkpoint(ckpt: Checkpoint, hp: llama.LlamaHParams) -> dict[str, str]:
     """llama.cpp name -> checkpoint name; every tensor mapped, none missing, shapes right."""
@@ -272,17 +329,16 @@ def plan_conversion(src: str | Path, *, type: str = "f16",  # noqa: A002
         ttype, why = recipe.choose(gname, st.shape, n_layers=hp.n_layers,
                                    tied=hp.tie_embeddings)
         codec = quants.get_codec(ttype)
-        if codec.ggml_type is None:
+        if codec.ggml_type is None and not is_km(ttype):
             raise ConversionError(f"{gname}: type {ttype} has no ggml tensor type; the "
-                                  "converter cannot store it yet")
+                                  "converter cannot store it")
         perm = 0
         if gname.endswith(".attn_q.weight"):
             perm = hp.n_heads
         elif gname.endswith(".attn_k.weight"):
             perm = hp.n_kv_heads
-        n_el = math.prod(st.shape)
         planned.append(PlannedTensor(gname, st.shape, ttype, why, hf_name, st.dtype, st.nbytes,
-                                     n_el // codec.block_size * codec.type_size, perm))
+                                     stored_nbytes(ttype, st.shape), perm))
     for gname, imp in importance.items():
         if gname in mapping and imp.shape != (ckpt.tensors[mapping[gname]].shape[-1],):
             raise ConversionError(f"--imatrix: importance of {gname!r} has {imp.shape[0]} "
@@ -312,6 +368,26 @@ def _encode_rows(x: np.ndarray, t: PlannedTensor, importance: np.ndarray | None)
         raise ConversionError(f"{t.name} (from {t.source}): {exc}") from None
 
 
+def _row_reader(plan: Plan, t: PlannedTensor) -> Callable[[int, int], np.ndarray]:
+    """read(r0, r1) -> (r1 - r0, cols) float32 rows of ``t`` as llama.cpp lays them out."""
+    st = plan.checkpoint.tensors[t.source]  # type: ignore[index]
+    rows, cols = t.shape[0], math.prod(t.shape[1:])
+    if not t.perm_heads:
+        return lambda r0, r1: st.read(r0, r1).reshape(r1 - r0, cols)
+    cache: list[np.ndarray] = []
+
+    def read_permuted(r0: int, r1: int) -> np.ndarray:
+        # Q/K: rows are reordered head by head, so read the whole (small) matrix once
+        if not cache:
+            cache.append(st.read().reshape(rows, cols)[llama.permute_rows(rows, t.perm_heads)])
+        part = cache[0][r0:r1]
+        if r1 >= rows:
+            cache.clear()
+        return part
+
+    return read_permuted
+
+
 def make_producer(plan: Plan, t: PlannedTensor,
                   on_start: Callable[[str], None] | None = None) -> Callable[[], np.ndarray]:
     """A zero-argument function returning the encoded bytes of ``t`` (called by the writer)."""
@@ -327,17 +403,12 @@ def make_producer(plan: Plan, t: PlannedTensor,
         if len(t.shape) == 1:
             return _encode_rows(st.read().reshape(1, -1), t, None).reshape(-1)
         rows, cols = t.shape[0], math.prod(t.shape[1:])
+        read = _row_reader(plan, t)
         out = np.empty((rows, codec.row_nbytes(cols)), dtype=np.uint8)  # (rows, row bytes)
-        whole = None
-        if t.perm_heads:
-            # Q/K: rows are reordered head by head, so read the whole (small) matrix once
-            whole = st.read().reshape(rows, cols)[llama.permute_rows(rows, t.perm_heads)]
         step = max(1, CHUNK_BYTES // (4 * cols))
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
-            x = whole[r0:r1] if whole is not None else st.read(r0, r1).reshape(r1 - r0, cols)
-            out[r0:r1] = _encode_rows(x, t, imp)  # (r1 - r0, row bytes)
-            del x
+            out[r0:r1] = _encode_rows(read(r0, r1), t, imp)  # (r1 - r0, row bytes)
         return out
 
     return produce
@@ -371,8 +442,19 @@ def convert(src: str | Path, out: str | Path, *, progress: bool = False,
         writer = GGUFWriter(out, on_tensor=written)
         writer.add_items(plan.metadata)
         for t in plan.tensors:
-            writer.add_tensor(t.name, shape=t.shape, type=t.ggml_type,
-                              data=make_producer(plan, t, started))
+            if is_km(t.type):
+                read = _row_reader(plan, t)
+
+                def read_rows(r0: int, r1: int, read=read, name=t.name) -> np.ndarray:
+                    if r0 == 0:
+                        started(name)
+                    return read(r0, r1)
+
+                add_km_tensor(writer, t.name, t.type, t.shape[0], math.prod(t.shape[1:]),
+                              read_rows, plan.importance.get(t.name))
+            else:
+                writer.add_tensor(t.name, shape=t.shape, type=t.ggml_type,
+                                  data=make_producer(plan, t, started))
         writer.write()
     finally:
         if bar is not None:

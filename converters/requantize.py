@@ -28,7 +28,7 @@ from gguflite.constants import KEY_ALIGNMENT, GGMLType
 from gguflite.constants import GGUFValueType as T
 from gguflite.errors import ConversionError, QuantizationError, UnsupportedTypeError
 
-from .convert import CHUNK_BYTES, make_recipe
+from .convert import CHUNK_BYTES, add_km_tensor, is_km, make_recipe, stored_nbytes
 
 _BLK_RE = re.compile(r"^blk\.(\d+)\.")
 
@@ -69,6 +69,12 @@ def plan_requantize(f: gguflite.GGUFFile, *, type: str,  # noqa: A002
     """One entry per tensor of ``f`` in file order, plus the recipe."""
     recipe = make_recipe(type, tensor_types=tensor_types, output_type=output_type,
                          embedding_type=embedding_type, fallback_type=fallback_type)
+    from gguflite.quants import km
+
+    kms = km.km_tensor_names(f)
+    if kms:
+        raise ConversionError(f"{f.path}: holds KM tensors ({kms[0]!r} ...); requantize from "
+                              "the original checkpoint or a file without KM tensors")
     n_layers = _n_layers(f)
     tied = "output.weight" not in f.tensors
     entries = []
@@ -81,13 +87,24 @@ def plan_requantize(f: gguflite.GGUFFile, *, type: str,  # noqa: A002
         if ttype == ti.type.name.lower():
             out_bytes = ti.nbytes
         else:
-            codec = quants.get_codec(ttype)
-            if codec.ggml_type is None:
+            if quants.get_codec(ttype).ggml_type is None and not is_km(ttype):
                 raise ConversionError(f"{name}: type {ttype} has no ggml tensor type; "
-                                      "requantize cannot store it yet")
-            out_bytes = math.prod(shape) // codec.block_size * codec.type_size
+                                      "requantize cannot store it")
+            out_bytes = stored_nbytes(ttype, shape)
         entries.append(RequantEntry(name, shape, ti.type, ttype, why, ti.nbytes, out_bytes))
     return entries, recipe
+
+
+def _row_reader(f: gguflite.GGUFFile, e: RequantEntry) -> Callable[[int, int], np.ndarray]:
+    """read(r0, r1) -> (r1 - r0, cols) float32: rows of ``e`` decoded from the source."""
+    try:
+        src_codec = quants.get_codec(int(e.src_type))
+    except UnsupportedTypeError:
+        raise ConversionError(f"{e.name}: gguflite cannot decode {e.src_type.name}; keep it "
+                              f"with --tensor-type '{e.name}={e.src_type.name.lower()}'") from None
+    cols = e.shape[-1]
+    raw = f.raw(e.name).reshape(math.prod(e.shape[:-1]), -1)  # (rows, src row bytes)
+    return lambda r0, r1: src_codec.dequantize(raw[r0:r1], (r1 - r0, cols), name=e.name)
 
 
 def _producer(f: gguflite.GGUFFile, e: RequantEntry,
@@ -95,24 +112,17 @@ def _producer(f: gguflite.GGUFFile, e: RequantEntry,
     def produce() -> np.ndarray:
         if e.copied:
             return f.raw(e.name)  # read-only view of the mapped bytes, never decoded
-        try:
-            src_codec = quants.get_codec(int(e.src_type))
-        except UnsupportedTypeError:
-            raise ConversionError(f"{e.name}: gguflite cannot decode {e.src_type.name}; keep "
-                                  f"it with --tensor-type '{e.name}={e.src_type.name.lower()}'"
-                                  ) from None
+        read = _row_reader(f, e)
         codec = quants.get_codec(e.type)
         cols = e.shape[-1]
         rows = math.prod(e.shape[:-1])
-        raw = f.raw(e.name).reshape(rows, -1)  # (rows, src row bytes)
         out = np.empty((rows, codec.row_nbytes(cols)), dtype=np.uint8)  # (rows, out row bytes)
         imp = importance if codec.uses_importance else None
         step = max(1, CHUNK_BYTES // (4 * cols))
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
-            x = src_codec.dequantize(raw[r0:r1], (r1 - r0, cols), name=e.name)  # (n, cols)
             try:
-                out[r0:r1] = quants.quantize(x, e.type, importance=imp, name=e.name)
+                out[r0:r1] = quants.quantize(read(r0, r1), e.type, importance=imp, name=e.name)
             except QuantizationError as exc:
                 raise ConversionError(str(exc)) from None
         return out
@@ -169,6 +179,10 @@ def requantize(src: str | Path, out: str | Path, *, type: str,  # noqa: A002
             if "general.file_type" not in f.metadata:
                 w.add("general.file_type", int(recipe.file_type), T.UINT32)
             for e in entries:
+                if is_km(e.type):
+                    add_km_tensor(w, e.name, e.type, math.prod(e.shape[:-1]), e.shape[-1],
+                                  _row_reader(f, e), importance.get(e.name))
+                    continue
                 gtype = e.src_type if e.copied else quants.get_codec(e.type).ggml_type
                 w.add_tensor(e.name, shape=e.shape, type=gtype,
                              data=_producer(f, e, importance.get(e.name)))
