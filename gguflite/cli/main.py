@@ -22,6 +22,10 @@ COMMANDS: dict[str, str] = {
     "convert": "convert:convert",
     "quantize": "quantize:quantize",
     "set-metadata": "set_metadata:set_metadata",
+    "run": "run:run",
+    "chat": "chat:chat",
+    "perplexity": "perplexity:perplexity",
+    "bench": "bench:bench",
 }
 
 

@@ -1,0 +1,60 @@
+"""``gguflite chat``: an interactive conversation using the file's chat template.
+
+Each line read from stdin is a user turn; the reply streams to stdout. The conversation is
+kept in the KV cache, so each turn only runs its new tokens. ``/reset`` starts over, ``/exit``
+(or end of input) quits. Works with stdin piped: ``printf 'Hi\\n' | gguflite chat``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .run import load_model, print_stats, sampling_kwargs, sampling_options
+
+
+@click.command("chat")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--system", default=None, help="System message.")
+@click.option("--stats/--no-stats", default=False, help="Print tokens/s after each reply.")
+@sampling_options
+def chat(file: str | None, system: str | None, stats: bool, **kw: Any) -> None:
+    """Chat with FILE (default: the embedded SmolLM2 model) on stdin/stdout.
+
+    Exit codes: 0 done; 1 the file cannot be run (no chat template, context full); 2 usage.
+    """
+    model = load_model(file, kw["threads"], kw["n_ctx"])
+    from gguflite.runtime.chat import get_chat_template
+
+    get_chat_template(model.file.metadata)  # fail now, not after the first line
+    base: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    messages = list(base)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            click.echo("> ", nl=False, err=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.rstrip("\n")
+        if text.strip() in ("/exit", "/quit"):
+            break
+        if text.strip() == "/reset":
+            messages = list(base)
+            model.reset()
+            continue
+        if not text.strip():
+            continue
+        messages.append({"role": "user", "content": text})
+        reply = []
+        for piece in model.chat(messages, stream=True, **sampling_kwargs(kw)):
+            reply.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        messages.append({"role": "assistant", "content": "".join(reply)})
+        if stats:
+            print_stats(model.last_stats)

@@ -1,0 +1,93 @@
+"""``gguflite run``: generate text from a model file, streamed to stdout.
+
+    gguflite run -p "Write a haiku about the sea." -n 48 --seed 0      # the default model
+    gguflite run model.gguf -p "Once upon a time" --raw --temp 0
+
+Timings (prefill and decode tokens/s) go to stderr at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def sampling_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The sampler and context options shared by ``run`` and ``chat``."""
+    options = [
+        click.option("-n", "--max-tokens", "max_tokens", type=click.IntRange(min=0),
+                     default=128, show_default=True, help="Most tokens to generate."),
+        click.option("--temp", "temperature", type=float, default=0.8, show_default=True,
+                     help="Sampling temperature; 0 is greedy."),
+        click.option("--top-k", type=int, default=40, show_default=True,
+                     help="Keep the k most likely tokens (<= 0: all)."),
+        click.option("--top-p", type=float, default=0.95, show_default=True,
+                     help="Nucleus sampling mass (1: off)."),
+        click.option("--min-p", type=float, default=0.05, show_default=True,
+                     help="Drop tokens less likely than min_p times the best (0: off)."),
+        click.option("--repeat-penalty", type=float, default=1.0, show_default=True,
+                     help="Penalty for tokens among the last 64 (1: off)."),
+        click.option("--seed", type=int, default=None,
+                     help="Random seed (default: a fresh one each run)."),
+        click.option("--stop", multiple=True, help="Stop string (repeatable)."),
+        click.option("-t", "--threads", type=click.IntRange(min=1), default=None,
+                     help="CPU threads (default: all cores)."),
+        click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=1), default=None,
+                     help="Context length (default: min(file's context, 4096))."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def sampling_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
+    return {k: kw[k] for k in ("max_tokens", "temperature", "top_k", "top_p", "min_p",
+                               "repeat_penalty", "seed")} | {"stop": list(kw["stop"])}
+
+
+def load_model(file: str | None, threads: int | None, n_ctx: int | None):  # -> Model
+    from gguflite.runtime import load
+
+    return load(Path(file) if file else None, threads=threads, n_ctx=n_ctx)
+
+
+def print_stats(stats: Any) -> None:
+    click.echo(f"\n[prompt {stats.n_prompt} tok, prefill {stats.prefill_tps:.1f} tok/s | "
+               f"generated {stats.n_generated} tok, decode {stats.decode_tps:.1f} tok/s | "
+               f"stop: {stats.stop_reason}]", err=True)
+
+
+@click.command("run")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("-p", "--prompt", required=True, help="The prompt text.")
+@click.option("--chat-template/--raw", "use_template", default=None,
+              help="Wrap the prompt as a user message with the file's chat template "
+                   "(default when the file has one), or feed it as raw text.")
+@click.option("--system", default=None, help="System message (with the chat template).")
+@sampling_options
+def run(file: str | None, prompt: str, use_template: bool | None, system: str | None,
+        **kw: Any) -> None:
+    """Generate a continuation of PROMPT with FILE (default: the embedded SmolLM2 model).
+
+    Exit codes: 0 done; 1 the file cannot be run or the prompt does not fit; 2 usage error.
+    """
+    model = load_model(file, kw["threads"], kw["n_ctx"])
+    if use_template is None:
+        use_template = bool(model.tokenizer.chat_template)
+    if use_template:
+        messages = ([{"role": "system", "content": system}] if system else [])
+        messages.append({"role": "user", "content": prompt})
+        pieces = model.chat(messages, stream=True, **sampling_kwargs(kw))
+    else:
+        if system:
+            raise click.UsageError("--system needs the chat template (drop --raw)")
+        pieces = model.generate(prompt, stream=True, **sampling_kwargs(kw))
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    print_stats(model.last_stats)
