@@ -38,75 +38,100 @@ def is_float(kind):
     return kind == F32 or kind == F16 or kind == BF16
 
 
+# -- serial row loops, one per family, specialized on the row kernel they call -------------------
 @njit(cache=True, fastmath=True)
-def row_dot(kind, w, p, n, x, xq, xd, xsd):
-    """One row (n weights from byte p of w) times the activation: float32."""
+def _rows_q(dot, w, row_bytes, n, lo, hi, y, xq, xd, xsd):
+    """y[r] = row r . x for r in [lo, hi): an int8 type, activation quantized in (xq, xd, xsd)."""
     nb = n // 32
+    for r in range(lo, hi):
+        y[r] = dot(w, r * row_bytes, nb, xq, xd, xsd)
+
+
+@njit(cache=True, fastmath=True)
+def _rows_f(dot, w, row_bytes, n, lo, hi, y, x):
+    """y[r] = row r . x for r in [lo, hi): a float type."""
+    for r in range(lo, hi):
+        y[r] = dot(w, r * row_bytes, n, x)
+
+
+@njit(cache=True, fastmath=True)
+def rows_dot(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd):
+    """y[lo:hi] = W[lo:hi] @ x, switching on the type once per run of rows."""
     if kind == Q4_K:
-        return kq.dot_q4_k(w, p, nb, xq, xd, xsd)
-    if kind == Q6_K:
-        return kq.dot_q6_k(w, p, nb, xq, xd, xsd)
-    if kind == Q8_0:
-        return lg.dot_q8_0(w, p, nb, xq, xd, xsd)
-    if kind == Q4_1:
-        return lg.dot_q4_1(w, p, nb, xq, xd, xsd)
-    if kind == Q4_0:
-        return lg.dot_q4_0(w, p, nb, xq, xd, xsd)
-    if kind == Q5_0:
-        return lg.dot_q5_0(w, p, nb, xq, xd, xsd)
-    if kind == Q5_1:
-        return lg.dot_q5_1(w, p, nb, xq, xd, xsd)
-    if kind == Q5_K:
-        return kq.dot_q5_k(w, p, nb, xq, xd, xsd)
-    if kind == Q3_K:
-        return kq.dot_q3_k(w, p, nb, xq, xd, xsd)
-    if kind == Q2_K:
-        return kq.dot_q2_k(w, p, nb, xq, xd, xsd)
-    if kind == TQ2_0:
-        return tq.dot_tq2_0(w, p, nb, xq, xd, xsd)
-    if kind == TQ1_0:
-        return tq.dot_tq1_0(w, p, nb, xq, xd, xsd)
-    if kind == F16:
-        return fl.dot_f16(w, p, n, x)
-    if kind == BF16:
-        return fl.dot_bf16(w, p, n, x)
-    return fl.dot_f32(w, p, n, x)  # kinds are validated before any call
+        _rows_q(kq.dot_q4_k, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+    elif kind == Q6_K:
+        _rows_q(kq.dot_q6_k, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+    elif kind == Q8_0:
+        _rows_q(lg.dot_q8_0, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+    elif kind == Q4_1:
+        _rows_q(lg.dot_q4_1, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+    elif kind == Q4_0:
+        _rows_q(lg.dot_q4_0, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+    elif kind == Q5_0:
+        _rows_q(lg.dot_q5_0, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+    elif kind == Q5_1:
+        _rows_q(lg.dot_q5_1, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+    elif kind == Q5_K:
+        _rows_q(kq.dot_q5_k, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+    elif kind == Q3_K:
+        _rows_q(kq.dot_q3_k, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+    elif kind == Q2_K:
+        _rows_q(kq.dot_q2_k, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+    elif kind == TQ2_0:
+        _rows_q(tq.dot_tq2_0, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+    elif kind == TQ1_0:
+        _rows_q(tq.dot_tq1_0, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+    elif kind == F16:
+        _rows_f(fl.dot_f16, w, row_bytes, n, lo, hi, y, x)
+    elif kind == BF16:
+        _rows_f(fl.dot_bf16, w, row_bytes, n, lo, hi, y, x)
+    else:  # F32; kinds are validated before any call
+        _rows_f(fl.dot_f32, w, row_bytes, n, lo, hi, y, x)
 
 
 @njit(cache=True)
-def row_deq(kind, w, p, n, dst, off):
-    """One row (n weights from byte p of w) dequantized into dst[off : off + n]."""
-    nb = n // 32
+def _rows_deq(deq, w, row_bytes, n, ids, first, lo, hi, flat, is_float):
+    for k in range(lo, hi):
+        r = ids[k] if ids.size else first + k
+        deq(w, r * row_bytes, n if is_float else n // 32, flat, k * n)
+
+
+@njit(cache=True)
+def rows_deq(kind, w, row_bytes, n, ids, first, lo, hi, flat):
+    """flat[k * n : (k + 1) * n] = row (ids[k] or first + k) of W, for k in [lo, hi)."""
     if kind == Q4_K:
-        kq.deq_q4_k(w, p, nb, dst, off)
+        _rows_deq(kq.deq_q4_k, w, row_bytes, n, ids, first, lo, hi, flat, False)
     elif kind == Q6_K:
-        kq.deq_q6_k(w, p, nb, dst, off)
+        _rows_deq(kq.deq_q6_k, w, row_bytes, n, ids, first, lo, hi, flat, False)
     elif kind == Q8_0:
-        lg.deq_q8_0(w, p, nb, dst, off)
+        _rows_deq(lg.deq_q8_0, w, row_bytes, n, ids, first, lo, hi, flat, False)
     elif kind == Q4_1:
-        lg.deq_q4_1(w, p, nb, dst, off)
+        _rows_deq(lg.deq_q4_1, w, row_bytes, n, ids, first, lo, hi, flat, False)
     elif kind == Q4_0:
-        lg.deq_q4_0(w, p, nb, dst, off)
+        _rows_deq(lg.deq_q4_0, w, row_bytes, n, ids, first, lo, hi, flat, False)
     elif kind == Q5_0:
-        lg.deq_q5_0(w, p, nb, dst, off)
+        _rows_deq(lg.deq_q5_0, w, row_bytes, n, ids, first, lo, hi, flat, False)
     elif kind == Q5_1:
-        lg.deq_q5_1(w, p, nb, dst, off)
+        _rows_deq(lg.deq_q5_1, w, row_bytes, n, ids, first, lo, hi, flat, False)
     elif kind == Q5_K:
-        kq.deq_q5_k(w, p, nb, dst, off)
+        _rows_deq(kq.deq_q5_k, w, row_bytes, n, ids, first, lo, hi, flat, False)
     elif kind == Q3_K:
-        kq.deq_q3_k(w, p, nb, dst, off)
+        _rows_deq(kq.deq_q3_k, w, row_bytes, n, ids, first, lo, hi, flat, False)
     elif kind == Q2_K:
-        kq.deq_q2_k(w, p, nb, dst, off)
+        _rows_deq(kq.deq_q2_k, w, row_bytes, n, ids, first, lo, hi, flat, False)
     elif kind == TQ2_0:
-        tq.deq_tq2_0(w, p, nb, dst, off)
+        _rows_deq(tq.deq_tq2_0, w, row_bytes, n, ids, first, lo, hi, flat, False)
     elif kind == TQ1_0:
-        tq.deq_tq1_0(w, p, nb, dst, off)
+        _rows_deq(tq.deq_tq1_0, w, row_bytes, n, ids, first, lo, hi, flat, False)
     elif kind == F16:
-        fl.deq_f16(w, p, n, dst, off)
+        _rows_deq(fl.deq_f16, w, row_bytes, n, ids, first, lo, hi, flat, True)
     elif kind == BF16:
-        fl.deq_bf16(w, p, n, dst, off)
+        _rows_deq(fl.deq_bf16, w, row_bytes, n, ids, first, lo, hi, flat, True)
     else:
-        fl.deq_f32(w, p, n, dst, off)
+        _rows_deq(fl.deq_f32, w, row_bytes, n, ids, first, lo, hi, flat, True)
+
+
+CHUNK_ROWS = 16  # rows per parallel work item (the type switch runs once per item)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -128,19 +153,18 @@ def matvec_group(kind, ws, ys, row_bytes, x, xq, xd, xsd):
     n0 = ys[0].size
     n1 = ys[1].size
     n2 = ys[2].size
-    total = n0 + n1 + n2 + ys[3].size
-    for r in prange(total):
-        if r < n0:
-            ys[0][r] = row_dot(kind, ws[0], r * row_bytes, n, x, xq, xd, xsd)
-        elif r < n0 + n1:
-            k = r - n0
-            ys[1][k] = row_dot(kind, ws[1], k * row_bytes, n, x, xq, xd, xsd)
-        elif r < n0 + n1 + n2:
-            k = r - n0 - n1
-            ys[2][k] = row_dot(kind, ws[2], k * row_bytes, n, x, xq, xd, xsd)
-        else:
-            k = r - n0 - n1 - n2
-            ys[3][k] = row_dot(kind, ws[3], k * row_bytes, n, x, xq, xd, xsd)
+    n3 = ys[3].size
+    n_chunks = (n0 + n1 + n2 + n3 + CHUNK_ROWS - 1) // CHUNK_ROWS
+    for c in prange(n_chunks):
+        lo = c * CHUNK_ROWS  # rows [lo, hi) of the concatenation W_0; W_1; W_2; W_3
+        hi = lo + CHUNK_ROWS
+        base = 0
+        for m, nm in enumerate((n0, n1, n2, n3)):
+            a = max(lo - base, 0)
+            b = min(hi - base, nm)
+            if a < b:
+                rows_dot(kind, ws[m], row_bytes, n, a, b, ys[m], x, xq, xd, xsd)
+            base += nm
 
 
 @njit(parallel=True, cache=True)
@@ -163,10 +187,11 @@ def matmul_int8(kind, w, row_bytes, X, XQ, XD, XSD, Y):
         for t in prange(n_tok):
             quantize_act(X[t], XQ[t], XD[t], XSD[t])
     rows = Y.shape[1]
-    for r in prange(rows):
-        p = r * row_bytes
+    for c in prange((rows + CHUNK_ROWS - 1) // CHUNK_ROWS):
+        lo = c * CHUNK_ROWS
+        hi = min(lo + CHUNK_ROWS, rows)
         for t in range(n_tok):
-            Y[t, r] = row_dot(kind, w, p, n, X[t], XQ[t], XD[t], XSD[t])
+            rows_dot(kind, w, row_bytes, n, lo, hi, Y[t], X[t], XQ[t], XD[t], XSD[t])
 
 
 @njit(parallel=True, cache=True)
@@ -177,6 +202,6 @@ def dequant_rows(kind, w, row_bytes, n, ids, first, dst):
     """
     flat = dst.reshape(-1)
     count = dst.shape[0]
-    for k in prange(count):
-        r = ids[k] if ids.size else first + k
-        row_deq(kind, w, r * row_bytes, n, flat, k * n)
+    for c in prange((count + CHUNK_ROWS - 1) // CHUNK_ROWS):
+        lo = c * CHUNK_ROWS
+        rows_deq(kind, w, row_bytes, n, ids, first, lo, min(lo + CHUNK_ROWS, count), flat)

@@ -1,0 +1,169 @@
+"""Numerics of the runtime kernels against the dequantized float64 reference (gguf-py).
+
+Weights are random bytes (every bit pattern of the quants, with finite positive f16 scales), so
+every code path of each unpacker is exercised. Tolerances:
+
+- matvec / int8 matmul vs the exact product with the *quantized* activation (dx * xq, see
+  activations.py), in float64: relative error (max |err| / max |ref|) <= 2e-6 — only float32
+  accumulation error remains;
+- the same vs the exact product with the float32 activation: <= 3e-2 (int8 activations carry up
+  to dx / 2 = max|x| / 254 error per element, as llama.cpp's do);
+- float weights (F32 / F16 / BF16) use float32 activations: <= 2e-6;
+- matmul with BLAS (n_tok >= BLAS_MIN_TOKENS) dequantizes exactly: <= 2e-6;
+- get_rows and Linear.dequantize are bit-exact (compared as uint32 bit patterns).
+"""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+
+from gguflite.constants import GGML_TYPE_TRAITS, GGMLType
+from gguflite.runtime.kernels import BLAS_MIN_TOKENS, NATIVE_TYPES, Linear, get_rows
+from gguflite.runtime.kernels.activations import quantize_act, quantize_act_ref
+
+# Byte offsets of the f16 scale fields inside one block, per type.
+F16_FIELDS = {
+    "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0],
+    "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208],
+    "TQ1_0": [52], "TQ2_0": [64],
+}
+QUANT_TYPES = list(F16_FIELDS)
+FLOAT_TYPES = ["F32", "F16", "BF16"]
+# in_features per type: SmolLM2's 576 and 1536 and a 2048; super-block types need 256 | in.
+SHAPES = {t: [(37, 576), (83, 1536)] for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]}
+SHAPES.update({t: [(83, 1536), (21, 2048)] for t in ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+                                                      "TQ1_0", "TQ2_0"]})
+SHAPES.update({t: [(37, 576), (19, 2048), (5, 45)] for t in FLOAT_TYPES})
+CASES = [(t, o, i) for t in QUANT_TYPES + FLOAT_TYPES for (o, i) in SHAPES[t]]
+
+
+def rand_weight(rng: np.random.Generator, name: str, out_f: int, in_f: int) -> np.ndarray:
+    """A read-only weight as GGUFFile.array returns it, with random contents."""
+    if name in FLOAT_TYPES:
+        w = rng.standard_normal((out_f, in_f)).astype(np.float32)
+        raw = {"F32": w, "F16": w.astype(np.float16),
+               "BF16": (w.view(np.uint32) >> 16).astype(np.uint16)}[name]
+    else:
+        bs, ts = GGML_TYPE_TRAITS[GGMLType[name]]
+        blocks = rng.integers(0, 256, (out_f, in_f // bs, ts), dtype=np.uint8)
+        for f in F16_FIELDS[name]:
+            scale = (rng.random((out_f, in_f // bs)) * 0.01 + 0.001).astype(np.float16)
+            blocks[:, :, f:f + 2] = scale[..., None].view(np.uint8)
+        raw = blocks.reshape(out_f, -1)
+    raw.setflags(write=False)
+    return raw
+
+
+def reference(raw: np.ndarray, name: str) -> np.ndarray:
+    """float32 (out, in) from gguf-py's dequantizers (the reference implementation)."""
+    if name == "F32":
+        return raw.copy()
+    if name == "F16":
+        return raw.astype(np.float32)
+    if name == "BF16":
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    return gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[name])
+
+
+def quantized_x(x: np.ndarray) -> np.ndarray:
+    """The activation the int8 kernels actually multiply: dx * xq, float64."""
+    q, d, _ = quantize_act_ref(x)
+    return (q.reshape(*x.shape[:-1], -1, 32) * d[..., None].astype(np.float64)).reshape(x.shape)
+
+
+def rel_err(y: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def test_every_required_type_is_native():
+    for t in ["F32", "F16", "BF16", "Q8_0", "Q4_K", "Q6_K", "TQ1_0", "TQ2_0", "Q4_0", "Q4_1",
+              "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q5_K"]:
+        assert GGMLType[t] in NATIVE_TYPES
+
+
+def test_activation_quantization_matches_reference():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(2048).astype(np.float32) * 3
+    x[:32] = 0.0  # an all-zero block: scale 0, all codes 0
+    x[32:64] = 1e-30
+    xq, xd, xsd = np.empty(2048, np.int8), np.empty(64, np.float32), np.empty(128, np.float32)
+    quantize_act(x, xq, xd, xsd)
+    q, d, s = quantize_act_ref(x)
+    np.testing.assert_array_equal(xq, q)
+    np.testing.assert_array_equal(xd, d)
+    np.testing.assert_array_equal(xsd, s)
+    assert np.abs(quantized_x(x) - x).max() <= xd.max() / 2 * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("name,out_f,in_f", CASES)
+def test_matvec_matches_reference(name, out_f, in_f):
+    rng = np.random.default_rng(out_f * 7 + in_f)
+    raw = rand_weight(rng, name, out_f, in_f)
+    lin = Linear(raw, GGMLType[name], (out_f, in_f), name=f"blk.0.{name}")
+    ref_w = reference(raw, name).astype(np.float64)
+    x = rng.standard_normal(in_f).astype(np.float32)
+    y = lin.matvec(x)
+    assert y.shape == (out_f,) and y.dtype == np.float32
+    exact = ref_w @ x.astype(np.float64)
+    if name in FLOAT_TYPES:
+        assert rel_err(y, exact) <= 2e-6
+    else:
+        assert rel_err(y, ref_w @ quantized_x(x)) <= 2e-6
+        assert rel_err(y, exact) <= 3e-2
+    # out= writes in place and returns the same buffer
+    buf = np.full(out_f, np.nan, np.float32)
+    assert lin.matvec(x, out=buf) is buf
+    np.testing.assert_array_equal(buf, y)
+
+
+@pytest.mark.parametrize("name,out_f,in_f", CASES)
+def test_matmul_and_rows_match_reference(name, out_f, in_f):
+    rng = np.random.default_rng(out_f * 11 + in_f)
+    raw = rand_weight(rng, name, out_f, in_f)
+    lin = Linear(raw, GGMLType[name], (out_f, in_f), name=f"blk.0.{name}")
+    ref32 = reference(raw, name)
+    ref_w = ref32.astype(np.float64)
+    # dequantization is bit-exact with the reference, -0.0 included
+    np.testing.assert_array_equal(lin.dequantize().view(np.uint32), ref32.view(np.uint32))
+    ids = np.array([out_f - 1, 0, out_f // 2, 0])
+    rows = get_rows(raw, GGMLType[name], (out_f, in_f), ids, name="token_embd.weight")
+    np.testing.assert_array_equal(rows.view(np.uint32), ref32[ids].view(np.uint32))
+    # prefill through BLAS: exact weights, float32 activations
+    X = rng.standard_normal((BLAS_MIN_TOKENS + 3, in_f)).astype(np.float32)
+    Y = lin.matmul(X)
+    assert Y.shape == (X.shape[0], out_f)
+    assert rel_err(Y, X.astype(np.float64) @ ref_w.T) <= 2e-6
+    # few tokens: the int8 kernels, bit-identical to one matvec per token
+    Xs = X[:3]
+    Ys = lin.matmul(Xs)
+    for t in range(3):
+        np.testing.assert_array_equal(Ys[t], lin.matvec(Xs[t]))
+
+
+def test_matmul_tiles_large_weights():
+    """A weight larger than one float32 tile (2**20 elements) is multiplied tile by tile."""
+    rng = np.random.default_rng(5)
+    raw = rand_weight(rng, "Q8_0", 2000, 576)
+    lin = Linear(raw, GGMLType.Q8_0, (2000, 576))
+    X = rng.standard_normal((BLAS_MIN_TOKENS, 576)).astype(np.float32)
+    ref = X.astype(np.float64) @ reference(raw, "Q8_0").astype(np.float64).T
+    assert rel_err(lin.matmul(X), ref) <= 2e-6
+
+
+@pytest.mark.parametrize("names", [["Q8_0", "Q8_0", "Q8_0"], ["Q4_1", "Q8_0", "Q4_1", "Q4_1",
+                                                             "Q4_1", "Q4_1"]])
+def test_matvec_many_equals_single_matvecs(names):
+    rng = np.random.default_rng(3)
+    lins = [Linear(rand_weight(rng, n, o, 576), GGMLType[n], (o, 576), name=f"w{k}")
+            for k, (n, o) in enumerate(zip(names, [64, 17, 17, 40, 33, 9], strict=False))]
+    x = rng.standard_normal(576).astype(np.float32)
+    outs = [np.empty(lin.out_features, np.float32) for lin in lins]
+    got = Linear.matvec_many(lins, x, outs=outs)
+    for lin, y, o in zip(lins, got, outs, strict=True):
+        assert y is o
+        np.testing.assert_array_equal(y, lin.matvec(x))
+    got2 = Linear.matvec_many(lins, x)
+    for a, b in zip(got, got2, strict=True):
+        np.testing.assert_array_equal(a, b)
