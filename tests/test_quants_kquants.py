@@ -25,17 +25,27 @@ DECODERS = [GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType
 
 
 def assert_same_blocks(got: np.ndarray, want: np.ndarray, what: str) -> None:
-    """Bitwise equality of (n_blocks, k) arrays; on failure report the first bad block."""
+    """Bitwise equality of (n_blocks, k) arrays; on failure name the first and worst block.
+
+    The worst block is the one with the most differing elements (bytes of an encoding, floats
+    of a decoding); its first differing elements are shown.
+    """
     assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
-    g = np.ascontiguousarray(got).view(np.uint8).reshape(got.shape[0], -1)
-    w = np.ascontiguousarray(want).view(np.uint8).reshape(want.shape[0], -1)
-    bad = np.nonzero((g != w).any(axis=1))[0]
-    if bad.size:
-        b = int(bad[0])
-        cols = np.nonzero(g[b] != w[b])[0]
-        pytest.fail(f"{what}: {bad.size} of {g.shape[0]} blocks differ; first is block {b}, "
-                    f"bytes {cols[:8].tolist()}: got {g[b, cols[:8]].tolist()}, "
-                    f"want {w[b, cols[:8]].tolist()}")
+    g = np.ascontiguousarray(got)
+    w = np.ascontiguousarray(want)
+    if g.dtype.itemsize == 4:  # compare float32 outputs as bits (NaN == NaN, -0 != +0)
+        g, w = g.view(np.uint32), w.view(np.uint32)
+    g, w = g.reshape(got.shape[0], -1), w.reshape(want.shape[0], -1)
+    differ = g != w  # (n_blocks, k)
+    n_bad = differ.sum(axis=1)
+    if n_bad.any():
+        first, worst = int(np.argmax(n_bad > 0)), int(np.argmax(n_bad))
+        cols = np.nonzero(differ[worst])[0][:8]
+        show = (lambda a: a.view(np.float32)) if g.dtype == np.uint32 else (lambda a: a)
+        pytest.fail(f"{what}: {int((n_bad > 0).sum())} of {g.shape[0]} blocks differ; first "
+                    f"is block {first}; worst is block {worst} ({int(n_bad[worst])} elements), "
+                    f"at {cols.tolist()}: got {show(g[worst, cols]).tolist()}, "
+                    f"want {show(w[worst, cols]).tolist()}")
 
 
 def encode_all_ways(ttype: GGMLType, x: np.ndarray, importance: np.ndarray | None):
@@ -137,7 +147,9 @@ def test_encode_real_weights_matches_ggml(ttype, smollm_ffn_down):
                            f"{ttype.name} numba on ffn_down, importance={importance is not None}")
         rows = slice(0, 48)  # the NumPy reference is slower; a slice of the rows suffices
         ref = quantize(w[rows], ttype, importance=importance, reference=True)
-        assert np.array_equal(ref, want[rows]), f"{ttype.name} reference on ffn_down rows"
+        assert_same_blocks(ref.reshape(-1, get_codec(ttype).type_size),
+                           want[rows].reshape(-1, get_codec(ttype).type_size),
+                           f"{ttype.name} reference on ffn_down rows {rows}")
 
 
 @pytest.mark.parametrize("ttype", ENCODERS, ids=lambda t: t.name)
@@ -161,6 +173,7 @@ def test_encode_accepts_read_only_and_checks_rows(ttype):
     imp = np.ones(QK_K, np.float32)
     imp.flags.writeable = False
     assert np.array_equal(quantize(x, ttype, importance=imp), ggml_quantize(ttype, x, imp))
+    assert np.array_equal(quantize(x, ttype), ggml_quantize(ttype, x))
     with pytest.raises(QuantizationError, match="multiple of the .* block size 256"):
         quantize(np.zeros((2, 576), np.float32), ttype, name="blk.0.attn_q.weight")
     with pytest.raises(QuantizationError, match="importance must have shape"):
@@ -204,7 +217,7 @@ def test_numba_decoder_equals_reference_on_garbage(ttype):
     shape = (raw.shape[0], QK_K)
     ref = dequantize(raw, ttype, shape, reference=True)
     fast = dequantize(raw, ttype, shape)
-    assert_same_blocks(fast.view(np.uint32), ref.view(np.uint32), f"{ttype.name} numba vs ref")
+    assert_same_blocks(fast, ref, f"{ttype.name} numba vs reference")
 
 
 @pytest.mark.parametrize("ttype", ENCODERS, ids=lambda t: t.name)
