@@ -120,13 +120,13 @@ def get_pre_tokenizer(name: str) -> PreTokenizer:
         ) from None
 
 
-def build_bpe_engine(tokens: list[str], merges: list[tuple[str, str]], pre: str):
+def build_bpe_engine(vocab: dict[str, int], merges: list[tuple[str, str]], pre: str):
     """A ``tokenizers.Tokenizer`` that encodes one text fragment (no special tokens) to ids.
 
     Parameters
     ----------
-    tokens:
-        Byte-level token texts, index = id (unique; :func:`load_vocab` checks).
+    vocab:
+        Byte-level token text -> id.
     merges:
         (left, right) pairs, rank = index.
     pre:
@@ -145,7 +145,6 @@ def build_bpe_engine(tokens: list[str], merges: list[tuple[str, str]], pre: str)
         ) from exc
 
     spec = get_pre_tokenizer(pre)
-    vocab = {t: i for i, t in enumerate(tokens)}
     try:
         model = models.BPE(vocab=vocab, merges=merges, ignore_merges=spec.ignore_merges)
     except Exception as exc:  # tokenizers raises plain Exception subclasses from Rust

@@ -43,7 +43,7 @@ class SpmEncoder:
         self._scores: list[float] = vocab.scores.tolist()
         # byte -> fallback id: <0xNN> byte token, else a token spelling that single byte, else unk.
         unk = vocab.special.get("unk", -1)
-        text_to_id = {t: i for i, t in enumerate(vocab.tokens)}
+        text_to_id = vocab.token_to_id
         self._byte_ids: list[int] = []
         for b in range(256):
             tid = text_to_id.get(f"<0x{b:02X}>", -1)

@@ -30,6 +30,8 @@ import codecs
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from gguflite.errors import ModelError
 
 from .bpe import build_bpe_engine, byte_level_to_bytes
@@ -59,7 +61,7 @@ class Tokenizer:
         self._types: list[int] = types.tolist()
 
         # Special tokens for splitting, longest text first (llama.cpp: cache_special_tokens).
-        special = [i for i, t in enumerate(self._types) if t in _SPECIAL_TYPES]
+        special = np.flatnonzero(np.isin(types, np.array(_SPECIAL_TYPES, np.int32))).tolist()
         special.sort(key=lambda i: -len(vocab.tokens[i]))
         self._special: list[tuple[str, int, bool]] = [
             (vocab.tokens[i], i, self._types[i] == TokenType.USER_DEFINED)
@@ -72,7 +74,7 @@ class Tokenizer:
             self._bpe = None
         else:
             self._spm = None
-            self._bpe = build_bpe_engine(vocab.tokens, vocab.merges, vocab.pre)
+            self._bpe = build_bpe_engine(vocab.token_to_id, vocab.merges, vocab.pre)
         self._pieces: list[bytes | None] = [None] * self.n_vocab
 
     @classmethod

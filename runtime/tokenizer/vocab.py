@@ -90,6 +90,8 @@ class Vocab:
         The BPE pre-tokenizer name (``tokenizer.ggml.pre``), ``"default"`` when absent.
     tokens:
         Token texts, index = id.
+    token_to_id:
+        The inverse of ``tokens`` (texts are unique).
     types:
         ``(n_vocab,)`` int32 TokenType per token.
     scores:
@@ -104,6 +106,7 @@ class Vocab:
     model: str
     pre: str
     tokens: list[str]
+    token_to_id: dict[str, int]
     types: np.ndarray
     scores: np.ndarray
     merges: list[tuple[str, str]] = field(default_factory=list)
@@ -120,7 +123,7 @@ class Vocab:
     def eog_ids(self) -> set[int]:
         """Ids that end a turn: eos, eot, eom and tokens whose text llama.cpp treats as EOG."""
         ids = {self.special[k] for k in ("eos", "eot", "eom") if k in self.special}
-        ids.update(i for i, t in enumerate(self.tokens) if t in EOG_TEXTS)
+        ids.update(self.token_to_id[t] for t in EOG_TEXTS if t in self.token_to_id)
         return ids
 
 
@@ -160,9 +163,14 @@ def _string_list(metadata: Mapping[str, Any], key: str) -> list[str]:
     if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
         raise ModelError(f"tokenizer metadata {key!r} must be an array of strings")
     out = list(value)
-    for i, s in enumerate(out):
-        if not isinstance(s, str):
-            raise ModelError(f"tokenizer metadata {key!r}[{i}] is {type(s).__name__}, not a string")
+    try:
+        "".join(out)  # a C-speed check that every element is a str
+    except TypeError:
+        for i, s in enumerate(out):
+            if not isinstance(s, str):
+                raise ModelError(
+                    f"tokenizer metadata {key!r}[{i}] is {type(s).__name__}, not a string"
+                ) from None
     return out
 
 
@@ -194,7 +202,8 @@ def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
     n = len(tokens)
     if n == 0:
         raise ModelError(f"metadata key {KEY_TOKENS!r} is an empty array")
-    if len(set(tokens)) != n:
+    token_to_id = {t: i for i, t in enumerate(tokens)}
+    if len(token_to_id) != n:
         seen: dict[str, int] = {}
         for i, t in enumerate(tokens):
             if t in seen:
@@ -211,12 +220,17 @@ def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
     if model == "gpt2":
         if KEY_MERGES not in metadata:
             raise ModelError(f"a 'gpt2' tokenizer needs {KEY_MERGES!r}, which is missing")
-        for i, m in enumerate(_string_list(metadata, KEY_MERGES)):
-            # llama.cpp splits at the first space after position 0 (a part may start with " ").
-            pos = m.find(" ", 1)
-            if pos < 0:
-                raise ModelError(f"{KEY_MERGES}[{i}] = {m!r} is not 'left right'")
-            merges.append((m[:pos], m[pos + 1 :]))
+        raw = _string_list(metadata, KEY_MERGES)
+        # llama.cpp splits at the first space after position 0 (a part may start with " ");
+        # the fast path takes merges with exactly one space, the loop handles the rest.
+        merges = [tuple(m.split(" ")) for m in raw]  # type: ignore[misc]
+        for i, pair in enumerate(merges):
+            if len(pair) != 2 or not pair[0]:
+                m = raw[i]
+                pos = m.find(" ", 1)
+                if pos < 0:
+                    raise ModelError(f"{KEY_MERGES}[{i}] = {m!r} is not 'left right'")
+                merges[i] = (m[:pos], m[pos + 1 :])
 
     special = {k: v for k, v in _DEFAULT_SPECIAL[model].items() if v < n}
     for kind in SPECIAL_ID_KEYS:
@@ -241,15 +255,16 @@ def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
             raise ModelError(f"tokenizer.ggml.add_{kind}_token is true but there is no {kind} id")
 
     # llama.cpp: a token whose text marks end-of-generation is a control token whatever its type.
-    for i, t in enumerate(tokens):
-        if t in EOG_TEXTS and types[i] != TokenType.CONTROL:
-            types[i] = TokenType.CONTROL
+    for t in EOG_TEXTS:
+        if t in token_to_id:
+            types[token_to_id[t]] = TokenType.CONTROL
 
     chat_template = _get(metadata, KEY_CHAT_TEMPLATE, str, None)
     return Vocab(
         model=model,
         pre=pre,
         tokens=tokens,
+        token_to_id=token_to_id,
         types=types,
         scores=scores,
         merges=merges,
