@@ -18,10 +18,10 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
-
-from gguflite.constants import GGML_TYPE_TRAITS, GGMLType
 from gguflite.runtime.kernels import BLAS_MIN_TOKENS, NATIVE_TYPES, Linear, get_rows
 from gguflite.runtime.kernels.activations import quantize_act, quantize_act_ref
+
+from gguflite.constants import GGML_TYPE_TRAITS, GGMLType
 
 # Byte offsets of the f16 scale fields inside one block, per type.
 F16_FIELDS = {

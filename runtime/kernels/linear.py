@@ -29,6 +29,13 @@ _EMPTY_W.setflags(write=False)
 _EMPTY_Y = np.zeros(0, np.float32)
 
 
+def _kernel_array(a, dtype) -> np.ndarray:
+    """``a`` as a C-contiguous *writable* array of ``dtype`` (copied only when needed), so each
+    driver sees one array type and keeps a single compiled signature."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.writeable else a.copy()
+
+
 def _as_type(ggml_type: int | GGMLType, name: str) -> GGMLType:
     try:
         return GGMLType(int(ggml_type))
@@ -105,8 +112,8 @@ class Linear:
     # -- decode -----------------------------------------------------------------------------
     def _check_x(self, x: np.ndarray) -> np.ndarray:
         if (type(x) is not np.ndarray or x.dtype != np.float32 or x.ndim != 1
-                or not x.flags.c_contiguous):
-            x = np.ascontiguousarray(x, dtype=np.float32)
+                or not x.flags.c_contiguous or not x.flags.writeable):
+            x = _kernel_array(x, np.float32)
         if x.shape != (self.in_features,):
             raise ModelError(f"{self.name}: activation of shape {x.shape}, expected "
                              f"({self.in_features},)")
@@ -175,7 +182,7 @@ class Linear:
         as ggml does) and multiplied with BLAS in float32; below that, the int8 mat-vec
         kernels run once per token.
         """
-        X = np.ascontiguousarray(X, dtype=np.float32)
+        X = _kernel_array(X, np.float32)
         if X.ndim != 2 or X.shape[1] != self.in_features:
             raise ModelError(f"{self.name}: activations of shape {X.shape}, expected "
                              f"(n_tok, {self.in_features})")
@@ -183,7 +190,7 @@ class Linear:
         if out is None:
             out = np.empty((n_tok, self.out_features), np.float32)
         elif (out.shape != (n_tok, self.out_features) or out.dtype != np.float32
-              or not out.flags.c_contiguous):
+              or not out.flags.c_contiguous or not out.flags.writeable):
             raise ModelError(f"{self.name}: out must be C-contiguous float32 of shape "
                              f"({n_tok}, {self.out_features})")
         if n_tok == 0 or self.out_features == 0:
@@ -209,7 +216,7 @@ class Linear:
 
     def matmul_int8(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(n_tok, in) -> (n_tok, out) with the int8 mat-vec kernels (same numbers as matvec)."""
-        X = np.ascontiguousarray(X, dtype=np.float32)
+        X = _kernel_array(X, np.float32)
         n_tok = X.shape[0]
         if out is None:
             out = np.empty((n_tok, self.out_features), np.float32)
@@ -240,7 +247,7 @@ def get_rows(data: np.ndarray, ggml_type: int | GGMLType, shape: Sequence[int],
                                    "prepare_weight()")
     shape = tuple(int(s) for s in shape)
     flat, row_bytes = _flat_weight(data, t, shape, name)
-    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    ids = _kernel_array(ids, np.int64).reshape(-1)
     if ids.size and (ids.min() < 0 or ids.max() >= shape[0]):
         bad = ids[(ids < 0) | (ids >= shape[0])][0]
         raise ModelError(f"{name}: row id {int(bad)} outside [0, {shape[0]})")
