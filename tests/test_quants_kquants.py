@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 from ggml_ref import fp32_to_fp16_bits as ggml_fp32_to_fp16_bits
 from ggml_ref import ggml_dequantize, ggml_quantize
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import gguflite
 from gguflite.constants import QK_K, GGMLType
@@ -119,6 +122,24 @@ def test_encode_adversarial_matches_ggml(ttype, case):
     x = ADVERSARIAL[case].astype(np.float32)
     for imp_name, imp in _importances(x.shape[1]).items():
         check_encode(ttype, x, imp, f"{case} with importance {imp_name}")
+
+
+_finite_f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+_block_values = st.one_of(
+    _finite_f32,  # anything finite, 3e38 included
+    st.floats(-4.0, 4.0, width=32),  # the usual weight range
+    st.sampled_from([0.0, -0.0, 0.5, -0.5, 1e-40, 65504.0, 1e-15]),  # ties, subnormal, limits
+)
+
+
+@pytest.mark.parametrize("ttype", ENCODERS, ids=lambda t: t.name)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_encode_property_matches_ggml(ttype, data):
+    x = data.draw(hnp.arrays(np.float32, (1, QK_K), elements=_block_values), label="x")
+    imp = data.draw(st.none() | hnp.arrays(np.float32, (QK_K,), elements=st.floats(
+        0.0, 1e6, width=32)), label="importance")
+    check_encode(ttype, x, imp, "hypothesis example")
 
 
 @pytest.fixture(scope="module")
