@@ -26,9 +26,12 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gguflite.errors import ModelError
+
+if TYPE_CHECKING:
+    from .tokenizer import Tokenizer
 
 KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
 
@@ -233,3 +236,50 @@ def render_chat(
         raise ModelError(msg) from None
     except RecursionError:
         raise ModelError("chat template recursed too deeply") from None
+
+
+def chat_prompt(
+    tokenizer: Tokenizer,
+    messages: list[dict],
+    *,
+    add_generation_prompt: bool = True,
+    template: str | None = None,
+    fallback: str | None = None,
+    **extra: Any,
+) -> str:
+    """Render ``messages`` with the tokenizer's own template and BOS/EOS texts.
+
+    Parameters
+    ----------
+    tokenizer:
+        A runtime tokenizer; its ``chat_template`` (from the file) is used unless ``template``
+        is given.
+    fallback:
+        Template to use when there is neither ``template`` nor a template in the file (e.g.
+        ``CHATML_TEMPLATE``); without it a missing template is a ModelError.
+    """
+    if template is None:
+        template = tokenizer.chat_template
+    if template is None:
+        template = get_chat_template({}, fallback=fallback)
+    tokens = tokenizer.vocab.tokens
+    bos = tokens[tokenizer.bos_id] if tokenizer.bos_id is not None else ""
+    eos = tokens[tokenizer.eos_id] if tokenizer.eos_id is not None else ""
+    return render_chat(
+        template,
+        messages,
+        add_generation_prompt=add_generation_prompt,
+        bos_token=bos,
+        eos_token=eos,
+        **extra,
+    )
+
+
+def chat_ids(tokenizer: Tokenizer, messages: list[dict], **kwargs: Any) -> list[int]:
+    """Token ids of :func:`chat_prompt` (same arguments).
+
+    Encoded as transformers' ``apply_chat_template(tokenize=True)`` does: special tokens in the
+    text are parsed and no BOS/EOS is added, because templates write the BOS they want.
+    """
+    prompt = chat_prompt(tokenizer, messages, **kwargs)
+    return tokenizer.encode(prompt, add_special=False, parse_special=True)

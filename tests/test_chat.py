@@ -141,3 +141,41 @@ def test_bad_messages():
         render_chat(CHATML_TEMPLATE, "hello")  # type: ignore[arg-type]
     with pytest.raises(ModelError, match="cannot be passed"):
         render_chat(CHATML_TEMPLATE, [{"role": "user", "content": object()}])
+
+
+def test_chat_ids_on_smollm2_match_llama_cpp(smollm2_template):
+    import llama_cpp
+    from gguflite.runtime.chat import chat_ids, chat_prompt
+    from gguflite.runtime.tokenizer import Tokenizer
+
+    path = default_model_path()
+    with gguflite.open(path) as f:
+        tok = Tokenizer.from_metadata(f.metadata)
+    ref = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    for messages in CONVERSATIONS:
+        prompt = chat_prompt(tok, messages)
+        assert prompt == render_chat(
+            smollm2_template, messages, bos_token="<|im_start|>", eos_token="<|im_end|>"
+        )
+        ids = chat_ids(tok, messages)
+        assert ids == ref.tokenize(prompt.encode(), add_bos=False, special=True)
+        assert ids[0] == tok.encode("<|im_start|>", add_special=False)[0]
+        assert tok.decode(ids) == prompt
+
+
+def test_chat_prompt_without_a_template_needs_the_fallback(tmp_path):
+    import json
+
+    from gguflite.converters.tokenizer_export import export_tokenizer
+    from gguflite.runtime.chat import chat_prompt
+    from gguflite.runtime.tokenizer import Tokenizer
+    from helpers_tokenizers import items_to_metadata, make_bpe_dir
+
+    d = make_bpe_dir(tmp_path / "t", "gpt2")
+    items = export_tokenizer(d, json.loads((d / "config.json").read_text()))
+    tok = Tokenizer.from_metadata(items_to_metadata(items))
+    assert tok.chat_template is None
+    with pytest.raises(ModelError, match="no chat template"):
+        chat_prompt(tok, CONVERSATIONS[0])
+    prompt = chat_prompt(tok, CONVERSATIONS[0], fallback=CHATML_TEMPLATE)
+    assert prompt == "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
