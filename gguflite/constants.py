@@ -151,8 +151,8 @@ GGML_TYPE_TRAITS: dict[GGMLType, TypeTraits] = {
     GGMLType.Q5_1:    TypeTraits(32, 2 + 2 + 4 + 16),
     # d: f16 | qs: 32 x int8
     GGMLType.Q8_0:    TypeTraits(32, 2 + 32),
-    # d, s: f32 | qs: 32 x int8
-    GGMLType.Q8_1:    TypeTraits(32, 4 + 4 + 32),
+    # d, s: f16 (s = d * sum(qs)) | qs: 32 x int8  (gguf-py's table says 4 + 4 + 32: wrong)
+    GGMLType.Q8_1:    TypeTraits(32, 2 + 2 + 32),
     # scales: 16 bytes (4-bit scale | 4-bit min) | qs: 2-bit quants | d, dmin: f16
     GGMLType.Q2_K:    TypeTraits(QK_K, QK_K // 16 + QK_K // 4 + 2 + 2),
     # hmask: high bits | qs: low 2 bits | scales: 12 bytes of 6-bit scales | d: f16
