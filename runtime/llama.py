@@ -87,7 +87,7 @@ def make_linear(f: GGUFFile, name: str, shape: tuple[int, int]) -> Any:
     if k is not None:
         if ti.type in k.NATIVE_TYPES:
             return k.Linear(data, ti.type, shape=shape, name=name)
-        data2, type2 = k.prepare_weight(data, ti.type, shape)
+        data2, type2 = k.prepare_weight(data, ti.type, shape, name=name)
         return k.Linear(data2, type2, shape=shape, name=name)
     return DenseLinear(data, ti.type, shape=shape, name=name)
 

@@ -180,11 +180,19 @@ def write_gguf(path: str | Path, cfg: TinyConfig, sd: dict[str, np.ndarray], *,
 
 
 def _encode(arr: np.ndarray, ttype: GGMLType, name: str) -> np.ndarray:
+    """The tensor's bytes as the writer takes them (f32 / f16 / uint16 for BF16 / uint8)."""
     if ttype == GGMLType.F32:
         return arr.astype(np.float32)
     if ttype == GGMLType.F16:
         return arr.astype(np.float16)
-    return quants.quantize(arr, ttype, name=name)
+    if ttype == GGMLType.BF16:
+        return np.ascontiguousarray(quants.quantize(arr, ttype, name=name)).view(np.uint16)
+    if quants.get_codec(ttype).can_quantize:
+        return quants.quantize(arr, ttype, name=name)
+    # Types gguflite only decodes (Q2_K, Q3_K, Q5_K): llama.cpp's own quantizer via ctypes.
+    from ggml_ref import ggml_quantize
+
+    return ggml_quantize(int(ttype), arr.reshape(-1, arr.shape[-1]))
 
 
 def make_tiny_llama(path: str | Path, cfg: TinyConfig | None = None, *, seed: int = 0,
