@@ -13,6 +13,8 @@ import pytest
 from gguflite.converters.tokenizer_export import export_tokenizer
 from gguflite.runtime.tokenizer import Tokenizer
 from helpers_tokenizers import TEST_STRINGS, make_bpe_dir, make_spm_dir
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gguflite
 from gguflite.constants import GGUFValueType as T
@@ -112,3 +114,44 @@ def test_default_pre_tokenizer_matches_llama_cpp(tmp_path):
     ref = _llama(path)
     for text in TEST_STRINGS + ["a,b;c!!d $5+3=8 <x> ~|^ 1234567 don't"]:
         assert tok.encode(text, add_special=False) == ref.tokenize(text.encode(), add_bos=False)
+
+
+# Text built from pieces that stress the tokenizers: specials, contractions, odd whitespace,
+# combining marks, ZWJ emoji, control characters, BOM.
+_PIECES = list("aAbz Zé你😀\n\r\t  .,'’!?0123456789-_<>|/\\") + [
+    "'s", "'LL", "<|im_start|>", "<|im_end|>", "<tool>", "<s>", "</s>", "\u2028", "\u00a0",
+    "\u3000", "\u0301", "\U0001f3f3\ufe0f\u200d\U0001f308", "\x00", "\x7f", "\ufeff",
+    "<|endoftext|>", "<|eot_id|>",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def spm_file(tmp_path_factory):
+    d = make_spm_dir(tmp_path_factory.mktemp("h") / "spm")
+    items = export_tokenizer(d, json.loads((d / "config.json").read_text()))
+    path = _write_vocab_file(items, d.parent / "spm.gguf")
+    with gguflite.open(path) as f:
+        return Tokenizer.from_metadata(f.metadata), _llama(path)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pieces=st.lists(st.sampled_from(_PIECES), max_size=14),
+    extra=st.text(st.characters(exclude_categories=("Cs",)), max_size=6),
+    add_special=st.booleans(),
+    parse_special=st.booleans(),
+)
+def test_random_text_matches_llama_cpp(
+    smollm2, spm_file, pieces, extra, add_special, parse_special
+):
+    text = "".join(pieces) + extra.replace("\x00", "")  # NUL would end llama.cpp's C string
+    for tok, ref in (smollm2, spm_file):
+        ids = tok.encode(text, add_special=add_special, parse_special=parse_special)
+        assert ids == ref.tokenize(text.encode(), add_bos=add_special, special=parse_special)
+        plain = tok.encode(text, add_special=False, parse_special=False)
+        pieces = b"".join(ref.detokenize([i], special=True) for i in plain)
+        assert b"".join(tok.token_to_piece(i) for i in plain) == pieces
+    # byte fallback represents any text; SmolLM2 has no token for some bytes (e.g. 0x16, 0xF1),
+    # which it drops, like llama.cpp
+    tok = spm_file[0]
+    assert tok.decode(tok.encode(text, add_special=False, parse_special=False)) == text
