@@ -124,7 +124,9 @@ def _seq_sum(terms: np.ndarray) -> np.ndarray:
     return acc
 
 
-def _weighted_sq_err(scale, levels, mn, x, w) -> np.ndarray:
+def _weighted_sq_err(
+    scale: np.ndarray, levels: np.ndarray, mn: np.ndarray, x: np.ndarray, w: np.ndarray
+) -> np.ndarray:
     """sum_i w_i * (scale*L_i + min - x_i)**2, sequentially; shapes (m,), (m, n) -> (m,)."""
     diff = (scale[:, None] * levels.astype(F32) + mn[:, None]) - x  # (m, n)
     return _seq_sum(w * (diff * diff))

@@ -404,6 +404,7 @@ def quantize_q6_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarr
 # -- dequantizers --------------------------------------------------------------------------------
 @njit(parallel=True, **_opts)
 def _dequantize_q2_k(b, table, y):
+    """b (nb, 84) u8, table (65536,) f32 fp16 values -> y (nb, 256) f32."""
     for i in prange(b.shape[0]):
         d = _f16(table, b[i, 80], b[i, 81])
         dmin = _f16(table, b[i, 82], b[i, 83])
@@ -421,6 +422,7 @@ def _dequantize_q2_k(b, table, y):
 
 @njit(parallel=True, **_opts)
 def _dequantize_q3_k(b, table, y):
+    """b (nb, 110) u8, table (65536,) f32 fp16 values -> y (nb, 256) f32."""
     for i in prange(b.shape[0]):
         d = _f16(table, b[i, 108], b[i, 109])
         s = b[i, 96:108]
@@ -443,6 +445,7 @@ def _dequantize_q3_k(b, table, y):
 
 @njit(parallel=True, **_opts)
 def _dequantize_q4_k(b, table, y):
+    """b (nb, 144) u8, table (65536,) f32 fp16 values -> y (nb, 256) f32."""
     for i in prange(b.shape[0]):
         d = _f16(table, b[i, 0], b[i, 1])
         dmin = _f16(table, b[i, 2], b[i, 3])
@@ -462,6 +465,7 @@ def _dequantize_q4_k(b, table, y):
 
 @njit(parallel=True, **_opts)
 def _dequantize_q5_k(b, table, y):
+    """b (nb, 176) u8, table (65536,) f32 fp16 values -> y (nb, 256) f32."""
     for i in prange(b.shape[0]):
         d = _f16(table, b[i, 0], b[i, 1])
         dmin = _f16(table, b[i, 2], b[i, 3])
@@ -482,6 +486,7 @@ def _dequantize_q5_k(b, table, y):
 
 @njit(parallel=True, **_opts)
 def _dequantize_q6_k(b, table, y):
+    """b (nb, 210) u8, table (65536,) f32 fp16 values -> y (nb, 256) f32."""
     for i in prange(b.shape[0]):
         d = _f16(table, b[i, 208], b[i, 209])
         for n in range(2):
