@@ -1,0 +1,65 @@
+"""atheris harness: arbitrary bytes -> gguflite.open + full read + validate.
+
+Only ``FormatError`` may escape the reader, and the validator must turn every problem into a
+finding (it raises nothing). Anything else — IndexError, struct.error, UnicodeDecodeError, a
+NumPy error, RecursionError, MemoryError, a hang — is a bug, and atheris stops with the input
+saved as ``crash-<sha1>``.
+
+    python fuzz/fuzz_open.py fuzz/corpus                       # run until stopped
+    python fuzz/fuzz_open.py -runs=20000 fuzz/corpus           # bounded
+    python fuzz/fuzz_open.py -max_total_time=20 -timeout=10 fuzz/corpus
+
+See fuzz/README.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import atheris
+
+with atheris.instrument_imports(include=["gguflite"]):
+    import gguflite
+    from gguflite.errors import FormatError
+    from gguflite.metadata import StringArray
+    from gguflite.validate import validate
+
+# One scratch file, rewritten for every input: the reader works on files (it memory-maps).
+_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+_SCRATCH = Path(tempfile.mkdtemp(prefix="gguflite-fuzz-", dir=_DIR)) / "input.gguf"
+
+
+def exercise(path: Path) -> None:
+    """Read every key, every string, every tensor view; then validate (deep)."""
+    try:
+        with gguflite.open(path) as f:
+            for key in f.metadata:
+                value = f.metadata[key]
+                if isinstance(value, StringArray):
+                    for s in value:
+                        len(s)
+                elif hasattr(value, "tolist"):
+                    value.tolist()
+            for name in f.tensors:
+                f.raw(name).sum()
+                f.array(name)
+    except FormatError:
+        pass
+    validate(path, deep=True)
+
+
+def test_one_input(data: bytes) -> None:
+    _SCRATCH.write_bytes(data)
+    exercise(_SCRATCH)
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
