@@ -91,6 +91,12 @@ def plan_requantize(f: gguflite.GGUFFile, *, type: str,  # noqa: A002
                 raise ConversionError(f"{name}: type {ttype} has no ggml tensor type; "
                                       "requantize cannot store it")
             out_bytes = stored_nbytes(ttype, shape)
+            try:
+                quants.get_codec(int(ti.type))
+            except UnsupportedTypeError:
+                raise ConversionError(f"{name}: gguflite cannot decode {ti.type.name}, so it "
+                                      f"cannot requantize it to {ttype}; convert from the "
+                                      "original checkpoint instead") from None
         entries.append(RequantEntry(name, shape, ti.type, ttype, why, ti.nbytes, out_bytes))
     return entries, recipe
 
@@ -100,8 +106,9 @@ def _row_reader(f: gguflite.GGUFFile, e: RequantEntry) -> Callable[[int, int], n
     try:
         src_codec = quants.get_codec(int(e.src_type))
     except UnsupportedTypeError:
-        raise ConversionError(f"{e.name}: gguflite cannot decode {e.src_type.name}; keep it "
-                              f"with --tensor-type '{e.name}={e.src_type.name.lower()}'") from None
+        raise ConversionError(f"{e.name}: gguflite cannot decode {e.src_type.name}, so it "
+                              "cannot requantize this file; convert from the original "
+                              "checkpoint instead") from None
     cols = e.shape[-1]
     raw = f.raw(e.name).reshape(math.prod(e.shape[:-1]), -1)  # (rows, src row bytes)
     return lambda r0, r1: src_codec.dequantize(raw[r0:r1], (r1 - r0, cols), name=e.name)
