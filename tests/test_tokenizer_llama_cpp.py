@@ -29,6 +29,8 @@ CHAT_TEXTS = [
     "<tool> and <repo_name>",
     "<s>x</s>",
     "<|begin_of_text|>hi<|eot_id|>",
+    # bytes SmolLM2 has no token for (0x16; lead byte 0xF1) block merges across them, then vanish
+    '"\x16{ and ab\U00040000cd',
 ]
 
 
@@ -63,7 +65,8 @@ def test_smollm2_decode_matches_llama_cpp_and_round_trips(smollm2):
     tok, ref = smollm2
     for text in TEST_STRINGS + CHAT_TEXTS:
         ids = tok.encode(text)
-        assert tok.decode(ids) == text
+        if "\x16" not in text:  # (that text holds bytes SmolLM2 cannot represent)
+            assert tok.decode(ids) == text
         assert tok.decode_bytes(ids) == ref.detokenize(ids, special=True)
         for i in ids:
             assert tok.token_to_piece(i) == ref.detokenize([i], special=True)

@@ -123,6 +123,9 @@ def get_pre_tokenizer(name: str) -> PreTokenizer:
 def build_bpe_engine(vocab: dict[str, int], merges: list[tuple[str, str]], pre: str):
     """A ``tokenizers.Tokenizer`` that encodes one text fragment (no special tokens) to ids.
 
+    Returns ``(engine, unknown_id)``: ids equal to ``unknown_id`` in the engine's output stand
+    for bytes the vocabulary cannot represent and must be dropped.
+
     Parameters
     ----------
     vocab:
@@ -145,8 +148,20 @@ def build_bpe_engine(vocab: dict[str, int], merges: list[tuple[str, str]], pre: 
         ) from exc
 
     spec = get_pre_tokenizer(pre)
+    # A byte whose byte-level character is not in the vocabulary: llama.cpp keeps it as a symbol
+    # during merging (so it blocks merges across it) and drops it at the end. The same happens
+    # here by mapping such characters to a sentinel token, id len(vocab), that no merge uses;
+    # the caller removes UNKNOWN_ID from the output.
+    sentinel_vocab = dict(vocab)
+    sentinel_vocab[_SENTINEL] = unknown_id = len(vocab)
     try:
-        model = models.BPE(vocab=vocab, merges=merges, ignore_merges=spec.ignore_merges)
+        model = models.BPE(
+            vocab=sentinel_vocab,
+            merges=merges,
+            ignore_merges=spec.ignore_merges,
+            unk_token=_SENTINEL,
+            fuse_unk=False,
+        )
     except Exception as exc:  # tokenizers raises plain Exception subclasses from Rust
         raise ModelError(f"tokenizer.ggml.merges do not fit tokenizer.ggml.tokens: {exc}") from None
     engine = Tokenizer(model)
@@ -155,7 +170,11 @@ def build_bpe_engine(vocab: dict[str, int], merges: list[tuple[str, str]], pre: 
         + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
     engine.decoder = decoders.ByteLevel()
-    return engine
+    return engine, unknown_id
+
+
+# Not a byte-level string (U+E000 is not produced by the byte-level mapping), so never a token.
+_SENTINEL = "\ue000gguflite:unknown-byte\ue000"
 
 
 def _bytes_to_unicode() -> dict[int, str]:

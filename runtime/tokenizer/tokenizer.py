@@ -74,7 +74,9 @@ class Tokenizer:
             self._bpe = None
         else:
             self._spm = None
-            self._bpe = build_bpe_engine(vocab.token_to_id, vocab.merges, vocab.pre)
+            self._bpe, self._bpe_unknown = build_bpe_engine(
+                vocab.token_to_id, vocab.merges, vocab.pre
+            )
         self._pieces: list[bytes | None] = [None] * self.n_vocab
 
     @classmethod
@@ -155,7 +157,8 @@ class Tokenizer:
                 if isinstance(part, int):
                     out.append(part)
                 else:
-                    out.extend(next(encoded).ids)
+                    unknown = self._bpe_unknown
+                    out.extend(i for i in next(encoded).ids if i != unknown)
         if add_special and v.add_eos:
             out.append(v.special["eos"])
         return out
