@@ -150,11 +150,14 @@ PER_TOKEN_KEYS: tuple[str, ...] = (
     "tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
 )
 
-# gguflite's own keys (spec section 7). Reading them is optional for other tools.
-GGUFLITE_KEYS: dict[str, KeySpec] = {
-    "gguflite.format_version": KeySpec(("u32",), "gguflite profile version written (1)"),
-    "gguflite.writer":         KeySpec(("str",), "software and version that wrote the file"),
+# gguflite's own keys (spec section 7): the KM codebook extension (spec/extensions-km.md).
+# ``{name}`` is the logical tensor name, e.g. gguflite.km.blk.0.ffn_down.weight.bits.
+GGUFLITE_KM_KEYS: dict[str, KeySpec] = {
+    "bits":  KeySpec(("u32",), "2, 3 or 4"),
+    "shape": KeySpec(("[u64]",), "rows, cols of the logical tensor"),
+    "group": KeySpec(("[u32]",), "rows, cols served by one codebook"),
 }
+KM_PREFIX = "gguflite.km."
 
 KEY_SYNTAX = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*")
 _ID = re.compile(r"\.\d+\.")
@@ -162,12 +165,14 @@ _ID = re.compile(r"\.\d+\.")
 
 def lookup(key: str, arch: str | None) -> KeySpec | None:
     """The registered spec of ``key`` (``arch`` is ``general.architecture``), or None."""
-    for table in (GENERAL_KEYS, TOKENIZER_KEYS, GGUFLITE_KEYS):
+    for table in (GENERAL_KEYS, TOKENIZER_KEYS):
         spec = table.get(key)
         if spec is not None:
             return spec
     if key.startswith("general.base_model."):
         return GENERAL_KEYS.get(_ID.sub(".{id}.", key, count=1))
+    if key.startswith(KM_PREFIX):
+        return GGUFLITE_KM_KEYS.get(key.rsplit(".", 1)[-1])
     if arch and key.startswith(arch + "."):
         return ARCH_KEYS.get(key[len(arch) + 1 :])
     return None

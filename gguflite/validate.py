@@ -65,6 +65,7 @@ RULES: dict[str, str] = {
     "V23": "architecture hyper-parameters agree with tensor shapes",
     "V24": "tensor data is finite (no NaN/Inf; --deep)",
     "V25": "general.architecture is present",
+    "V26": "gguflite.km.* extension tensors are complete and consistent (spec/extensions-km.md)",
 }
 
 
@@ -418,7 +419,24 @@ def _check_finite(f: GGUFFile, r: Report) -> None:
                     f"{ti.n_elements}", offset=ti.file_offset, tensor=name)
 
 
+# -- the KM codebook extension ---------------------------------------------------------------
+def _check_km(f: GGUFFile, r: Report) -> None:
+    """Every KM tensor declared by gguflite.km.<name>.* keys has consistent companions."""
+    names = sorted({key[len(keyreg.KM_PREFIX):].rsplit(".", 1)[0] for key in f.metadata
+                    if key.startswith(keyreg.KM_PREFIX)})
+    if not names:
+        return
+    from .quants import km  # only files that use the extension pay for importing it
+
+    for name in names:
+        try:
+            km.from_gguf(f, name)
+        except FormatError as exc:
+            r.error("V26", f"KM tensor {name!r}: {exc.detail} [{exc.rule}]", offset=exc.offset,
+                    tensor=name)
+
+
 _CHECKS: tuple[Callable[[GGUFFile, Report], None], ...] = (
     _check_version, _check_keys, _check_tensor_names, _check_layout, _check_tokenizer,
-    _check_hparams,
+    _check_hparams, _check_km,
 )

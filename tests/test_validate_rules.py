@@ -158,7 +158,31 @@ SEMANTIC_CASES = [
     # no general.architecture
     ("no_architecture", "V25", W,
      lambda p: p.write_bytes(one_f32_tensor())),
+    # a KM tensor whose bits key says 3 while its companions were packed with 4 bits
+    ("km_bits_mismatch", "V26", E, lambda p: _km_file(p, bits_key=3)),
+    # a KM tensor whose codebook companion is missing
+    ("km_missing_codebook", "V26", E, lambda p: _km_file(p, drop=".kmb")),
 ]
+
+
+def _km_file(path: Path, *, bits_key: int = 4, drop: str = "") -> Path:
+    """A KM4 tensor (spec/extensions-km.md) with one defect, or none."""
+    from gguflite.quants import km
+
+    kmt = km.quantize(np.linspace(-1, 1, 8 * 64, dtype=np.float32).reshape(8, 64), 4)
+    with GGUFWriter(path) as w:
+        w.add("general.architecture", "test", T.STRING)
+        for name, shape, ttype, data in km.to_gguf_tensors("x.weight", kmt):
+            if not drop or not name.endswith(drop):
+                w.add_tensor(name, shape=shape, type=ttype, data=data)
+        w.add_items(km.metadata_items("x.weight", kmt))
+        w.remove("gguflite.km.x.weight.bits")
+        w.add("gguflite.km.x.weight.bits", bits_key, T.UINT32)
+    return path
+
+
+def test_km_file_is_clean(tmp_path):
+    assert validate(_km_file(tmp_path / "km.gguf"), deep=True).findings == []
 
 
 @pytest.mark.parametrize(("case", "rule", "severity", "make"), SEMANTIC_CASES,
