@@ -117,7 +117,9 @@ def export_tokenizer(model_dir: Path, config: dict) -> list[MetadataItem]:
 
     special, add_flags = _special_vocab(tj, tc, config, len(tokens), fallback_ids)
     for kind, tid in special.items():
-        items.append((f"tokenizer.ggml.{kind}_token_id", tid, T.UINT32, None))
+        # llama.cpp's key names (gguf-py Keys.Tokenizer): unk -> unknown, sep -> seperator (sic)
+        key_kind = {"unk": "unknown", "sep": "seperator", "pad": "padding"}.get(kind, kind)
+        items.append((f"tokenizer.ggml.{key_kind}_token_id", tid, T.UINT32, None))
     for kind, flag in add_flags.items():
         items.append((f"tokenizer.ggml.add_{kind}_token", flag, T.BOOL, None))
     if isinstance(tc.get("add_prefix_space"), bool):

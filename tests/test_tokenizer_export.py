@@ -138,7 +138,7 @@ def test_spm_without_config_files_uses_sentencepiece_ids(tmp_path, spm_dir):
     assert ids == {
         "tokenizer.ggml.bos_token_id": 1,
         "tokenizer.ggml.eos_token_id": 2,
-        "tokenizer.ggml.unk_token_id": 0,
+        "tokenizer.ggml.unknown_token_id": 0,
     }
 
 
