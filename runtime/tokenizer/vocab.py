@@ -162,7 +162,7 @@ def _string_list(metadata: Mapping[str, Any], key: str) -> list[str]:
     value = metadata[key]
     if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
         raise ModelError(f"tokenizer metadata {key!r} must be an array of strings")
-    out = list(value)
+    out = value.tolist() if hasattr(value, "tolist") else list(value)  # reader: bulk decode
     try:
         "".join(out)  # a C-speed check that every element is a str
     except TypeError:
