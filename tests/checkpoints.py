@@ -146,3 +146,110 @@ def hf_logits(path: Path, ids: list[int]):
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
                  "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
                  "{% endif %}")
+
+
+# -- a SmolLM2-135M-shaped checkpoint rebuilt from the embedded GGUF --------------------------
+SMOLLM2_CONFIG = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+    "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+    "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
+    "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "rope_theta": 100000.0,
+    "rope_scaling": None, "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2,
+    "attention_bias": False, "mlp_bias": False, "initializer_range": 0.02,
+    "torch_dtype": "bfloat16",
+}
+# llama.cpp name -> HF name of each per-layer tensor (the converter's table, inverted)
+_HF_BLOCK = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj",
+             "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+             "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
+             "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+
+
+def _write_safetensors(path: Path, tensors: dict[str, tuple[str, tuple[int, ...], Any]]) -> None:
+    """Write {name: (dtype "BF16"/"F32", shape, producer of the raw bytes)} one at a time."""
+    import math
+    import struct
+
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, (dtype, shape, _) in tensors.items():
+        n = math.prod(shape) * (2 if dtype == "BF16" else 4)
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)) + raw)
+        for _, (_, _, produce) in tensors.items():
+            fh.write(produce())
+
+
+def smollm2_checkpoint(path: Path, *, dtype: str = "BF16", layers: int | None = None) -> Path:
+    """Rebuild a Hugging Face checkpoint directory from SmolLM2-135M-Instruct's GGUF.
+
+    Weights are dequantized (Q4_1/Q8_0 -> float32, then bf16 with round-to-nearest-even when
+    ``dtype="BF16"``), Q/K rows are put back into HF's rotate-half order, and tokenizer.json
+    is rebuilt from the GGUF's tokens and merges (byte-level BPE with SmolLM's pre-tokenizer:
+    single digits, then GPT-2's regex). ``layers`` keeps only the first layers (tests).
+    """
+    import numpy as np
+    from gguflite.converters.llama import inverse_permute_rows
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    import gguflite
+    from gguflite.default_model import default_model_path
+    from gguflite.quants.floats import f32_to_bf16_bits
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = dict(SMOLLM2_CONFIG, torch_dtype="bfloat16" if dtype == "BF16" else "float32")
+    n_layers = layers or cfg["num_hidden_layers"]
+    cfg["num_hidden_layers"] = n_layers
+    with gguflite.open(default_model_path()) as f:
+        md = f.metadata
+
+        def producer(gname: str, heads: int = 0):
+            def produce() -> bytes:
+                w = f.dequantize(gname)  # float32, numpy shape
+                if heads:
+                    w = w[inverse_permute_rows(w.shape[0], heads)]
+                if dtype == "BF16":
+                    return f32_to_bf16_bits(w).astype("<u2").tobytes()
+                return w.astype("<f4").tobytes()
+            return produce
+
+        tensors: dict[str, tuple[str, tuple[int, ...], Any]] = {}
+
+        def add(hf: str, gname: str, heads: int = 0) -> None:
+            tensors[hf] = (dtype, f.tensors[gname].shape, producer(gname, heads))
+
+        add("model.embed_tokens.weight", "token_embd.weight")
+        for i in range(n_layers):
+            for short, hf in _HF_BLOCK.items():
+                heads = {"attn_q": 9, "attn_k": 3}.get(short, 0)
+                add(f"model.layers.{i}.{hf}.weight", f"blk.{i}.{short}.weight", heads)
+        add("model.norm.weight", "output_norm.weight")
+        _write_safetensors(path / "model.safetensors", tensors)
+
+        tokens = md["tokenizer.ggml.tokens"].tolist()
+        types = md["tokenizer.ggml.token_type"]
+        merges = [tuple(m.split(" ")) for m in md["tokenizer.ggml.merges"]]
+        template = md["tokenizer.chat_template"]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tk.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)])
+    tk.decoder = decoders.ByteLevel()
+    tk.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
+                           for i in np.flatnonzero(types == 3)])
+    tk.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "GPT2Tokenizer", "add_prefix_space": False,
+        "bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "unk_token": "<|endoftext|>",
+        "pad_token": "<|im_end|>", "clean_up_tokenization_spaces": False,
+        "model_max_length": 8192, "chat_template": template}, indent=1))
+    (path / "config.json").write_text(json.dumps(cfg, indent=1))
+    (path / "README.md").write_text("---\nlicense: apache-2.0\n---\n# SmolLM2-135M-Instruct "
+                                    "(rebuilt from its GGUF for tests and benchmarks)\n")
+    return path
