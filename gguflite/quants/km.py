@@ -44,7 +44,9 @@ CODES_SUFFIX = ".kmc"
 BOOK_SUFFIX = ".kmb"
 KEY_PREFIX = "gguflite.km."
 BITS = (2, 3, 4)
-INITS = {"quantile": _nb.INIT_QUANTILE, "kmeans++": _nb.INIT_KMEANSPP}
+INITS = {"optimal": _nb.INIT_OPTIMAL, "quantile": _nb.INIT_QUANTILE,
+         "kmeans++": _nb.INIT_KMEANSPP}
+IMPORTANCE_FLOOR = 1e-6  # importance + 1e-6 * mean(importance): no column is ignored outright
 _F16_MAX = 65504.0
 
 
@@ -171,6 +173,8 @@ def _check_input(w: np.ndarray, importance: np.ndarray | None, name: str
             j = int(np.argmin(np.isfinite(imp) & (imp >= 0)))
             raise QuantizationError(f"{name}: importance[{j}] = {imp[j]!r}; importance must be "
                                     "finite and >= 0")
+        mean = float(imp.mean(dtype=np.float64)) if imp.size else 0.0
+        imp = (imp + np.float32(IMPORTANCE_FLOOR * mean)) if mean > 0 else np.ones_like(imp)
     return x, imp
 
 
@@ -181,9 +185,10 @@ def quantize(
     importance: np.ndarray | None = None,
     seed: int = 0,
     granularity: str | tuple[int, int] = "row",
-    init: str = "quantile",
+    init: str = "optimal",
     max_iter: int = 100,
     tol: float = 1e-6,
+    dp_points: int = 256,
     codebook_type: str = "f16",
     reference: bool = False,
     name: str = "tensor",
@@ -203,8 +208,13 @@ def quantize(
     granularity : str or (group_rows, group_cols)
         'row' (default), 'tensor', 'rows<N>' (N rows share a codebook), 'cols<N>' (a codebook
         per row per N columns), or a pair where 0 means all.
-    init : {'quantile', 'kmeans++'}
+    init : {'optimal', 'quantile', 'kmeans++'}
+        'optimal' starts Lloyd from the exact weighted optimum (dynamic programming, O(K m
+        log m) per group); the others are the classic starts.
     max_iter, tol : Lloyd's stopping rule (centroid moves <= tol * value range).
+    dp_points : int
+        'optimal' is exact for groups of at most this many distinct values (>= 64); larger
+        groups are cut into runs first (see :func:`.km_numba.kmeans_1d`) and Lloyd polishes.
     codebook_type : {'f16', 'f32'}
     reference : bool
         Run the NumPy reference instead of the Numba kernels (same result, much slower).
@@ -214,7 +224,7 @@ def quantize(
     if bits not in BITS:
         raise QuantizationError(f"{name}: bits must be 2, 3 or 4, got {bits!r}")
     if init not in INITS:
-        raise QuantizationError(f"{name}: init must be 'quantile' or 'kmeans++', got {init!r}")
+        raise QuantizationError(f"{name}: init must be one of {sorted(INITS)}, got {init!r}")
     if codebook_type not in ("f16", "f32"):
         raise QuantizationError(f"{name}: codebook_type must be 'f16' or 'f32'")
     if not (isinstance(seed, int | np.integer) and 0 <= seed < 2**63):
@@ -229,7 +239,9 @@ def quantize(
         return KMTensor(bits, (rows, cols), gr, gc,
                         np.zeros((rows, packed_bytes(cols, bits)), np.uint8),
                         np.zeros((n_cb, k), book_dtype))
-    args = (gr, gc, k, INITS[init], int(seed), int(max_iter), float(tol))
+    if not 64 <= dp_points <= 1 << 20:
+        raise QuantizationError(f"{name}: dp_points must be in [64, 2**20], got {dp_points}")
+    args = (gr, gc, k, INITS[init], int(seed), int(max_iter), float(tol), int(dp_points))
     if reference:
         centroids, _ = kmeans_fit_reference(x, imp, *args)
     else:
@@ -259,7 +271,7 @@ def _splitmix(state: int) -> tuple[int, float]:
 
 
 def kmeans_1d_reference(x: np.ndarray, w: np.ndarray, k: int, init: int, seed: int, group: int,
-                        max_iter: int, tol: float) -> tuple[np.ndarray, int]:
+                        max_iter: int, tol: float, dp_points: int) -> tuple[np.ndarray, int]:
     """NumPy twin of :func:`.km_numba.kmeans_1d`: (m,) values, (m,) weights -> (k,) centroids."""
     m = x.shape[0]
     if m == 0:
@@ -278,7 +290,19 @@ def kmeans_1d_reference(x: np.ndarray, w: np.ndarray, k: int, init: int, seed: i
     if distinct.size <= k:
         return np.concatenate((distinct, np.full(k - distinct.size, xs[-1]))), 0
 
-    if init == _nb.INIT_QUANTILE:
+    span = xs[-1] - xs[0]
+    if init == _nb.INIT_OPTIMAL:
+        if distinct.size <= dp_points:
+            last = np.append(xs[1:] != xs[:-1], True)  # (m,) last copy of each distinct value
+            ends = np.flatnonzero(last) + 1  # (nd,)
+        else:  # half equal-count, half equal-width runs
+            half = dp_points // 2
+            t = np.arange(1, half)
+            ends = np.unique(np.concatenate((np.arange(1, half + 1) * m // half,
+                                             np.searchsorted(xs, xs[0] + span * t / half,
+                                                             "right"))))
+        c = optimal_1d_reference(*(np.concatenate(([0.0], p[ends])) for p in (p0, p1, p2)), k)
+    elif init == _nb.INIT_QUANTILE:
         t = (np.arange(k) + 0.5) / k * total
         c = xs[np.minimum(np.searchsorted(p0[1:], t, "left"), m - 1)]
     else:
@@ -294,7 +318,6 @@ def kmeans_1d_reference(x: np.ndarray, w: np.ndarray, k: int, init: int, seed: i
             d = np.minimum(d, (xs - c[j]) * (xs - c[j]))
         c = np.sort(c)
 
-    span = xs[-1] - xs[0]
     it = 0
     while it < max_iter:
         it += 1
@@ -326,8 +349,47 @@ def kmeans_1d_reference(x: np.ndarray, w: np.ndarray, k: int, init: int, seed: i
     return c, it
 
 
+def optimal_1d_reference(u0: np.ndarray, u1: np.ndarray, u2: np.ndarray, k: int
+                         ) -> np.ndarray:
+    """NumPy twin of :func:`.km_numba.optimal_1d`: prefix sums (n + 1,) -> (k,) means."""
+    n = u0.shape[0] - 1
+
+    def cost(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
+        sw = u0[b] - u0[a]
+        s1 = u1[b] - u1[a]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(sw > 0.0, (u2[b] - u2[a]) - s1 * s1 / sw, 0.0)
+
+    prev = cost(0, np.arange(n + 1))  # (n + 1,) D[0][i]
+    arg = np.zeros((k, n + 1), np.int64)
+    for layer in range(1, k):
+        cur = prev.copy()
+        stack = [(layer + 1, n, layer, n - 1)]
+        while stack:
+            ilo, ihi, jlo, jhi = stack.pop()
+            if ilo > ihi:
+                continue
+            mid = (ilo + ihi) >> 1
+            js = np.arange(jlo, min(jhi, mid - 1) + 1)
+            v = prev[js] + cost(js, mid)  # (candidates,)
+            best = int(js[np.argmin(v)]) if js.size else jlo
+            cur[mid] = v.min() if js.size else np.inf
+            arg[layer, mid] = best
+            stack.append((mid + 1, ihi, best, jhi))
+            stack.append((ilo, mid - 1, jlo, best))
+        prev = cur
+    out = np.empty(k)
+    hi = n
+    for layer in range(k - 1, -1, -1):
+        lo = arg[layer, hi] if layer > 0 else 0
+        sw = u0[hi] - u0[lo]
+        out[layer] = (u1[hi] - u1[lo]) / sw if sw > 0.0 else 0.0
+        hi = lo
+    return out
+
+
 def kmeans_fit_reference(w: np.ndarray, imp: np.ndarray, group_rows: int, group_cols: int,
-                         k: int, init: int, seed: int, max_iter: int, tol: float
+                         k: int, init: int, seed: int, max_iter: int, tol: float, dp_points: int
                          ) -> tuple[np.ndarray, np.ndarray]:
     """NumPy twin of :func:`.km_numba.kmeans_fit` (same arguments and results)."""
     rows, cols = w.shape
@@ -339,7 +401,7 @@ def kmeans_fit_reference(w: np.ndarray, imp: np.ndarray, group_rows: int, group_
         block = w[r0:r0 + group_rows, c0:c0 + group_cols]  # (gr, gc)
         wt = np.broadcast_to(imp[c0:c0 + group_cols], block.shape)
         out[g], iters[g] = kmeans_1d_reference(block.reshape(-1), wt.reshape(-1), k, init, seed,
-                                               g, max_iter, tol)
+                                               g, max_iter, tol, dp_points)
     return out, iters
 
 

@@ -29,6 +29,7 @@ from numba import njit, prange
 
 INIT_QUANTILE = 0
 INIT_KMEANSPP = 1
+INIT_OPTIMAL = 2
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -94,9 +95,85 @@ def _sort_small(c: np.ndarray) -> None:
         c[j + 1] = v
 
 
+@njit(cache=True, inline="always")
+def _seg_cost(u0: np.ndarray, u1: np.ndarray, u2: np.ndarray, a: int, b: int) -> float:
+    """Weighted SSE of points [a, b) about their weighted mean, from prefix sums."""
+    sw = u0[b] - u0[a]
+    if not sw > 0.0:
+        return 0.0
+    s1 = u1[b] - u1[a]
+    return (u2[b] - u2[a]) - s1 * s1 / sw
+
+
+@njit(cache=True)
+def optimal_1d(u0: np.ndarray, u1: np.ndarray, u2: np.ndarray, k: int, out: np.ndarray) -> None:
+    """Globally optimal weighted 1-D k-means of n > k sorted distinct points (Ckmeans.1d.dp).
+
+    ``D[l][i]`` = least SSE of the first i points in l + 1 clusters =
+    ``min_j D[l-1][j] + cost(j, i)``; the best j is non-decreasing in i, so each layer is
+    solved by divide and conquer in O(n log n). The first minimal j wins ties.
+
+    Parameters
+    ----------
+    u0, u1, u2 : (n + 1,) float64
+        Prefix sums of w, w*x and w*x*x over the points in ascending order.
+    out : (k,) float64
+        Receives the cluster means, ascending.
+    """
+    n = u0.shape[0] - 1
+    prev = np.empty(n + 1)  # (n + 1,) D[l-1][.]
+    cur = np.empty(n + 1)
+    arg = np.zeros((k, n + 1), np.int64)  # (k, n + 1) best split points
+    for i in range(n + 1):
+        prev[i] = _seg_cost(u0, u1, u2, 0, i)
+    stack = np.empty((130, 4), np.int64)  # (ilo, ihi, jlo, jhi) intervals, depth <= 2 log2 n
+    for layer in range(1, k):
+        top = 0
+        stack[0, 0] = layer + 1
+        stack[0, 1] = n
+        stack[0, 2] = layer
+        stack[0, 3] = n - 1
+        top = 1
+        while top > 0:
+            top -= 1
+            ilo = stack[top, 0]
+            ihi = stack[top, 1]
+            jlo = stack[top, 2]
+            jhi = stack[top, 3]
+            if ilo > ihi:
+                continue
+            mid = (ilo + ihi) >> 1
+            best = jlo
+            bv = np.inf
+            for j in range(jlo, min(jhi, mid - 1) + 1):
+                v = prev[j] + _seg_cost(u0, u1, u2, j, mid)
+                if v < bv:
+                    bv = v
+                    best = j
+            cur[mid] = bv
+            arg[layer, mid] = best
+            stack[top, 0] = mid + 1
+            stack[top, 1] = ihi
+            stack[top, 2] = best
+            stack[top, 3] = jhi
+            stack[top + 1, 0] = ilo
+            stack[top + 1, 1] = mid - 1
+            stack[top + 1, 2] = jlo
+            stack[top + 1, 3] = best
+            top += 2
+        for i in range(layer + 1, n + 1):
+            prev[i] = cur[i]
+    hi = n
+    for layer in range(k - 1, -1, -1):
+        lo = arg[layer, hi] if layer > 0 else 0
+        sw = u0[hi] - u0[lo]
+        out[layer] = (u1[hi] - u1[lo]) / sw if sw > 0.0 else 0.0
+        hi = lo
+
+
 @njit(cache=True)
 def kmeans_1d(x: np.ndarray, w: np.ndarray, k: int, init: int, seed: int, group: int,
-              max_iter: int, tol: float, out: np.ndarray) -> int:
+              max_iter: int, tol: float, dp_points: int, out: np.ndarray) -> int:
     """Weighted 1-D k-means of one group; writes ``k`` sorted centroids to ``out``.
 
     Parameters
@@ -106,10 +183,15 @@ def kmeans_1d(x: np.ndarray, w: np.ndarray, k: int, init: int, seed: int, group:
     k : int
         Number of centroids (2 ** bits).
     init : int
+        ``INIT_OPTIMAL`` (the exact optimum by dynamic programming, :func:`optimal_1d`),
         ``INIT_QUANTILE`` (weighted quantiles (i + 0.5) / k) or ``INIT_KMEANSPP`` (weighted
         D^2 sampling with splitmix64 seeded by ``seed`` and ``group``).
     max_iter, tol : int, float
         Lloyd stops when no centroid moves more than ``tol * (max(x) - min(x))``.
+    dp_points : int
+        ``INIT_OPTIMAL`` is exact for groups of at most ``dp_points`` distinct values; larger
+        groups are cut into at most ``dp_points - 1`` runs (half equal-count, half equal-width)
+        and the optimum over cuts at run ends seeds Lloyd.
     out : (k,) float64
         Receives the centroids, ascending. A group with at most k distinct values gets those
         values exactly (the last one repeated); an empty group gets zeros.
@@ -123,9 +205,18 @@ def kmeans_1d(x: np.ndarray, w: np.ndarray, k: int, init: int, seed: int, group:
     if m == 0:
         out[:] = 0.0
         return 0
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]  # (m,) ascending
-    ws = w[order]  # (m,)
+    uniform = True
+    for i in range(1, m):
+        if w[i] != w[0]:
+            uniform = False
+            break
+    if uniform:  # sorting values alone is much faster than a stable argsort
+        xs = np.sort(x)  # (m,) ascending
+        ws = w.copy()  # (m,)
+    else:
+        order = np.argsort(x, kind="mergesort")
+        xs = x[order]
+        ws = w[order]
     total = 0.0
     for i in range(m):
         total += ws[i]
@@ -157,8 +248,46 @@ def kmeans_1d(x: np.ndarray, w: np.ndarray, k: int, init: int, seed: int, group:
             out[i] = xs[m - 1]
         return 0
 
+    span = xs[m - 1] - xs[0]
     c = np.empty(k)  # (k,) current centroids, ascending
-    if init == INIT_QUANTILE:
+    if init == INIT_OPTIMAL:
+        # the DP runs on prefix sums at "edges": the ends of the distinct values, or, past
+        # dp_points of them, dp_points/2 equal-count and dp_points/2 - 1 equal-width edges
+        if nd <= dp_points:
+            edges = np.empty(nd, np.int64)
+            j = 0
+            for i in range(1, m + 1):
+                if i == m or xs[i] != xs[i - 1]:
+                    edges[j] = i
+                    j += 1
+        else:
+            half = dp_points // 2
+            cand = np.empty(2 * half - 1, np.int64)
+            for t in range(1, half + 1):
+                cand[t - 1] = (t * m) // half
+            for t in range(1, half):
+                cand[half + t - 1] = _search_right(xs, 0, m, xs[0] + span * t / half)
+            cand.sort()
+            edges = np.empty(2 * half - 1, np.int64)
+            j = 0
+            for i in range(2 * half - 1):
+                if j == 0 or cand[i] != edges[j - 1]:
+                    edges[j] = cand[i]
+                    j += 1
+            edges = edges[:j]
+        n = edges.shape[0]
+        u0 = np.empty(n + 1)
+        u1 = np.empty(n + 1)
+        u2 = np.empty(n + 1)
+        u0[0] = 0.0
+        u1[0] = 0.0
+        u2[0] = 0.0
+        for j in range(n):
+            u0[j + 1] = p0[edges[j]]
+            u1[j + 1] = p1[edges[j]]
+            u2[j + 1] = p2[edges[j]]
+        optimal_1d(u0, u1, u2, k, c)
+    elif init == INIT_QUANTILE:
         for i in range(k):
             t = (i + 0.5) / k * total
             idx = _search_left(p0, 1, m + 1, t) - 1
@@ -185,7 +314,6 @@ def kmeans_1d(x: np.ndarray, w: np.ndarray, k: int, init: int, seed: int, group:
                     d[i] = dd
         _sort_small(c)
 
-    span = xs[m - 1] - xs[0]
     cn = np.empty(k)  # (k,) new centroids
     start = np.empty(k, np.int64)
     end = np.empty(k, np.int64)
@@ -247,7 +375,8 @@ def kmeans_1d(x: np.ndarray, w: np.ndarray, k: int, init: int, seed: int, group:
 
 @njit(cache=True, parallel=True)
 def kmeans_fit(w: np.ndarray, imp: np.ndarray, group_rows: int, group_cols: int, k: int,
-               init: int, seed: int, max_iter: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
+               init: int, seed: int, max_iter: int, tol: float, dp_points: int
+               ) -> tuple[np.ndarray, np.ndarray]:
     """k-means codebooks for every (row group, column group) of a matrix.
 
     Parameters
@@ -281,7 +410,7 @@ def kmeans_fit(w: np.ndarray, imp: np.ndarray, group_rows: int, group_cols: int,
             for j in range(nc):
                 x[(r - r0) * nc + j] = w[r, c0 + j]
                 wt[(r - r0) * nc + j] = imp[c0 + j]
-        iters[g] = kmeans_1d(x, wt, k, init, seed, g, max_iter, tol, out[g])
+        iters[g] = kmeans_1d(x, wt, k, init, seed, g, max_iter, tol, dp_points, out[g])
     return out, iters
 
 
