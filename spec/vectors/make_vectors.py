@@ -89,7 +89,7 @@ def _tensors(w: GGUFWriter) -> None:
     w.add_tensor("f16.vector", shape=(5,), type=GGMLType.F16,
                  data=np.array([1, -1, 0.5, 65504, -0.0], dtype="<f2"))
     w.add_tensor("bf16.vector", shape=(3,), type=GGMLType.BF16,
-                 data=np.array([0x3F80, 0xC000, 0x7F80], dtype="<u2"))  # 1.0, -2.0, +inf
+                 data=np.array([0x3F80, 0xC000, 0x3F00], dtype="<u2"))  # 1.0, -2.0, 0.5
     w.add_tensor("i32.cube", shape=(2, 2, 2), type=GGMLType.I32,
                  data=np.arange(8, dtype="<i4") * -3)
     w.add_tensor("q8_0.row", shape=(1, 32), type=GGMLType.Q8_0, data=_q8_0_block())
