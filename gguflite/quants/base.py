@@ -29,6 +29,10 @@ class Codec:
     type_size: ClassVar[int] = 1
     can_quantize: ClassVar[bool] = True
     uses_importance: ClassVar[bool] = False
+    # Does dequantize(quantize(x)) quantize back to the same bytes? True / False as documented
+    # in the codec's docstring (with its conditions); None: not yet documented. Checked for
+    # every quantizable codec in tests/test_quants_properties.py.
+    requantize_stable: ClassVar[bool | None] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -48,6 +52,16 @@ class Codec:
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
         """(n_blocks, type_size) uint8 -> (n_blocks, block_size) float32."""
         raise NotImplementedError  # every registered codec overrides this
+
+    @classmethod
+    def max_error(cls, blocks: np.ndarray) -> np.ndarray:
+        """The documented error bound: (n_blocks, block_size) float32 -> (n_blocks,) float64.
+
+        No value of ``dequantize(quantize(block))`` is further than this from the input (inf
+        where the type cannot hold the block, e.g. an fp16 scale that overflows). Every
+        quantizable codec documents one; tests/test_quants_properties.py checks it.
+        """
+        raise NotImplementedError(f"{cls.name} documents no error bound (Codec.max_error)")
 
     # Fast paths default to the reference; codecs with Numba kernels override them.
     @classmethod

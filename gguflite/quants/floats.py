@@ -12,6 +12,11 @@ from .base import Codec
 class F32(Codec):
     name = "f32"
     ggml_type = GGMLType.F32
+    requantize_stable = True
+
+    @classmethod
+    def max_error(cls, blocks):
+        return np.zeros(blocks.shape[0])  # exact
 
     @classmethod
     def quantize_blocks(cls, blocks, importance):
@@ -25,6 +30,13 @@ class F32(Codec):
 class F16(Codec):
     name = "f16"
     ggml_type = GGMLType.F16
+    requantize_stable = True
+
+    @classmethod
+    def max_error(cls, blocks):
+        # half an fp16 ulp: 2**-11 relative, 2**-25 absolute below the normal range; inf on overflow
+        a = np.abs(np.asarray(blocks, np.float64)).max(axis=1)
+        return np.where(a >= 65520.0, np.inf, np.maximum(a * 2.0**-11, 2.0**-25))
 
     @classmethod
     def quantize_blocks(cls, blocks, importance):
@@ -53,6 +65,14 @@ def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
 class BF16(Codec):
     name = "bf16"
     ggml_type = GGMLType.BF16
+    requantize_stable = True
+
+    @classmethod
+    def max_error(cls, blocks):
+        # half a bf16 ulp: 2**-8 relative (2**-134 absolute among subnormals); rounding up past
+        # the float32 range gives inf
+        a = np.abs(np.asarray(blocks, np.float64)).max(axis=1)
+        return np.where(a >= 3.3961775e38, np.inf, np.maximum(a * 2.0**-8, 2.0**-134))
 
     @classmethod
     def quantize_blocks(cls, blocks, importance):

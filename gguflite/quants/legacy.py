@@ -136,10 +136,15 @@ class Q8_0(Codec):
         d = max|x| / 127,  qs[j] = roundf(x[j] / d)   (halves away from zero)
 
     Bound: ``|x - x'| <= |d| / 2 + 127 * |d - fp16(d)|``.
+
+    Requantizing is stable (``requantize_stable``): ``dequantize(quantize(x))`` quantizes back to
+    the same bytes whenever the stored scale is a nonzero finite fp16 (the block of largest
+    magnitude maps to the end of the grid exactly, so the scale is recovered exactly).
     """
 
     name = "q8_0"
     ggml_type = GGMLType.Q8_0
+    requantize_stable = True
 
     @classmethod
     def quantize_blocks(cls, blocks, importance):
@@ -187,10 +192,15 @@ class Q4_0(Codec):
         q[j] = MIN(15, (int8_t)(x[j] / d + 8.5f))
 
     Bound: ``|x - x'| <= |d| + 8 * |d - fp16(d)|`` (the clamp to 15 costs up to one step).
+
+    Requantizing is stable (``requantize_stable``): ``dequantize(quantize(x))`` quantizes back to
+    the same bytes whenever the stored scale is a nonzero finite fp16 (the block of largest
+    magnitude maps to the end of the grid exactly, so the scale is recovered exactly).
     """
 
     name = "q4_0"
     ggml_type = GGMLType.Q4_0
+    requantize_stable = True
 
     @classmethod
     def quantize_blocks(cls, blocks, importance):
@@ -237,10 +247,15 @@ class Q4_1(Codec):
 
     Bound: ``|x - x'| <= |d| / 2 + 15 * |d - fp16(d)| + |m - fp16(m)|`` plus float32 rounding
     of ``q * d + m``.
+
+    Requantizing is not always stable (``requantize_stable = False``, as in ggml): when the
+    block's range is below about 2**-18 of its magnitude, ``q * d + m`` rounds in float32 and
+    the recomputed scale differs. Blocks whose range is comparable to their magnitude are stable.
     """
 
     name = "q4_1"
     ggml_type = GGMLType.Q4_1
+    requantize_stable = False
 
     @classmethod
     def quantize_blocks(cls, blocks, importance):
@@ -295,10 +310,15 @@ class Q5_0(Codec):
                  q[31..16] >> 4 | q[15..0] >> 4
 
     Bound: ``|x - x'| <= |d| + 16 * |d - fp16(d)|``.
+
+    Requantizing is stable (``requantize_stable``): ``dequantize(quantize(x))`` quantizes back to
+    the same bytes whenever the stored scale is a nonzero finite fp16 (the block of largest
+    magnitude maps to the end of the grid exactly, so the scale is recovered exactly).
     """
 
     name = "q5_0"
     ggml_type = GGMLType.Q5_0
+    requantize_stable = True
 
     @classmethod
     def quantize_blocks(cls, blocks, importance):
@@ -344,10 +364,15 @@ class Q5_1(Codec):
         (q split into nibbles and fifth bits as in Q5_0)
 
     Bound: ``|x - x'| <= |d| / 2 + 31 * |d - fp16(d)| + |m - fp16(m)|`` plus float32 rounding.
+
+    Requantizing is not always stable (``requantize_stable = False``, as in ggml): when the
+    block's range is below about 2**-18 of its magnitude, ``q * d + m`` rounds in float32 and
+    the recomputed scale differs. Blocks whose range is comparable to their magnitude are stable.
     """
 
     name = "q5_1"
     ggml_type = GGMLType.Q5_1
+    requantize_stable = False
 
     @classmethod
     def quantize_blocks(cls, blocks, importance):

@@ -74,10 +74,15 @@ class TQ1_0(Codec):
         decode trit k: ((byte * 3**k) mod 256) * 3 >> 8, minus 1
 
     Bound: ``|x - x'| <= max|x| / 2 + |d - fp16(d)|`` per block.
+
+    Requantizing is stable (``requantize_stable``): ``dequantize(quantize(x))`` quantizes back to
+    the same bytes whenever the stored scale is a nonzero finite fp16 (the largest value maps to
+    trit +-1 exactly, so the scale is recovered exactly).
     """
 
     name = "tq1_0"
     ggml_type = GGMLType.TQ1_0
+    requantize_stable = True
 
     @classmethod
     def quantize_blocks(cls, blocks, importance):
@@ -139,10 +144,15 @@ class TQ2_0(Codec):
 
     Bound: ``|x - x'| <= max|x| / 2 + |d - fp16(d)|`` per block. (Code 3 never comes out of the
     quantizer; it decodes to 2d, as in ggml.)
+
+    Requantizing is stable (``requantize_stable``): ``dequantize(quantize(x))`` quantizes back to
+    the same bytes whenever the stored scale is a nonzero finite fp16 (the largest value maps to
+    trit +-1 exactly, so the scale is recovered exactly).
     """
 
     name = "tq2_0"
     ggml_type = GGMLType.TQ2_0
+    requantize_stable = True
 
     @classmethod
     def quantize_blocks(cls, blocks, importance):
