@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gguflite.runtime.tokenizer.vocab import special_id_key
 
 from gguflite.constants import GGUFValueType as T
 from gguflite.errors import ConversionError
@@ -118,8 +119,7 @@ def export_tokenizer(model_dir: Path, config: dict) -> list[MetadataItem]:
     special, add_flags = _special_vocab(tj, tc, config, len(tokens), fallback_ids)
     for kind, tid in special.items():
         # llama.cpp's key names (gguf-py Keys.Tokenizer): unk -> unknown, sep -> seperator (sic)
-        key_kind = {"unk": "unknown", "sep": "seperator", "pad": "padding"}.get(kind, kind)
-        items.append((f"tokenizer.ggml.{key_kind}_token_id", tid, T.UINT32, None))
+        items.append((special_id_key(kind), tid, T.UINT32, None))
     for kind, flag in add_flags.items():
         items.append((f"tokenizer.ggml.add_{kind}_token", flag, T.BOOL, None))
     if isinstance(tc.get("add_prefix_space"), bool):

@@ -75,6 +75,8 @@ def test_smollm2_decode_matches_llama_cpp_and_round_trips(smollm2):
 def test_smollm2_special_ids(smollm2):
     tok, ref = smollm2
     assert (tok.bos_id, tok.eos_id) == (ref.token_bos(), ref.token_eos())
+    # tokenizer.ggml.unknown_token_id / padding_token_id, llama.cpp's spellings
+    assert (tok.vocab.special["unk"], tok.vocab.special["pad"]) == (0, 2)
     im_end = tok.encode("<|im_end|>", add_special=False)
     assert im_end == [tok.eos_id] and tok.eos_id in tok.eot_ids
     assert tok.encode("<|endoftext|>", add_special=False)[0] in tok.eot_ids

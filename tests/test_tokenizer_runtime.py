@@ -48,7 +48,6 @@ def _broken(md, **changes):
         ({"merges": ["nospace"]}, r"merges\[0\]"),  # merge that is not "a b"
         ({"tokens": None}, "tokenizer.ggml.tokens"),
         ({"token_type": np.ones(3, np.int32)}, r"token_type.*\(3,\)"),  # wrong length
-        ({"bos_token_id": 10**6}, "bos_token_id = 1000000 is outside"),
         ({"eos_token_id": True}, "eos_token_id.*integer"),  # a bool is not an id
         ({"add_bos_token": 1}, "add_bos_token.*bool"),
         ({"tokens": ["a", "b", "a"]}, r"tokens\[2\] = 'a' repeats"),
@@ -57,6 +56,24 @@ def _broken(md, **changes):
 def test_bad_metadata_is_a_model_error(bpe_md, changes, match):
     with pytest.raises(ModelError, match=match):
         Tokenizer.from_metadata(_broken(bpe_md, **changes))
+
+
+def test_out_of_range_special_id_is_ignored_like_llama_cpp(spm_md, caplog):
+    # llama.cpp warns and keeps its default; gguflite validate reports it as rule V22
+    tok = Tokenizer.from_metadata(_broken(spm_md, bos_token_id=10**6, padding_token_id=10**6))
+    assert tok.bos_id == 1  # the SPM default
+    assert "tokenizer.ggml.bos_token_id = 1000000 is outside" in caplog.text
+    assert "tokenizer.ggml.padding_token_id" in caplog.text
+
+
+def test_llama_cpp_key_spellings_are_read(spm_md):
+    md = _broken(spm_md, unknown_token_id=5, seperator_token_id=6, padding_token_id=7)
+    md["tokenizer.ggml.fim_pad_token_id"] = 8
+    tok = Tokenizer.from_metadata(md)
+    assert {k: tok.vocab.special[k] for k in ("unk", "sep", "pad", "fim_pad")} == {
+        "unk": 5, "sep": 6, "pad": 7, "fim_pad": 8
+    }
+    assert 8 in tok.eot_ids  # llama.cpp ends generation at the FIM pad token
 
 
 def test_merge_with_unknown_token_is_a_model_error(bpe_md):

@@ -8,7 +8,8 @@ Keys read (all under ``tokenizer.``; llama.cpp's names and defaults)::
     ggml.scores              [FLOAT32] SPM merge scores (higher merges first)
     ggml.token_type          [INT32]  TokenType per token (1 normal ... 6 byte)
     ggml.merges              [STRING] "left right" BPE merges, rank = index     required for gpt2
-    ggml.{bos,eos,eot,eom,unk,sep,pad}_token_id   UINT32
+    ggml.<kind>_token_id     UINT32   special ids; <kind> is llama.cpp's spelling: bos, eos, eot,
+                                      eom, unknown, seperator (sic), padding, cls, mask, fim_*
     ggml.add_bos_token / add_eos_token / add_space_prefix   BOOL
     chat_template            STRING
 
@@ -18,6 +19,7 @@ token id outside the vocabulary raises a :class:`gguflite.errors.ModelError` tha
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -26,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from gguflite.errors import ModelError
+
+logger = logging.getLogger(__name__)
 
 KEY_MODEL = "tokenizer.ggml.model"
 KEY_PRE = "tokenizer.ggml.pre"
@@ -38,12 +42,21 @@ KEY_ADD_EOS = "tokenizer.ggml.add_eos_token"
 KEY_ADD_SPACE_PREFIX = "tokenizer.ggml.add_space_prefix"
 KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
 
-SPECIAL_ID_KEYS = ("bos", "eos", "eot", "eom", "unk", "sep", "pad")
+# Special token kind (our short name) -> the word in llama.cpp's key (src/llama-arch.cpp).
+SPECIAL_ID_NAMES = {
+    "bos": "bos", "eos": "eos", "eot": "eot", "eom": "eom", "unk": "unknown",
+    "sep": "seperator", "pad": "padding", "cls": "cls", "mask": "mask",
+    "fim_pre": "fim_pre", "fim_suf": "fim_suf", "fim_mid": "fim_mid", "fim_pad": "fim_pad",
+    "fim_rep": "fim_rep", "fim_sep": "fim_sep",
+}  # fmt: skip
+SPECIAL_ID_KEYS = tuple(SPECIAL_ID_NAMES)
+# Kinds whose token ends generation (llama.cpp: eos, eot, eom and the FIM pad/repo/sep tokens).
+EOG_KINDS = ("eos", "eot", "eom", "fim_pad", "fim_rep", "fim_sep")
 
 
 def special_id_key(kind: str) -> str:
-    """Metadata key of a special token id: ``"bos"`` -> ``"tokenizer.ggml.bos_token_id"``."""
-    return f"tokenizer.ggml.{kind}_token_id"
+    """Metadata key of a special token id: ``"unk"`` -> ``"tokenizer.ggml.unknown_token_id"``."""
+    return f"tokenizer.ggml.{SPECIAL_ID_NAMES[kind]}_token_id"
 
 
 class TokenType(IntEnum):
@@ -121,8 +134,9 @@ class Vocab:
         return len(self.tokens)
 
     def eog_ids(self) -> set[int]:
-        """Ids that end a turn: eos, eot, eom and tokens whose text llama.cpp treats as EOG."""
-        ids = {self.special[k] for k in ("eos", "eot", "eom") if k in self.special}
+        """Ids that end a turn: eos, eot, eom, FIM pad/rep/sep, and tokens whose text llama.cpp
+        treats as end of generation (``EOG_TEXTS``)."""
+        ids = {self.special[k] for k in EOG_KINDS if k in self.special}
         ids.update(self.token_to_id[t] for t in EOG_TEXTS if t in self.token_to_id)
         return ids
 
@@ -239,7 +253,9 @@ def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
         if tid is None:
             continue
         if not 0 <= tid < n:
-            raise ModelError(f"{key} = {tid} is outside the vocabulary (0..{n - 1})")
+            # llama.cpp warns and keeps its default; the validator reports it (rule V22)
+            logger.warning("%s = %d is outside the vocabulary (0..%d); ignored", key, tid, n - 1)
+            continue
         special[kind] = tid
 
     if model == "llama":
