@@ -1,0 +1,139 @@
+"""The torch backend runs the same graph as the Numba backend, on torch CPU here (CUDA marked)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import TinyConfig, hf_model, make_tiny_llama
+
+import gguflite
+from gguflite.constants import GGMLType
+from gguflite.default_model import default_model_path
+from gguflite.errors import ModelError
+from gguflite.runtime.hparams import hparams_from_metadata
+from gguflite.runtime.llama import LlamaNumba
+from gguflite.runtime.reference import reference_logits
+from gguflite.runtime.torch_backend import LlamaTorch, import_torch, resolve_device
+
+IDS = np.array([1, 5, 77, 300, 12, 9, 260, 4, 33])
+
+
+def _backends(path, n_ctx=64):
+    f = gguflite.open(path)
+    hp = hparams_from_metadata(f.metadata)
+    return f, LlamaNumba(f, hp, n_ctx=n_ctx), LlamaTorch(f, hp, n_ctx=n_ctx, device="cpu")
+
+
+def _greedy(backend, ids, n):
+    backend.reset()
+    logits, pos, out = backend.forward(ids, 0), len(ids), []
+    for _ in range(n):
+        out.append(int(np.argmax(logits)))
+        logits = backend.forward(np.array([out[-1]]), pos)
+        pos += 1
+    return out
+
+
+@pytest.mark.parametrize("cfg", [
+    TinyConfig(),  # GQA 4 heads / 2 kv heads, untied
+    TinyConfig(n_kv_head=1, tied=True),  # MQA, tied output
+    TinyConfig(rope_freq_factors=[1.0 + 0.25 * i for i in range(8)]),  # llama3 rope factors
+])
+def test_f32_logits_and_greedy_match_numba(tmp_path, cfg):
+    path, _, _ = make_tiny_llama(tmp_path / "m.gguf", cfg)
+    _, nb, tb = _backends(path)
+    a = nb.forward(IDS, 0, all_logits=True)  # (n, vocab)
+    b = tb.forward(IDS, 0, all_logits=True)
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-4)
+    assert _greedy(nb, IDS, 12) == _greedy(tb, IDS, 12)
+
+
+def test_f32_matches_transformers(tmp_path):
+    path, cfg, sd = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
+    hf = hf_model(cfg, sd)
+    with torch.no_grad():
+        want = hf(torch.from_numpy(IDS)[None]).logits[0].numpy()
+    _, _, tb = _backends(path)
+    np.testing.assert_allclose(tb.forward(IDS, 0, all_logits=True), want, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("wtype", [GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.Q6_K,
+                                   GGMLType.TQ2_0, GGMLType.F16, GGMLType.BF16])
+def test_quantized_matches_dequantized_reference(tmp_path, wtype):
+    cfg = TinyConfig(dim=256, hidden_dim=512, n_head=4, n_kv_head=2)  # rows of 256 for K types
+    path, _, _ = make_tiny_llama(tmp_path / "m.gguf", cfg, wtype=wtype)
+    f, _, tb = _backends(path)
+    want = reference_logits(f, IDS)  # float64 over dequantized weights
+    got = tb.forward(IDS, 0, all_logits=True)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-4 * max(1.0, np.abs(want).max()))
+
+
+def test_decode_after_prefill_equals_one_prefill(tmp_path):
+    path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
+    _, _, tb = _backends(path)
+    full = tb.forward(IDS, 0, all_logits=True)
+    tb.reset()
+    tb.forward(IDS[:5], 0)
+    steps = [tb.forward(IDS[i:i + 1], i) for i in range(5, len(IDS))]
+    np.testing.assert_allclose(np.stack(steps), full[5:], rtol=0, atol=1e-5)
+
+
+def test_smollm2_agrees_with_numba():
+    f, nb, tb = _backends(default_model_path(), n_ctx=128)
+    ids = np.array([1, 504, 3458, 314, 253, 2388, 28, 1344, 314, 6431, 30])
+    a, b = nb.forward(ids, 0, all_logits=True), tb.forward(ids, 0, all_logits=True)
+    assert (a.argmax(1) == b.argmax(1)).all()
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+    assert _greedy(nb, ids, 8) == _greedy(tb, ids, 8)
+
+
+# -- errors -------------------------------------------------------------------------------
+def test_cuda_requested_without_cuda_is_an_error_not_a_fallback(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ModelError, match="CUDA is not available"):
+        resolve_device(torch, "cuda")
+
+
+def test_bad_device_and_dtype(tmp_path):
+    with pytest.raises(ModelError, match="not a torch device"):
+        resolve_device(torch, "warp-drive")
+    path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
+    f = gguflite.open(path)
+    with pytest.raises(ModelError, match="dtype"):
+        LlamaTorch(f, hparams_from_metadata(f.metadata), n_ctx=8, dtype="float8")
+
+
+def test_missing_torch_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    with pytest.raises(ModelError, match=r"gguflite\[torch\]"):
+        import_torch()
+
+
+def test_out_of_memory_names_model_size_and_free_memory(tmp_path, monkeypatch):
+    path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
+    f = gguflite.open(path)
+    real_zeros = torch.zeros
+
+    def exhausted(*args, **kwargs):  # the KV cache allocation runs out of device memory
+        if kwargs.get("device") is not None:
+            raise torch.OutOfMemoryError("simulated")
+        return real_zeros(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "zeros", exhausted)
+    with pytest.raises(ModelError, match=r"out of memory on cpu: the model needs about"):
+        LlamaTorch(f, hparams_from_metadata(f.metadata), n_ctx=8)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (marked cuda)")
+def test_cuda_matches_cpu(tmp_path):
+    path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
+    f = gguflite.open(path)
+    hp = hparams_from_metadata(f.metadata)
+    cpu = LlamaTorch(f, hp, n_ctx=64, device="cpu")
+    gpu = LlamaTorch(f, hp, n_ctx=64, device="cuda", dtype="float32")
+    np.testing.assert_allclose(gpu.forward(IDS, 0, all_logits=True),
+                               cpu.forward(IDS, 0, all_logits=True), rtol=0, atol=1e-3)
