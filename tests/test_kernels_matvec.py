@@ -135,11 +135,12 @@ def test_matmul_and_rows_match_reference(name, out_f, in_f):
     Y = lin.matmul(X)
     assert Y.shape == (X.shape[0], out_f)
     assert rel_err(Y, X.astype(np.float64) @ ref_w.T) <= 2e-6
-    # few tokens: the int8 kernels, bit-identical to one matvec per token
+    # few tokens: the int8 kernels, the same numbers as one matvec per token (up to float32
+    # summation order: the drivers are compiled separately with fastmath)
     Xs = X[:3]
     Ys = lin.matmul(Xs)
     for t in range(3):
-        np.testing.assert_array_equal(Ys[t], lin.matvec(Xs[t]))
+        assert rel_err(Ys[t], lin.matvec(Xs[t])) <= 1e-6
 
 
 def test_matmul_tiles_large_weights():

@@ -11,6 +11,7 @@ activation vector) puts all its rows in the same region.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from ...constants import GGMLType
@@ -134,8 +135,54 @@ def rows_deq(kind, w, row_bytes, n, ids, first, lo, hi, flat):
 CHUNK_ROWS = 16  # rows per parallel work item (the type switch runs once per item)
 
 
+def scratch_bytes(n: int) -> int:
+    """Bytes of the activation scratch for in_features n: xq (n) | xd (n // 32) | xsd (n // 16)."""
+    return n + 4 * (n // 32) + 4 * (n // 16)
+
+
+@njit(cache=True)
+def _prepare(kind, x, scratch):
+    """Views of the scratch buffer (xq, xd, xsd), filled with the quantized x for int8 types."""
+    n = x.size
+    nb = n // 32
+    xq = scratch[:n].view(np.int8)
+    xd = scratch[n : n + 4 * nb].view(np.float32)
+    xsd = scratch[n + 4 * nb : n + 12 * nb].view(np.float32)
+    if not is_float(kind):
+        quantize_act(x, xq, xd, xsd)
+    return xq, xd, xsd
+
+
 @njit(parallel=True, cache=True, fastmath=True)
-def matvec_group(kind, ws, ys, row_bytes, x, xq, xd, xsd):
+def matvec_one(kind, w, y, row_bytes, x, scratch):
+    """y = W @ x, one parallel region over chunks of rows.
+
+    Parameters
+    ----------
+    kind : int, the GGMLType id
+    w : flat uint8 array, W as (y.size, row_bytes) bytes
+    y : (rows,) float32 output
+    x : (n,) float32 activation
+    scratch : (scratch_bytes(n),) uint8 buffer for the quantized activation
+    """
+    n = x.size
+    xq, xd, xsd = _prepare(kind, x, scratch)
+    rows = y.size
+    for c in prange((rows + CHUNK_ROWS - 1) // CHUNK_ROWS):
+        lo = c * CHUNK_ROWS
+        rows_dot(kind, w, row_bytes, n, lo, min(lo + CHUNK_ROWS, rows), y, x, xq, xd, xsd)
+
+
+@njit(cache=True, fastmath=True)
+def matvec_serial(kind, w, y, row_bytes, x, scratch):
+    """matvec_one on the calling thread only: for weights too small to pay for a parallel
+    region."""
+    xq, xd, xsd = _prepare(kind, x, scratch)
+    rows_dot(kind, w, row_bytes, x.size, 0, y.size, y, x, xq, xd, xsd)
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def matvec_group(kind, ws, ys, row_bytes, x, scratch):
     """ys[m] = W_m @ x for up to 4 weights of one type and in_features sharing one activation.
 
     Parameters
@@ -144,12 +191,10 @@ def matvec_group(kind, ws, ys, row_bytes, x, xq, xd, xsd):
     ws : 4-tuple of flat uint8 arrays, W_m as (rows_m, row_bytes) bytes; unused slots empty
     ys : 4-tuple of (rows_m,) float32 outputs; unused slots empty
     x : (n,) float32 activation
-    xq, xd, xsd : (n,) int8, (n // 32,) float32, (n // 16,) float32 scratch for the quantized
-        activation (see activations.py); unused for float weights
+    scratch : (scratch_bytes(n),) uint8 buffer for the quantized activation
     """
     n = x.size
-    if not is_float(kind):
-        quantize_act(x, xq, xd, xsd)
+    xq, xd, xsd = _prepare(kind, x, scratch)
     n0 = ys[0].size
     n1 = ys[1].size
     n2 = ys[2].size

@@ -20,13 +20,23 @@ from .vector_ir import (
     band,
     bor,
     dot_u8,
+    dup2_f32x4,
     f16,
     fma2,
+    fma_lane,
     hsum,
+    i8x8_f32,
+    k4_mins,
+    k4_scales,
+    load_f32x8,
     load_u8x32,
+    pair_sums8,
     shl,
     shr,
     store_affine,
+    vfma,
+    vmul,
+    vsplat,
     vzero,
 )
 
@@ -88,22 +98,21 @@ def _q45_u(w, b, k, has_qh):
 def _dot_q45(w, p, nb, xq, xd, xsd, bytes_per, has_qh):
     acc0 = vzero()
     acc1 = vzero()
-    bias = np.float32(0.0)
+    biasv = vzero()
     for i in range(nb // 8):
         b = p + bytes_per * i
-        d = f16(w, b)
-        dmin = f16(w, b + 2)
+        g0 = 8 * i
+        # the 8 group scales at once: (8,) d * sc[k] * dx[g0 + k]
+        sv = vmul(vmul(k4_scales(w, b + 4), load_f32x8(xd, g0)), vsplat(f16(w, b)))
+        # (8,) m[k] * dx * sum(xq) of group g0 + k, times dmin
+        biasv = vfma(biasv, vmul(k4_mins(w, b + 4), pair_sums8(xsd, 2 * g0)),
+                     vsplat(f16(w, b + 2)))
         for k in range(0, 8, 2):
-            g = 8 * i + k
-            sc0, m0 = _scale_min_k4(w, b + 4, k)
-            sc1, m1 = _scale_min_k4(w, b + 4, k + 1)
-            s0 = d * np.float32(sc0) * xd[g]
-            s1 = d * np.float32(sc1) * xd[g + 1]
-            acc0 = fma2(acc0, dot_u8(_q45_u(w, b, k, has_qh), xq, 32 * g), s0, s0)
-            acc1 = fma2(acc1, dot_u8(_q45_u(w, b, k + 1, has_qh), xq, 32 * g + 32), s1, s1)
-            bias -= dmin * (np.float32(m0) * (xsd[2 * g] + xsd[2 * g + 1])
-                            + np.float32(m1) * (xsd[2 * g + 2] + xsd[2 * g + 3]))
-    return hsum(acc0) + hsum(acc1) + bias
+            g = g0 + k
+            acc0 = fma_lane(acc0, dot_u8(_q45_u(w, b, k, has_qh), xq, 32 * g), sv, k, k)
+            acc1 = fma_lane(acc1, dot_u8(_q45_u(w, b, k + 1, has_qh), xq, 32 * g + 32), sv,
+                            k + 1, k + 1)
+    return hsum(acc0) + hsum(acc1) - hsum(biasv)
 
 
 @njit(cache=True)
@@ -156,20 +165,22 @@ def _q6_u(w, b, h, g):
 
 @njit(cache=True, fastmath=True)
 def dot_q6_k(w, p, nb, xq, xd, xsd):
-    acc = vzero()
-    bias = np.float32(0.0)
+    acc0 = vzero()
+    acc1 = vzero()
+    biasv = vzero()
     for i in range(nb // 8):
         b = p + Q6_K_BYTES * i
         d = f16(w, b + 208)
         for h in range(2):
-            for g in range(4):
-                G = 8 * i + 4 * h + g
-                sc0 = np.float32(_i8(w[b + 192 + 8 * h + 2 * g]))
-                sc1 = np.float32(_i8(w[b + 192 + 8 * h + 2 * g + 1]))
-                dx = d * xd[G]
-                acc = fma2(acc, dot_u8(_q6_u(w, b, h, g), xq, 32 * G), dx * sc0, dx * sc1)
-                bias -= np.float32(32.0) * d * (sc0 * xsd[2 * G] + sc1 * xsd[2 * G + 1])
-    return hsum(acc) + bias
+            G = 8 * i + 4 * h
+            sc = i8x8_f32(w, b + 192 + 8 * h)  # (8,) scales of the 8 sixteens of this half
+            sv = vmul(vmul(sc, dup2_f32x4(xd, G)), vsplat(d))  # (8,) d * sc * dx
+            biasv = vfma(biasv, vmul(sc, load_f32x8(xsd, 2 * G)), vsplat(np.float32(-32.0) * d))
+            acc0 = fma_lane(acc0, dot_u8(_q6_u(w, b, h, 0), xq, 32 * G), sv, 0, 1)
+            acc1 = fma_lane(acc1, dot_u8(_q6_u(w, b, h, 1), xq, 32 * G + 32), sv, 2, 3)
+            acc0 = fma_lane(acc0, dot_u8(_q6_u(w, b, h, 2), xq, 32 * G + 64), sv, 4, 5)
+            acc1 = fma_lane(acc1, dot_u8(_q6_u(w, b, h, 3), xq, 32 * G + 96), sv, 6, 7)
+    return hsum(acc0) + hsum(acc1) + hsum(biasv)
 
 
 @njit(cache=True)

@@ -17,6 +17,7 @@ per-type integer offset and (s, c) per block, so that with ``x ~= dx * xq``
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from .vector_ir import (
@@ -43,15 +44,53 @@ Q8_0_BYTES = 2 + 32  # d: f16 | qs[32]: int8
 
 
 @njit(cache=True, fastmath=True)
+def _u_q5(w, b):
+    """u = q | fifth bit << 4 of the block whose qh starts at byte b: (32,) in [0, 31]."""
+    return bor(nibbles16(w, b + 4), shl(bits32(w, b), 4))
+
+
+@njit(cache=True, fastmath=True)
+def _unpack(w, b, five_bits):
+    """u of the block whose quant bytes (qh for 5-bit types, else qs) start at byte b."""
+    return _u_q5(w, b) if five_bits else nibbles16(w, b)
+
+
+@njit(cache=True, fastmath=True)
+def _dot_legacy(w, p, nb, xq, xd, xsd, five_bits, bytes_per, qoff, has_min, o):
+    """Row dot of a 32-block type with w = d * (u + o) [+ m]; two accumulators so consecutive
+    blocks do not wait on each other's fused multiply-add."""
+    acc0 = vzero()
+    acc1 = vzero()
+    bias = np.float32(0.0)
+    for j in range(0, nb - 1, 2):
+        b = p + bytes_per * j
+        d0 = f16(w, b)
+        d1 = f16(w, b + bytes_per)
+        s0 = d0 * xd[j]
+        s1 = d1 * xd[j + 1]
+        acc0 = fma2(acc0, dot_u8(_unpack(w, b + qoff, five_bits), xq, 32 * j), s0, s0)
+        u1 = _unpack(w, b + bytes_per + qoff, five_bits)
+        acc1 = fma2(acc1, dot_u8(u1, xq, 32 * j + 32), s1, s1)
+        x0 = xsd[2 * j] + xsd[2 * j + 1]
+        x1 = xsd[2 * j + 2] + xsd[2 * j + 3]
+        if has_min:  # c = -m
+            bias += f16(w, b + 2) * x0 + f16(w, b + bytes_per + 2) * x1
+        else:
+            bias += np.float32(o) * (d0 * x0 + d1 * x1)
+    if nb % 2:
+        j = nb - 1
+        b = p + bytes_per * j
+        d0 = f16(w, b)
+        s0 = d0 * xd[j]
+        acc0 = fma2(acc0, dot_u8(_unpack(w, b + qoff, five_bits), xq, 32 * j), s0, s0)
+        x0 = xsd[2 * j] + xsd[2 * j + 1]
+        bias += f16(w, b + 2) * x0 if has_min else np.float32(o) * d0 * x0
+    return hsum(acc0) + hsum(acc1) + bias
+
+
+@njit(cache=True, fastmath=True)
 def dot_q4_0(w, p, nb, xq, xd, xsd):
-    acc = vzero()
-    bias = 0.0
-    for j in range(nb):
-        b = p + Q4_0_BYTES * j
-        s = f16(w, b) * xd[j]
-        acc = fma2(acc, dot_u8(nibbles16(w, b + 2), xq, 32 * j), s, s)  # u = q, o = -8
-        bias -= 8.0 * f16(w, b) * (xsd[2 * j] + xsd[2 * j + 1])
-    return hsum(acc) + bias
+    return _dot_legacy(w, p, nb, xq, xd, xsd, False, Q4_0_BYTES, 2, False, -8)
 
 
 @njit(cache=True)
@@ -64,14 +103,7 @@ def deq_q4_0(w, p, nb, dst, off):
 
 @njit(cache=True, fastmath=True)
 def dot_q4_1(w, p, nb, xq, xd, xsd):
-    acc = vzero()
-    bias = 0.0
-    for j in range(nb):
-        b = p + Q4_1_BYTES * j
-        s = f16(w, b) * xd[j]
-        acc = fma2(acc, dot_u8(nibbles16(w, b + 4), xq, 32 * j), s, s)
-        bias += f16(w, b + 2) * (xsd[2 * j] + xsd[2 * j + 1])  # c = -m
-    return hsum(acc) + bias
+    return _dot_legacy(w, p, nb, xq, xd, xsd, False, Q4_1_BYTES, 4, True, 0)
 
 
 @njit(cache=True)
@@ -84,21 +116,8 @@ def deq_q4_1(w, p, nb, dst, off):
 
 
 @njit(cache=True, fastmath=True)
-def _q5(w, b):
-    """u = q | fifth bit << 4 of the block whose qh starts at byte b: (32,) in [0, 31]."""
-    return bor(nibbles16(w, b + 4), shl(bits32(w, b), 4))
-
-
-@njit(cache=True, fastmath=True)
 def dot_q5_0(w, p, nb, xq, xd, xsd):
-    acc = vzero()
-    bias = 0.0
-    for j in range(nb):
-        b = p + Q5_0_BYTES * j
-        s = f16(w, b) * xd[j]
-        acc = fma2(acc, dot_u8(_q5(w, b + 2), xq, 32 * j), s, s)  # o = -16
-        bias -= 16.0 * f16(w, b) * (xsd[2 * j] + xsd[2 * j + 1])
-    return hsum(acc) + bias
+    return _dot_legacy(w, p, nb, xq, xd, xsd, True, Q5_0_BYTES, 2, False, -16)
 
 
 @njit(cache=True)
@@ -106,19 +125,12 @@ def deq_q5_0(w, p, nb, dst, off):
     for j in range(nb):
         b = p + Q5_0_BYTES * j
         d = f16(w, b)
-        store_affine(dst, off + 32 * j, _q5(w, b + 2), -16, d, 0.0, d, 0.0)
+        store_affine(dst, off + 32 * j, _u_q5(w, b + 2), -16, d, 0.0, d, 0.0)
 
 
 @njit(cache=True, fastmath=True)
 def dot_q5_1(w, p, nb, xq, xd, xsd):
-    acc = vzero()
-    bias = 0.0
-    for j in range(nb):
-        b = p + Q5_1_BYTES * j
-        s = f16(w, b) * xd[j]
-        acc = fma2(acc, dot_u8(_q5(w, b + 4), xq, 32 * j), s, s)
-        bias += f16(w, b + 2) * (xsd[2 * j] + xsd[2 * j + 1])
-    return hsum(acc) + bias
+    return _dot_legacy(w, p, nb, xq, xd, xsd, True, Q5_1_BYTES, 4, True, 0)
 
 
 @njit(cache=True)
@@ -127,17 +139,25 @@ def deq_q5_1(w, p, nb, dst, off):
         b = p + Q5_1_BYTES * j
         d = f16(w, b)
         m = f16(w, b + 2)
-        store_affine(dst, off + 32 * j, _q5(w, b + 4), 0, d, -m, d, -m)
+        store_affine(dst, off + 32 * j, _u_q5(w, b + 4), 0, d, -m, d, -m)
 
 
 @njit(cache=True, fastmath=True)
 def dot_q8_0(w, p, nb, xq, xd, xsd):
-    acc = vzero()
-    for j in range(nb):
+    acc0 = vzero()
+    acc1 = vzero()
+    for j in range(0, nb - 1, 2):
         b = p + Q8_0_BYTES * j
-        s = f16(w, b) * xd[j]
-        acc = fma2(acc, dot_s8(w, b + 2, xq, 32 * j), s, s)
-    return hsum(acc)
+        s0 = f16(w, b) * xd[j]
+        s1 = f16(w, b + Q8_0_BYTES) * xd[j + 1]
+        acc0 = fma2(acc0, dot_s8(w, b + 2, xq, 32 * j), s0, s0)
+        acc1 = fma2(acc1, dot_s8(w, b + Q8_0_BYTES + 2, xq, 32 * j + 32), s1, s1)
+    if nb % 2:
+        j = nb - 1
+        b = p + Q8_0_BYTES * j
+        s0 = f16(w, b) * xd[j]
+        acc0 = fma2(acc0, dot_s8(w, b + 2, xq, 32 * j), s0, s0)
+    return hsum(acc0) + hsum(acc1)
 
 
 @njit(cache=True)

@@ -24,6 +24,10 @@ _TILE_ELEMENTS = 1 << 20
 # Token count from which matmul uses the dequantize + BLAS path instead of int8 mat-vecs.
 BLAS_MIN_TOKENS = 8
 
+# Weights smaller than this run their mat-vec on the calling thread (no parallel region).
+SERIAL_MAX_BYTES = 48 * 1024
+
+_F32 = np.dtype(np.float32)
 _EMPTY_W = np.zeros(0, np.uint8)
 _EMPTY_W.setflags(write=False)
 _EMPTY_Y = np.zeros(0, np.float32)
@@ -83,7 +87,7 @@ class Linear:
     """
 
     __slots__ = ("name", "type", "kind", "out_features", "in_features", "row_bytes", "_w",
-                 "_ws", "_xq", "_xd", "_xsd", "_float")
+                 "_scratch", "_xshape", "_serial")
 
     def __init__(self, data: np.ndarray, ggml_type: int | GGMLType, shape: Sequence[int], *,
                  name: str = "weight"):
@@ -97,12 +101,9 @@ class Linear:
         self._w, self.row_bytes = _flat_weight(data, self.type, shape, name)
         self.out_features, self.in_features = shape
         self.kind = int(self.type)
-        self._float = self.type in dispatch.FLOAT_TYPES
-        self._ws = (self._w, _EMPTY_W, _EMPTY_W, _EMPTY_W)
-        n = self.in_features
-        self._xq = np.zeros(n, np.int8)
-        self._xd = np.zeros(max(n // 32, 1), np.float32)
-        self._xsd = np.zeros(max(n // 16, 1), np.float32)
+        self._scratch = np.zeros(dispatch.scratch_bytes(self.in_features), np.uint8)
+        self._xshape = (self.in_features,)
+        self._serial = self._w.nbytes < SERIAL_MAX_BYTES
         ensure_threading_layer()
 
     def __repr__(self) -> str:
@@ -111,10 +112,10 @@ class Linear:
 
     # -- decode -----------------------------------------------------------------------------
     def _check_x(self, x: np.ndarray) -> np.ndarray:
-        if (type(x) is not np.ndarray or x.dtype != np.float32 or x.ndim != 1
+        if (x.__class__ is not np.ndarray or x.dtype is not _F32 or x.shape != self._xshape
                 or not x.flags.c_contiguous or not x.flags.writeable):
             x = _kernel_array(x, np.float32)
-        if x.shape != (self.in_features,):
+        if x.shape != self._xshape:
             raise ModelError(f"{self.name}: activation of shape {x.shape}, expected "
                              f"({self.in_features},)")
         return x
@@ -122,7 +123,7 @@ class Linear:
     def _check_out(self, out: np.ndarray | None) -> np.ndarray:
         if out is None:
             return np.empty(self.out_features, np.float32)
-        if (type(out) is not np.ndarray or out.dtype != np.float32
+        if (out.__class__ is not np.ndarray or out.dtype is not _F32
                 or out.shape != (self.out_features,) or not out.flags.c_contiguous
                 or not out.flags.writeable):
             raise ModelError(f"{self.name}: out must be a writable C-contiguous float32 array of "
@@ -133,8 +134,10 @@ class Linear:
         """(in,) float32 -> (out,) float32. With ``out``, writes there and allocates nothing."""
         x = self._check_x(x)
         y = self._check_out(out)
-        dispatch.matvec_group(self.kind, self._ws, (y, _EMPTY_Y, _EMPTY_Y, _EMPTY_Y),
-                              self.row_bytes, x, self._xq, self._xd, self._xsd)
+        if self._serial:
+            dispatch.matvec_serial(self.kind, self._w, y, self.row_bytes, x, self._scratch)
+        else:
+            dispatch.matvec_one(self.kind, self._w, y, self.row_bytes, x, self._scratch)
         return y
 
     @staticmethod
@@ -169,8 +172,11 @@ class Linear:
             pad = 4 - len(group)
             ws = tuple(lin._w for lin in group) + (_EMPTY_W,) * pad
             gy = tuple(ys[i:j]) + (_EMPTY_Y,) * pad
-            dispatch.matvec_group(group[0].kind, ws, gy, group[0].row_bytes, x,
-                                  lin0._xq, lin0._xd, lin0._xsd)
+            if len(group) == 1:
+                group[0].matvec(x, out=ys[i])
+            else:
+                dispatch.matvec_group(group[0].kind, ws, gy, group[0].row_bytes, x,
+                                      lin0._scratch)
             i = j
         return ys
 
