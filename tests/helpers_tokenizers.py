@@ -77,6 +77,7 @@ def make_spm_dir(
     vocab_size: int = 800,
     extra_special: tuple[str, ...] = ("<|im_start|>", "<|im_end|>"),
     add_dummy_prefix: bool = True,
+    split_by_whitespace: bool = True,
     chat_template: str | None = None,
 ) -> Path:
     """A Llama-style SentencePiece BPE model with byte fallback, as a HF directory.
@@ -84,6 +85,7 @@ def make_spm_dir(
     Writes tokenizer.model, tokenizer_config.json (LlamaTokenizer, legacy=True, add_bos_token)
     and config.json. ``extra_special`` tokens are appended after the sentencepiece vocabulary as
     special added tokens (ids ``n_sp``, ``n_sp + 1``, ...), like chat fine-tunes do.
+    ``split_by_whitespace=False`` lets pieces span words ("s▁the"), as some SPM models have.
     """
     import sentencepiece as spm
 
@@ -100,6 +102,7 @@ def make_spm_dir(
         normalization_rule_name="identity",
         remove_extra_whitespaces=False,
         add_dummy_prefix=add_dummy_prefix,
+        split_by_whitespace=split_by_whitespace,
         unk_id=0,
         bos_id=1,
         eos_id=2,

@@ -97,11 +97,23 @@ def test_parse_special_false_tokenizes_control_tokens_as_text(bpe):
 
 def test_spm_ids_match_sentencepiece(spm):
     ours, _, sp = spm
+    assert ours._spm._by_word  # this model takes the word-by-word path
     for text in TEST_STRINGS:
         assert ours.encode(text, add_special=False) == sp.encode(text), repr(text)
         assert ours.encode(text) == [sp.bos_id(), *sp.encode(text)], repr(text)
         ids = ours.encode(text, add_special=False)
         assert ours.decode(ids) == sp.decode(ids) == text, repr(text)
+
+
+def test_spm_with_pieces_across_words_matches_sentencepiece(tmp_path):
+    # pieces like "s▁the" defeat the word-by-word fast path; the whole-text merge must agree too
+    d = make_spm_dir(tmp_path / "m", split_by_whitespace=False)
+    ours = _load(d)
+    assert any("\u2581" in p.lstrip("\u2581") for p in ours.vocab.tokens)
+    assert not ours._spm._by_word
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
+    for text in TEST_STRINGS:
+        assert ours.encode(text, add_special=False) == sp.encode(text), repr(text)
 
 
 def test_spm_ids_match_hf(spm):

@@ -89,11 +89,13 @@ def _write_vocab_file(items, path):
     return path
 
 
-@pytest.mark.parametrize("kind", ["spm", "gpt2", "smollm", "llama3", "qwen2"])
+@pytest.mark.parametrize("kind", ["spm", "spm-across-words", "gpt2", "smollm", "llama3", "qwen2"])
 def test_exported_files_match_llama_cpp(tmp_path, kind):
     d = tmp_path / kind
     if kind == "spm":
         make_spm_dir(d)
+    elif kind == "spm-across-words":
+        make_spm_dir(d, split_by_whitespace=False)
     else:
         make_bpe_dir(d, kind)
     items = export_tokenizer(d, json.loads((d / "config.json").read_text()))
