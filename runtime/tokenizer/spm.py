@@ -62,6 +62,10 @@ class SpmEncoder:
         self._by_word = all(SPACE not in p.lstrip(SPACE) for p in self._piece_to_id)
         self._cache: dict[str, list[int]] = {}
 
+    def clear_cache(self) -> None:
+        """Forget the cached ids of words seen so far."""
+        self._cache.clear()
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, with spaces already meaning spaces (this escapes them).
 

@@ -163,6 +163,11 @@ class Tokenizer:
             out.append(v.special["eos"])
         return out
 
+    def clear_cache(self) -> None:
+        """Forget cached word encodings (SentencePiece caches the ids of each word it saw)."""
+        if self._spm is not None:
+            self._spm.clear_cache()
+
     # ------------------------------------------------------------------ decoding
 
     def _check_id(self, tid: int) -> int:
