@@ -14,9 +14,10 @@ order: sums accumulate sequentially (a NumPy ``sum`` is pairwise and differs), `
 is ggml's magic-number rounding (round half to even, garbage beyond 2**22 reproduced as is).
 libggml-base is compiled for baseline x86-64, so ggml itself never fuses a multiply-add.
 
-The reference functions here vectorise across blocks (or sub-blocks) and loop in Python over
-the values inside a block, so each lane sees exactly ggml's sequence of float32 operations.
-The Numba kernels in :mod:`.kquants_numba` run the same sequence as scalar loops.
+The reference encoders here (with ggml's helpers in :mod:`.kquants_search`) vectorise across
+blocks and loop in Python over the values inside a block, so each lane sees exactly ggml's
+sequence of float32 operations. The Numba kernels in :mod:`.kquants_numba` run the same
+sequence as scalar loops.
 """
 
 from __future__ import annotations
@@ -29,10 +30,23 @@ import numpy as np
 from ..constants import QK_K, GGMLType
 from . import kquants_numba as _nb
 from .base import Codec
+from .kquants_search import (
+    F32,
+    GROUP_MAX_EPS,
+    fp16_bits_to_fp32,
+    fp32_to_fp16_bits,
+    make_qkx_quants,
+    make_qp_quants,
+    make_qx_quants,
+    nearest_int,
+    seq_sum,
+)
 
-F32 = np.float32
-GROUP_MAX_EPS = F32(1e-15)  # ggml-quants.c: a group with max |x| below this is all zero
-_MAGIC = F32(12582912.0)  # 1.5 * 2**23: adding it leaves round(x) in the low mantissa bits
+__all__ = [
+    "Q2K", "Q3K", "Q4K", "Q5K", "Q6K", "dequantize_q2_k", "dequantize_q3_k", "dequantize_q4_k",
+    "dequantize_q5_k", "dequantize_q6_k", "fp16_bits_to_fp32", "fp32_to_fp16_bits",
+    "nearest_int", "pack_scale_min_k4", "quantize_q4_k", "quantize_q6_k", "unpack_scale_min_k4",
+]
 
 
 def _no_float_warnings(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
@@ -44,42 +58,6 @@ def _no_float_warnings(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[..., 
             return fn(blocks)
 
     return run
-
-
-# -- scalar helpers shared with ggml -------------------------------------------------------------
-def nearest_int(f: np.ndarray) -> np.ndarray:
-    """ggml ``nearest_int``: round float32 to int32, half to even, via the 1.5*2**23 trick.
-
-    ``(bits(f + 12582912.f) & 0x7fffff) - 0x400000``; exact for |f| <= 4194303, and for larger
-    values it returns what ggml returns (its assert is compiled out).
-    """
-    v = np.asarray(np.asarray(f, dtype=F32) + _MAGIC, dtype=F32)
-    return (v.view(np.int32) & 0x007FFFFF) - 0x00400000
-
-
-def fp32_to_fp16_bits(f: np.ndarray) -> np.ndarray:
-    """ggml ``ggml_compute_fp32_to_fp16``: float32 -> fp16 bits, round to nearest even.
-
-    Overflow gives +-inf, NaN gives 0x7E00 with the sign kept (Maratyszcza's FP16 algorithm).
-    """
-    f = np.asarray(f, dtype=F32)
-    with np.errstate(over="ignore"):  # overflow to inf is the point: it flags fp16 overflow
-        base = (np.abs(f) * F32(2.0**112)) * F32(2.0**-110)
-    w = f.view(np.uint32)
-    shl1_w = w + w  # the sign shifted out
-    sign = w & np.uint32(0x80000000)
-    bias = np.maximum(shl1_w & np.uint32(0xFF000000), np.uint32(0x71000000))
-    base = ((bias >> np.uint32(1)) + np.uint32(0x07800000)).view(F32) + base
-    bits = np.asarray(base, dtype=F32).view(np.uint32)
-    nonsign = ((bits >> np.uint32(13)) & np.uint32(0x7C00)) + (bits & np.uint32(0x0FFF))
-    out = (sign >> np.uint32(16)) | np.where(shl1_w > np.uint32(0xFF000000), np.uint32(0x7E00),
-                                             nonsign)
-    return out.astype(np.uint16)
-
-
-def fp16_bits_to_fp32(h: np.ndarray) -> np.ndarray:
-    """fp16 bits (uint16 or 2 little-endian bytes per value) -> float32 (exact)."""
-    return np.ascontiguousarray(h).view("<f2").astype(F32)
 
 
 def unpack_scale_min_k4(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,203 +93,6 @@ def pack_scale_min_k4(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
     return (out & 0xFF).astype(np.uint8)
 
 
-# -- ggml's scale searches, vectorised over rows ---------------------------------------------
-def _seq_sum(terms: np.ndarray) -> np.ndarray:
-    """Sum (m, n) float32 along axis 1 left to right, as a C loop does. Returns (m,)."""
-    acc = np.zeros(terms.shape[0], dtype=F32)
-    for i in range(terms.shape[1]):
-        acc = acc + terms[:, i]
-    return acc
-
-
-def _weighted_sq_err(
-    scale: np.ndarray, levels: np.ndarray, mn: np.ndarray, x: np.ndarray, w: np.ndarray
-) -> np.ndarray:
-    """sum_i w_i * (scale*L_i + min - x_i)**2, sequentially; shapes (m,), (m, n) -> (m,)."""
-    diff = (scale[:, None] * levels.astype(F32) + mn[:, None]) - x  # (m, n)
-    return _seq_sum(w * (diff * diff))
-
-
-def make_qkx_quants(
-    x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ggml ``make_qkx2_quants`` / ``make_qkx3_quants`` (with weights, ``use_mad`` false).
-
-    Fits x ~ scale * L - the_min with L in 0..nmax, trying ``nstep + 1`` scales around
-    nmax / (max - min) and solving a weighted least-squares (scale, min) for each. The two ggml
-    functions differ only in ``max == min`` vs ``max <= min``, the same for finite input.
-
-    Parameters
-    ----------
-    x, w:
-        (m, n) float32 values and weights, one row per group.
-
-    Returns
-    -------
-    scale (m,) float32, the_min (m,) float32 (>= 0, subtracted), L (m, n) uint8.
-    """
-    m, n = x.shape
-    mn, mx = x[:, 0].copy(), x[:, 0].copy()
-    sum_w = w[:, 0].copy()
-    sum_x = sum_w * x[:, 0]
-    for i in range(1, n):
-        xi = x[:, i]
-        mn = np.where(xi < mn, xi, mn)
-        mx = np.where(xi > mx, xi, mx)
-        sum_w = sum_w + w[:, i]
-        sum_x = sum_x + w[:, i] * xi
-    mn = np.where(mn > 0, F32(0), mn)
-    flat = ~(mx > mn)  # max <= min: everything quantizes to 0
-
-    iscale = F32(nmax) / (mx - mn)
-    scale = F32(1) / iscale
-    levels = np.clip(nearest_int(iscale[:, None] * (x - mn[:, None])), 0, nmax)  # (m, n)
-    best = _weighted_sq_err(scale, levels, mn, x, w)
-    for step in range(nstep + 1):
-        # min moves when a step wins, and the next step measures from the new min
-        iscale = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / (mx - mn)
-        aux = np.clip(nearest_int(iscale[:, None] * (x - mn[:, None])), 0, nmax)  # (m, n)
-        lf = aux.astype(F32)
-        sum_l = np.zeros(m, F32)
-        sum_l2 = np.zeros(m, F32)
-        sum_xl = np.zeros(m, F32)
-        for i in range(n):
-            wl = w[:, i] * lf[:, i]
-            sum_l = sum_l + wl
-            sum_l2 = sum_l2 + wl * lf[:, i]
-            sum_xl = sum_xl + wl * x[:, i]
-        det = sum_w * sum_l2 - sum_l * sum_l
-        this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
-        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
-        clamp = this_min > 0
-        this_scale = np.where(clamp, sum_xl / sum_l2, this_scale)
-        this_min = np.where(clamp, F32(0), this_min)
-        err = _weighted_sq_err(this_scale, aux, this_min, x, w)
-        win = (det > 0) & (err < best) & ~flat
-        levels = np.where(win[:, None], aux, levels)
-        best = np.where(win, err, best)
-        scale = np.where(win, this_scale, scale)
-        mn = np.where(win, this_min, mn)
-    levels = np.where(flat[:, None], 0, levels)
-    scale = np.where(flat, F32(0), scale)
-    return scale.astype(F32), (-mn).astype(F32), levels.astype(np.uint8)
-
-
-def make_qx_quants(
-    x: np.ndarray, nmax: int, qw: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """ggml ``make_qx_quants`` with ``rmse_type = 1``: symmetric levels -nmax..nmax-1.
-
-    Weights are ``qw`` or x**2. Tries 18 scales around -nmax / max (max: the value of largest
-    magnitude, sign kept) and keeps the best weighted least-squares fit.
-
-    Returns scale (m,) float32 and L (m, n) int64 in 0..2*nmax-1 (level + nmax).
-    """
-    m, n = x.shape
-    amax = np.zeros(m, F32)
-    vmax = np.zeros(m, F32)
-    for i in range(n):
-        ax = np.abs(x[:, i])
-        bigger = ax > amax
-        amax = np.where(bigger, ax, amax)
-        vmax = np.where(bigger, x[:, i], vmax)
-    zero = amax < GROUP_MAX_EPS
-    w = x * x if qw is None else qw  # (m, n)
-    wx = w * x
-
-    def fit(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lev = np.clip(nearest_int(iscale[:, None] * x), -nmax, nmax - 1)  # (m, n)
-        lf = lev.astype(F32)
-        sumlx = np.zeros(m, F32)
-        suml2 = np.zeros(m, F32)
-        for i in range(n):
-            sumlx = sumlx + wx[:, i] * lf[:, i]
-            suml2 = suml2 + (w[:, i] * lf[:, i]) * lf[:, i]
-        return lev, sumlx, suml2
-
-    levels, sumlx, suml2 = fit(F32(-nmax) / vmax)
-    scale = np.where(suml2 != 0, sumlx / suml2, F32(0))
-    best = scale * sumlx
-    for step in range(-9, 10):
-        if step == 0:
-            continue
-        lev, slx, sl2 = fit(-(F32(nmax) + F32(0.1) * F32(step)) / vmax)
-        win = (sl2 > 0) & (slx * slx > best * sl2)
-        levels = np.where(win[:, None], lev, levels)
-        scale = np.where(win, slx / sl2, scale)
-        best = np.where(win, scale * slx, best)
-    levels = np.where(zero[:, None], 0, levels + nmax)
-    scale = np.where(zero, F32(0), scale)
-    return scale.astype(F32), levels
-
-
-def make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ggml ``make_qp_quants``: non-negative levels 0..nmax for (m, n) values ``x``.
-
-    Picks the best of 9 scales near nmax / max by weighted squared error, then up to 5 passes
-    of coordinate descent on the levels. Levels live in a uint8 array in ggml, so negative
-    levels (only from negative x) wrap as there.
-
-    Returns scale (m,) float32 and L (m, n) int64 (the stored uint8 values).
-    """
-    m, n = x.shape
-    vmax = np.zeros(m, F32)
-    for i in range(n):
-        vmax = np.where(vmax > x[:, i], vmax, x[:, i])  # MAX(max, x[i])
-    zero = vmax < GROUP_MAX_EPS
-    iscale = F32(nmax) / vmax
-    stored = nearest_int(iscale[:, None] * x) & 0xFF  # (m, n), L[i] = nearest_int(...)
-    scale = F32(1) / iscale
-    diff = x - scale[:, None] * stored.astype(F32)
-    best = _seq_sum((qw * diff) * diff)
-    for step in range(-4, 5):
-        if step == 0:
-            continue
-        iscale_is = (F32(0.1) * F32(step) + F32(nmax)) / vmax
-        scale_is = F32(1) / iscale_is
-        lev = np.minimum(nmax, nearest_int(iscale_is[:, None] * x))
-        diff = x - scale_is[:, None] * lev.astype(F32)
-        mse = _seq_sum((qw * diff) * diff)
-        win = mse < best
-        best = np.where(win, mse, best)
-        iscale = np.where(win, iscale_is, iscale)
-    lev = np.minimum(nmax, nearest_int(iscale[:, None] * x))  # (m, n), may be < 0
-    stored = lev & 0xFF
-    lf = lev.astype(F32)
-    wx = qw * x
-    sumlx = np.zeros(m, F32)
-    suml2 = np.zeros(m, F32)
-    for i in range(n):
-        sumlx = sumlx + wx[:, i] * lf[:, i]
-        suml2 = suml2 + (qw[:, i] * lf[:, i]) * lf[:, i]
-    active = np.ones(m, dtype=bool)
-    for _ in range(5):
-        changed = np.zeros(m, dtype=bool)
-        for i in range(n):
-            wi, xi = qw[:, i], x[:, i]
-            li = stored[:, i].astype(F32)
-            slx = sumlx - (wi * xi) * li
-            sl2 = suml2 - (wi * li) * li
-            ok = active & (slx > 0) & (sl2 > 0)
-            new_l = np.minimum(nmax, nearest_int((xi * sl2) / slx))
-            ok &= new_l != stored[:, i]
-            nf = new_l.astype(F32)
-            slx = slx + (wi * xi) * nf
-            sl2 = sl2 + (wi * nf) * nf
-            ok &= (slx * slx) * suml2 > (sumlx * sumlx) * sl2
-            stored[:, i] = np.where(ok, new_l & 0xFF, stored[:, i])
-            sumlx = np.where(ok, slx, sumlx)
-            suml2 = np.where(ok, sl2, suml2)
-            changed |= ok
-        active &= changed  # a row that changed nothing has left ggml's loop
-        if not active.any():
-            break
-    scale = np.where(suml2 > 0, sumlx / suml2, F32(0))
-    scale = np.where(zero, F32(0), scale)
-    stored = np.where(zero[:, None], 0, stored)
-    return scale.astype(F32), stored
-
-
 # -- Q4_K ----------------------------------------------------------------------------------------
 def quantize_q4_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarray:
     """(nb, 256) float32 [+ (nb, 256) importance] -> (nb, 144) uint8 Q4_K blocks.
@@ -331,7 +112,7 @@ def quantize_q4_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarr
     xs = x.reshape(nb * 8, 32)  # (nb*8, 32) sub-blocks
     with np.errstate(all="ignore"):
         if importance is None:
-            sum_x2 = _seq_sum(xs * xs)  # (nb*8,)
+            sum_x2 = seq_sum(xs * xs)  # (nb*8,)
             av_x = np.sqrt(sum_x2 / F32(32))
             w = av_x[:, None] + np.abs(xs)  # (nb*8, 32)
             sub_scale, sub_min, levels = make_qkx_quants(xs, w, 15, -1.0, 0.1, 20)
@@ -350,10 +131,10 @@ def quantize_q4_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarr
             dmin16 = fp32_to_fp16_bits(max_min / F32(63))
         else:
             qw = np.asarray(importance, dtype=F32).reshape(nb * 8, 32)
-            sigma2 = (F32(2) * _seq_sum(x * x)) / F32(QK_K)  # (nb,)
+            sigma2 = (F32(2) * seq_sum(x * x)) / F32(QK_K)  # (nb,)
             sig_sub = np.repeat(sigma2, 8)  # (nb*8,)
             w = qw * np.sqrt(sig_sub[:, None] + xs * xs)  # (nb*8, 32)
-            sw = _seq_sum(w).reshape(nb, 8)
+            sw = seq_sum(w).reshape(nb, 8)
             sub_scale, sub_min, levels = make_qkx_quants(xs, w, 15, -0.9, 0.05, 36)
             d_block, ls = make_qp_quants(sub_scale.reshape(nb, 8), 63, sw)
             m_block, lm = make_qp_quants(sub_min.reshape(nb, 8), 63, sw)
@@ -558,9 +339,25 @@ class Q3K(Codec):
 
 
 class Q4K(Codec):
+    """Q4_K: 8 sub-blocks of 32, each ``d * sc_j * q - dmin * m_j`` with q in 0..15.
+
+    Layout in :func:`quantize_q4_k`. Encoding is ggml's (see the module docstring).
+
+    Bound (``max_error``, a posteriori: ggml's scale search may clip outliers on purpose, so no
+    bound follows from the input alone): every value is within half a step of its sub-block's
+    grid ``[-dmin*m_j, -dmin*m_j + 15*d*sc_j]`` or is clipped to the grid's nearest end:
+    ``|x - x'| <= dist(x, grid_j) + d*sc_j / 2`` plus float32 rounding (2**-21 of the
+    magnitudes). Infinite where the fp16 super-block scales overflow.
+
+    Requantizing is not stable (``requantize_stable = False``, as in ggml): the scale search
+    run on decoded values need not land on the stored scales again (one block in a few hundred
+    for Gaussian data; nearly every near-constant block).
+    """
+
     name = "q4_k"
     ggml_type = GGMLType.Q4_K
     uses_importance = True
+    requantize_stable = False
 
     @classmethod
     def quantize_blocks(cls, blocks, importance):
@@ -578,6 +375,16 @@ class Q4K(Codec):
     def dequantize_blocks_fast(cls, blocks):
         return _nb.dequantize_q4_k(blocks)
 
+    @classmethod
+    def max_error(cls, blocks):
+        packed = _nb.quantize_q4_k(blocks, None)  # (nb, 144)
+        nb = packed.shape[0]
+        sc, mn = unpack_scale_min_k4(packed[:, 4:16])
+        step = fp16_bits_to_fp32(packed[:, 0:2]).astype(np.float64) * sc  # (nb, 8)
+        lo = -(fp16_bits_to_fp32(packed[:, 2:4]).astype(np.float64) * mn)  # (nb, 8)
+        x = np.asarray(blocks, np.float64).reshape(nb, 8, 32)
+        return _grid_bound(x, lo, lo + 15 * step, step)
+
 
 class Q5K(Codec):
     name = "q5_k"
@@ -594,9 +401,24 @@ class Q5K(Codec):
 
 
 class Q6K(Codec):
+    """Q6_K: 16 sub-blocks of 16, each ``d * sc_j * (q - 32)`` with q in 0..63, sc_j int8.
+
+    Layout in :func:`quantize_q6_k`. Encoding is ggml's (see the module docstring).
+
+    Bound (``max_error``, a posteriori from the stored scales, as for Q4_K): every value is
+    within half a step of its sub-block's grid ``D_j * [-32, 31]`` (``D_j = d * sc_j``, either
+    sign) or clipped to its nearest end: ``|x - x'| <= dist(x, grid_j) + |D_j| / 2`` plus
+    float32 rounding. Infinite where the fp16 scale overflows.
+
+    Requantizing is not stable (``requantize_stable = False``, as in ggml): ``make_qx_quants``
+    picks the least-squares best of 19 trial scales, which on decoded values is often not the
+    stored one (about a quarter of Gaussian blocks).
+    """
+
     name = "q6_k"
     ggml_type = GGMLType.Q6_K
     uses_importance = True
+    requantize_stable = False
 
     @classmethod
     def quantize_blocks(cls, blocks, importance):
@@ -613,3 +435,28 @@ class Q6K(Codec):
     @classmethod
     def dequantize_blocks_fast(cls, blocks):
         return _nb.dequantize_q6_k(blocks)
+
+    @classmethod
+    def max_error(cls, blocks):
+        packed = _nb.quantize_q6_k(blocks, None)  # (nb, 210)
+        nb = packed.shape[0]
+        sc = np.ascontiguousarray(packed[:, 192:208]).view(np.int8)  # (nb, 16)
+        step = fp16_bits_to_fp32(packed[:, 208:210]).astype(np.float64) * sc  # (nb, 16), signed
+        x = np.asarray(blocks, np.float64).reshape(nb, 16, 16)
+        return _grid_bound(x, np.minimum(-32 * step, 31 * step),
+                           np.maximum(-32 * step, 31 * step), np.abs(step))
+
+
+def _grid_bound(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """Per block: max over values of dist(x, [lo, hi]) + step / 2, plus float32 rounding.
+
+    x (nb, n_sub, k) float64; lo, hi, step (nb, n_sub) float64. Returns (nb,) float64, inf for
+    blocks whose grid is not finite.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        lo3, hi3, step3 = lo[..., None], hi[..., None], step[..., None]
+        dist = np.maximum(lo3 - x, 0) + np.maximum(x - hi3, 0)  # (nb, n_sub, k)
+        slack = 2.0**-21 * (np.abs(x) + np.abs(lo3) + np.abs(hi3))
+        bound = (dist + step3 / 2 + slack).max(axis=(1, 2))  # (nb,)
+        finite = np.isfinite(lo).all(axis=1) & np.isfinite(hi).all(axis=1)
+    return np.where(finite, bound, np.inf)
