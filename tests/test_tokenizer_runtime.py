@@ -76,6 +76,13 @@ def test_llama_cpp_key_spellings_are_read(spm_md):
     assert 8 in tok.eot_ids  # llama.cpp ends generation at the FIM pad token
 
 
+def test_empty_token_is_renamed_like_llama_cpp(spm_md, caplog):
+    tokens = list(spm_md["tokenizer.ggml.tokens"])
+    tokens[5] = ""
+    tok = Tokenizer.from_metadata(_broken(spm_md, tokens=tokens))
+    assert tok.vocab.tokens[5] == "[EMPTY_5]" and "empty tokens" in caplog.text
+
+
 def test_merge_with_unknown_token_is_a_model_error(bpe_md):
     merges = list(bpe_md["tokenizer.ggml.merges"]) + ["zzz_not_a_token qqq"]
     with pytest.raises(ModelError, match="merges do not fit"):

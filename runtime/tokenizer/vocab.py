@@ -217,6 +217,10 @@ def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
     if n == 0:
         raise ModelError(f"metadata key {KEY_TOKENS!r} is an empty array")
     token_to_id = {t: i for i, t in enumerate(tokens)}
+    if "" in token_to_id:  # llama.cpp renames empty tokens so that texts stay unique
+        tokens = [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
+        logger.warning("%s has empty tokens; renamed to [EMPTY_<id>] as llama.cpp does", KEY_TOKENS)
+        token_to_id = {t: i for i, t in enumerate(tokens)}
     if len(token_to_id) != n:
         seen: dict[str, int] = {}
         for i, t in enumerate(tokens):
