@@ -54,7 +54,9 @@ def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
     """Stored values (as read with ``_ST_DTYPES[dtype]``) -> float32, same shape."""
     if dtype == "BF16":
         # bf16 bits b -> float32 bits b << 16 (exact: bf16 is a truncated float32)
-        return (raw.astype(np.uint32) << 16).view(np.float32)
+        bits = raw.astype(np.uint32)
+        bits <<= 16
+        return bits.view(np.float32)
     return raw.astype(np.float32, copy=False)
 
 

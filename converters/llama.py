@@ -16,6 +16,7 @@ Quirks, one comment each, where they are handled:
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ import numpy as np
 
 from gguflite.constants import GGUFValueType as T
 from gguflite.errors import ConversionError
+
+log = logging.getLogger(__name__)
 
 ARCH = "llama"  # general.architecture written for every supported checkpoint
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
@@ -126,6 +129,11 @@ def parse_hparams(config: dict[str, Any]) -> LlamaHParams:
         rope=rope,
         tie_embeddings=bool(config.get("tie_word_embeddings", False)),
     )
+    window = config.get("sliding_window")
+    if isinstance(window, int) and window < hp.context_length:
+        # Mistral v0.1's 4096-token window: llama.cpp's llama graph ignores it too
+        log.warning("config.json: sliding_window %d is ignored; attention is full up to the "
+                    "context length %d, as in llama.cpp", window, hp.context_length)
     if hp.rope_type not in ("default", "linear", "llama3", "yarn"):
         raise ConversionError(f"config.json: rope type {hp.rope_type!r} is not supported "
                               "(supported: default, linear, llama3, yarn)")
