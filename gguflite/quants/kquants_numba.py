@@ -30,6 +30,13 @@ F16_TABLE.flags.writeable = False
 _opts = dict(cache=True, error_model="numpy")
 
 
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view, so each kernel compiles once (Numba specialises on writability)."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 # -- scalar helpers ------------------------------------------------------------------------------
 @njit(**_opts)
 def nearest_int(f):
@@ -341,7 +348,7 @@ def quantize_q4_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarr
     x = np.ascontiguousarray(blocks, dtype=F32)
     out = np.zeros((x.shape[0], 144), dtype=np.uint8)
     qw = np.zeros((1, 256), F32) if importance is None else np.ascontiguousarray(importance, F32)
-    _quantize_q4_k(x, qw, importance is not None, F16_TABLE, out)
+    _quantize_q4_k(_readonly(x), _readonly(qw), importance is not None, F16_TABLE, out)
     return out
 
 
@@ -397,7 +404,7 @@ def quantize_q6_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarr
     x = np.ascontiguousarray(blocks, dtype=F32)
     out = np.zeros((x.shape[0], 210), dtype=np.uint8)
     qw = np.zeros((1, 256), F32) if importance is None else np.ascontiguousarray(importance, F32)
-    _quantize_q6_k(x, qw, importance is not None, F16_TABLE, out)
+    _quantize_q6_k(_readonly(x), _readonly(qw), importance is not None, F16_TABLE, out)
     return out
 
 
@@ -504,7 +511,7 @@ def _dequantize_q6_k(b, table, y):
 def _run_dequant(kernel, blocks: np.ndarray) -> np.ndarray:
     b = np.ascontiguousarray(blocks, dtype=np.uint8)
     y = np.empty((b.shape[0], 256), dtype=F32)
-    kernel(b, F16_TABLE, y)
+    kernel(_readonly(b), F16_TABLE, y)
     return y
 
 
