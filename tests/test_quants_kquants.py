@@ -13,7 +13,7 @@ import gguf.quants
 import numpy as np
 import pytest
 from ggml_ref import fp32_to_fp16_bits as ggml_fp32_to_fp16_bits
-from ggml_ref import ggml_dequantize, ggml_quantize
+from ggml_ref import ggml_dequantize, ggml_quantize, ggml_quantize_ref
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -75,6 +75,8 @@ def test_encode_random_matches_ggml(ttype, with_importance):
     x[1] += 0.5  # a row with an offset, so the min matters for Q4_K
     imp = rng.gamma(0.5, 1.0, 4 * QK_K).astype(np.float32) if with_importance else None
     check_encode(ttype, x, imp, "random rows")
+    if not with_importance:  # the chunk path is quantize_row_*_ref itself
+        assert np.array_equal(ggml_quantize_ref(ttype, x), quantize(x, ttype).reshape(-1))
 
 
 def _adversarial() -> dict[str, np.ndarray]:
