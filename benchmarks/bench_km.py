@@ -60,7 +60,8 @@ def ggml_roundtrip(w: np.ndarray, type_name: str, imp: np.ndarray | None) -> np.
 
 
 def ggml_bpw(type_name: str) -> float:
-    return quants.get_codec(type_name).type_size * 8 / quants.get_codec(type_name).block_size
+    t = ggml_ref.type_traits(int(GGMLType[type_name.upper()]))
+    return 8 * t.type_size / t.block_size
 
 
 # -- a real imatrix ------------------------------------------------------------------------------
@@ -126,6 +127,8 @@ def collect_imatrix(f, ids: np.ndarray, chunk: int = 512) -> dict[str, np.ndarra
             act = gate / (1 + np.exp(-gate)) * (h @ wts[b + "ffn_up.weight"].T)  # (n, hidden)
             acc([b + "ffn_down.weight"], act)
             x = x + act @ wts[b + "ffn_down.weight"].T
+        # SmolLM2 ties the output layer to token_embd: its input is the final normed state
+        acc(["token_embd.weight"], rms(x, f.dequantize("output_norm.weight")))
         count += n
     return {k: (v / count).astype(np.float32) for k, v in sums.items()}
 
@@ -135,13 +138,21 @@ def quality(args) -> None:
     path = default_model_path()
     f = gguflite.open(path)
     t0 = time.perf_counter()
-    imat = collect_imatrix(f, text_tokens(path, args.tokens))
+    if args.imatrix_cache and Path(args.imatrix_cache).exists():
+        imat = dict(np.load(args.imatrix_cache))
+    else:
+        imat = collect_imatrix(f, text_tokens(path, args.tokens))
+        if args.imatrix_cache:
+            np.savez(args.imatrix_cache, **imat)
     print(f"imatrix: {args.tokens} tokens, {time.perf_counter() - t0:.0f} s\n")
 
-    sets = {"ffn_down (576x1536, from Q4_1)": [(n, f.dequantize(n), imat[n]) for n in FFN_DOWN]}
-    emb = f.dequantize("token_embd.weight")[:: args.embd_stride]  # (vocab/stride, 576)
-    sets[f"token_embd rows (every {args.embd_stride}th: {emb.shape[0]}x576, from Q8_0)"] = [
-        ("token_embd", emb, None)]
+    sets = {}
+    if args.only in (None, "ffn_down"):
+        sets["ffn_down (576x1536, from Q4_1)"] = [(n, f.dequantize(n), imat[n]) for n in FFN_DOWN]
+    if args.only in (None, "token_embd"):
+        emb = f.dequantize("token_embd.weight")[:: args.embd_stride]  # (vocab/stride, 576)
+        sets[f"token_embd rows (every {args.embd_stride}th: {emb.shape[0]}x576, from Q8_0)"] = [
+            ("token_embd", emb, imat["token_embd.weight"])]
 
     for label, mats in sets.items():
         cols = mats[0][1].shape[1]
@@ -191,10 +202,15 @@ def quality(args) -> None:
                 row(f"{t.upper()} (ggml)", ggml_bpw(t), [e_plain])
         if cols % 256:  # Q4_K etc. need 256-wide rows: regroup 4 rows into one of 4 * cols
             for t in ("q4_k", "q3_k", "q2_k"):
-                w = mats[0][1]
-                wr = w[: w.shape[0] // 4 * 4].reshape(-1, 4 * cols)
+                w, imp = mats[0][1], mats[0][2]
+                wr = w[: w.shape[0] // 4 * 4].reshape(-1, 4 * cols)  # (rows / 4, 4 * cols)
+                errs = [[rel_err(wr, ggml_roundtrip(wr, t, None))]]
+                if weighted:
+                    imp4 = np.tile(imp, 4)
+                    errs += [[rel_err(wr, ggml_roundtrip(wr, t, imp4), imp4)],
+                             [rel_err(wr, ggml_roundtrip(wr, t, None), imp4)]]
                 row(f"{t.upper()} (ggml, 4 rows regrouped to {4 * cols} wide)", ggml_bpw(t),
-                    [[rel_err(wr, ggml_roundtrip(wr, t, None))]])
+                    errs)
         print()
 
 
@@ -271,6 +287,8 @@ def main() -> None:
     q = sub.add_parser("quality", help="granularity study and baselines on SmolLM2 weights")
     q.add_argument("--tokens", type=int, default=1536, help="imatrix text tokens")
     q.add_argument("--embd-stride", type=int, default=12, help="token_embd row sampling step")
+    q.add_argument("--imatrix-cache", help="npz file to reuse the imatrix from (written if absent)")
+    q.add_argument("--only", choices=["ffn_down", "token_embd"], help="one tensor set only")
     s = sub.add_parser("speed", help="k-means time and mat-vec throughput")
     s.add_argument("--n", type=int, default=4096, help="square matrix size")
     s.add_argument("--reps", type=int, default=30, help="mat-vec repetitions")

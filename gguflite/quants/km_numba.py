@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import _km_simd as _simd
+
 INIT_QUANTILE = 0
 INIT_KMEANSPP = 1
 INIT_OPTIMAL = 2
@@ -508,81 +510,56 @@ def km_matvec(codes: np.ndarray, codebook: np.ndarray, x: np.ndarray, out: np.nd
     group_rows, group_cols : int
         Codebook geometry; ``group_cols = 0`` means whole rows.
 
-    Sums run in float32 with fastmath (reassociated), so they differ from a float64 dot in the
-    last bits only.
+    Eight codes at a time are looked up in registers and fused into an ``<8 x float>``
+    accumulator (:mod:`._km_simd`); sums run in float32, reassociated, so they differ from a
+    float64 dot in the last bits only.
     """
     rows = codes.shape[0]
     cols = x.shape[0]
     k = codebook.shape[1]
+    bits = 4 if k == 16 else (3 if k == 8 else 2)
     gc = cols if group_cols <= 0 else group_cols
     n_cg = (cols + gc - 1) // gc
     for r in prange(rows):
         row = codes[r]
-        base = (r // group_rows) * n_cg
+        tab = np.zeros(16, np.float32)  # the codebook, padded to two <8 x float> registers
         acc = np.float32(0.0)
         for cg in range(n_cg):
-            t = codebook[base + cg]
+            t = codebook[(r // group_rows) * n_cg + cg]
+            for i in range(k):
+                tab[i] = t[i]
             j0 = cg * gc
             j1 = min(cols, j0 + gc)
-            if k == 16:
-                acc += _dot4(row, t, x, j0, j1)
-            elif k == 4:
-                acc += _dot2(row, t, x, j0, j1)
-            else:
-                acc += _dot3(row, t, x, j0, j1)
+            acc += _dot_group(row, tab, x, j0, j1, bits)
         out[r] = acc
 
 
 @njit(cache=True, inline="always", fastmath=True)
-def _dot4(row, t, x, j0, j1):
-    tab = np.empty(16, np.float32)
-    for i in range(16):
-        tab[i] = t[i]
-    acc = np.float32(0.0)
-    acc2 = np.float32(0.0)
-    full = j0 + ((j1 - j0) & ~1)
-    for i in range(j0 >> 1, full >> 1):
-        b = row[i]
-        acc += tab[b & 15] * x[2 * i]
-        acc2 += tab[b >> 4] * x[2 * i + 1]
-    if full < j1:
-        acc += tab[row[full >> 1] & 15] * x[full]
-    return acc + acc2
-
-
-@njit(cache=True, inline="always", fastmath=True)
-def _dot2(row, t, x, j0, j1):
-    t0 = np.float32(t[0])
-    t1 = np.float32(t[1])
-    t2 = np.float32(t[2])
-    t3 = np.float32(t[3])
-    acc = np.float32(0.0)
-    full = j0 + ((j1 - j0) & ~3)
-    for i in range(j0 >> 2, full >> 2):
-        b = row[i]
-        for s in range(4):
-            q = (b >> (2 * s)) & 3
-            v = t0 if q == 0 else (t1 if q == 1 else (t2 if q == 2 else t3))
-            acc += v * x[4 * i + s]
-    for j in range(full, j1):
-        q = (row[j >> 2] >> ((j & 3) * 2)) & 3
-        v = t0 if q == 0 else (t1 if q == 1 else (t2 if q == 2 else t3))
-        acc += v * x[j]
-    return acc
-
-
-@njit(cache=True, inline="always", fastmath=True)
-def _dot3(row, t, x, j0, j1):
-    tab = np.empty(8, np.float32)
-    for i in range(8):
-        tab[i] = t[i]
-    acc = np.float32(0.0)
+def _dot_group(row, tab, x, j0, j1, bits):
+    """sum_{j0 <= j < j1} tab[code(j)] * x[j]; j0 is a multiple of 8."""
+    tlo = _simd.load8(tab, 0)
+    thi = _simd.load8(tab, 8)
+    vacc = _simd.vzero()
+    mask = (1 << bits) - 1
     full = j0 + ((j1 - j0) & ~7)
-    for u in range(j0 >> 3, full >> 3):
-        v = np.uint32(row[3 * u]) | (np.uint32(row[3 * u + 1]) << 8) | (
-            np.uint32(row[3 * u + 2]) << 16)
-        for s in range(8):
-            acc += tab[(v >> (3 * s)) & 7] * x[8 * u + s]
+    if bits == 4:
+        for j in range(j0, full, 8):
+            b = j >> 1
+            word = np.uint32(row[b]) | (np.uint32(row[b + 1]) << 8) | (
+                np.uint32(row[b + 2]) << 16) | (np.uint32(row[b + 3]) << 24)
+            vacc = _simd.lut_fma(vacc, word, 4, mask, tlo, thi, x, j)
+    elif bits == 3:
+        for j in range(j0, full, 8):
+            b = (j >> 3) * 3
+            word = np.uint32(row[b]) | (np.uint32(row[b + 1]) << 8) | (
+                np.uint32(row[b + 2]) << 16)
+            vacc = _simd.lut_fma(vacc, word, 3, mask, tlo, tlo, x, j)
+    else:
+        for j in range(j0, full, 8):
+            b = j >> 2
+            word = np.uint32(row[b]) | (np.uint32(row[b + 1]) << 8)
+            vacc = _simd.lut_fma(vacc, word, 2, mask, tlo, tlo, x, j)
+    acc = _simd.hsum(vacc)
     for j in range(full, j1):
-        acc += tab[_code_at(row, j, 3)] * x[j]
+        acc += tab[_code_at(row, j, bits)] * x[j]
     return acc
