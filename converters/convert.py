@@ -276,8 +276,9 @@ def _general_metadata(ckpt: Checkpoint, hp: llama.LlamaHParams, recipe: Recipe,
     if lic:
         items.append(("general.license", lic, T.STRING, None))
     if repo_id:
-        items += [("general.source.url", f"https://huggingface.co/{repo_id}", T.STRING, None),
-                  ("general.source.huggingface.repository", repo_id, T.STRING, None)]
+        url = f"https://huggingface.co/{repo_id}"
+        items += [("general.source.url", url, T.STRING, None),
+                  ("general.source.repo_url", url, T.STRING, None)]
     items += [("general.file_type", int(recipe.file_type), T.UINT32, None),
               ("general.quantization_version", GGML_QUANTIZATION_VERSION, T.UINT32, None)]
     return items

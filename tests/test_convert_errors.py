@@ -216,7 +216,7 @@ def test_hub_repo_id_offline(tmp_path):
                     "--no-progress"], env)
     assert res.returncode == 0, res.stderr
     with gguflite.open(out) as f:
-        assert f.metadata["general.source.huggingface.repository"] == "tiny-org/tiny-llama"
+        assert f.metadata["general.source.repo_url"] == "https://huggingface.co/tiny-org/tiny-llama"
         assert f.metadata["general.name"] == "tiny-llama"
     res = _run_cli(["convert", "tiny-org/not-there", "-o", str(tmp_path / "x.gguf")], env)
     assert res.returncode == 1

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import click
 
-from ._common import echo_json, human_bytes
+from gguflite.converters.recipe import RECIPES  # light: no NumPy, no codecs
 
-RECIPES = ("f32", "f16", "bf16", "q8_0", "q4_k", "q4_k_m", "q6_k", "km2", "km3", "km4",
-           "tq1_0", "tq2_0")
+from ._common import echo_json, human_bytes
 
 
 @click.command("convert")
