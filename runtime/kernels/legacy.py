@@ -28,6 +28,7 @@ from .vector_ir import (
     f16,
     fma2,
     hsum,
+    ldf,
     nibbles16,
     shl,
     store_affine,
@@ -66,13 +67,13 @@ def _dot_legacy(w, p, nb, xq, xd, xsd, five_bits, bytes_per, qoff, has_min, o):
         b = p + bytes_per * j
         d0 = f16(w, b)
         d1 = f16(w, b + bytes_per)
-        s0 = d0 * xd[j]
-        s1 = d1 * xd[j + 1]
+        s0 = d0 * ldf(xd, j)
+        s1 = d1 * ldf(xd, j + 1)
         acc0 = fma2(acc0, dot_u8(_unpack(w, b + qoff, five_bits), xq, 32 * j), s0, s0)
         u1 = _unpack(w, b + bytes_per + qoff, five_bits)
         acc1 = fma2(acc1, dot_u8(u1, xq, 32 * j + 32), s1, s1)
-        x0 = xsd[2 * j] + xsd[2 * j + 1]
-        x1 = xsd[2 * j + 2] + xsd[2 * j + 3]
+        x0 = ldf(xsd, 2 * j) + ldf(xsd, 2 * j + 1)
+        x1 = ldf(xsd, 2 * j + 2) + ldf(xsd, 2 * j + 3)
         if has_min:  # c = -m
             bias += f16(w, b + 2) * x0 + f16(w, b + bytes_per + 2) * x1
         else:
@@ -81,9 +82,9 @@ def _dot_legacy(w, p, nb, xq, xd, xsd, five_bits, bytes_per, qoff, has_min, o):
         j = nb - 1
         b = p + bytes_per * j
         d0 = f16(w, b)
-        s0 = d0 * xd[j]
+        s0 = d0 * ldf(xd, j)
         acc0 = fma2(acc0, dot_u8(_unpack(w, b + qoff, five_bits), xq, 32 * j), s0, s0)
-        x0 = xsd[2 * j] + xsd[2 * j + 1]
+        x0 = ldf(xsd, 2 * j) + ldf(xsd, 2 * j + 1)
         bias += f16(w, b + 2) * x0 if has_min else np.float32(o) * d0 * x0
     return hsum(acc0) + hsum(acc1) + bias
 
@@ -148,14 +149,14 @@ def dot_q8_0(w, p, nb, xq, xd, xsd):
     acc1 = vzero()
     for j in range(0, nb - 1, 2):
         b = p + Q8_0_BYTES * j
-        s0 = f16(w, b) * xd[j]
-        s1 = f16(w, b + Q8_0_BYTES) * xd[j + 1]
+        s0 = f16(w, b) * ldf(xd, j)
+        s1 = f16(w, b + Q8_0_BYTES) * ldf(xd, j + 1)
         acc0 = fma2(acc0, dot_s8(w, b + 2, xq, 32 * j), s0, s0)
         acc1 = fma2(acc1, dot_s8(w, b + Q8_0_BYTES + 2, xq, 32 * j + 32), s1, s1)
     if nb % 2:
         j = nb - 1
         b = p + Q8_0_BYTES * j
-        s0 = f16(w, b) * xd[j]
+        s0 = f16(w, b) * ldf(xd, j)
         acc0 = fma2(acc0, dot_s8(w, b + 2, xq, 32 * j), s0, s0)
     return hsum(acc0) + hsum(acc1)
 

@@ -223,9 +223,16 @@ class Linear:
     def matmul_int8(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(n_tok, in) -> (n_tok, out) with the int8 mat-vec kernels (same numbers as matvec)."""
         X = _kernel_array(X, np.float32)
+        if X.ndim != 2 or X.shape[1] != self.in_features:
+            raise ModelError(f"{self.name}: activations of shape {X.shape}, expected "
+                             f"(n_tok, {self.in_features})")
         n_tok = X.shape[0]
         if out is None:
             out = np.empty((n_tok, self.out_features), np.float32)
+        elif (out.__class__ is not np.ndarray or out.shape != (n_tok, self.out_features)
+              or out.dtype is not _F32 or not out.flags.c_contiguous or not out.flags.writeable):
+            raise ModelError(f"{self.name}: out must be writable C-contiguous float32 of shape "
+                             f"({n_tok}, {self.out_features})")
         n = self.in_features
         XQ = np.empty((n_tok, n), np.int8)
         XD = np.empty((n_tok, max(n // 32, 1)), np.float32)

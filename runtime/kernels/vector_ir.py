@@ -623,3 +623,57 @@ def i8x8_f32(typingctx, a, off):
 
     return F32x8(a, off), codegen
 
+
+
+@intrinsic
+def ldf(typingctx, a, i):
+    """a[i] of a float32 array, with no negative-index wraparound or bounds check (hot loops)."""
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_f32_array_ptr(context, builder, sig, args, 0, F32), align=4)
+
+    return types.float32(a, i), codegen
+
+
+@intrinsic
+def q3k_scales(typingctx, a, off, half):
+    """The 8 signed scales (sc - 32) of half ``half`` (0, 1) of a Q3_K super-block as float32,
+    from the 12 bytes at ``off``: scale i (0..15) has low 4 bits q[i] & 15 (i < 8) or
+    q[i - 8] >> 4 (i >= 8) and high 2 bits (q[8 + i % 4] >> 2 (i // 4)) & 3."""
+
+    def codegen(context, builder, sig, args):
+        arr, o, h = args
+        q = builder.zext(_load(context, builder, sig, arr, o, ir.VectorType(I8, 12)),
+                         ir.VectorType(I32, 12))  # (12,)
+        h32 = builder.trunc(context.cast(builder, h, sig.args[2], types.int64), I32)
+        out = []
+        for hv in (0, 1):
+            ii = [8 * hv + k for k in range(8)]
+            lo_src = builder.shuffle_vector(q, q, _idx([i if i < 8 else i - 8 for i in ii]))
+            lo = builder.and_(builder.lshr(lo_src, _const(V32x8, [0 if i < 8 else 4 for i in ii])),
+                              _const(V32x8, [15] * 8))
+            hi_src = builder.shuffle_vector(q, q, _idx([8 + i % 4 for i in ii]))
+            hi = builder.and_(builder.lshr(hi_src, _const(V32x8, [2 * (i // 4) for i in ii])),
+                              _const(V32x8, [3] * 8))
+            sc = builder.sub(builder.or_(lo, builder.shl(hi, _const(V32x8, [4] * 8))),
+                             _const(V32x8, [32] * 8))
+            out.append(builder.sitofp(sc, VF8))
+        is_hi = builder.icmp_signed("!=", h32, ir.Constant(I32, 0))
+        return builder.select(is_hi, out[1], out[0])
+
+    return F32x8(a, off, half), codegen
+
+
+@intrinsic
+def u8x8_f32(typingctx, a, off, shift, mask):
+    """8 bytes at ``off``, each (b >> shift) & mask, as float32 (Q2_K scales and mins)."""
+
+    def codegen(context, builder, sig, args):
+        arr, o, s, m = args
+        v = builder.zext(_load(context, builder, sig, arr, o, ir.VectorType(I8, 8)), V32x8)
+        s32 = builder.trunc(context.cast(builder, s, sig.args[2], types.int64), I32)
+        m32 = builder.trunc(context.cast(builder, m, sig.args[3], types.int64), I32)
+        v = builder.and_(builder.lshr(v, _splat(builder, s32, V32x8)), _splat(builder, m32, V32x8))
+        return builder.sitofp(v, VF8)
+
+    return F32x8(a, off, shift, mask), codegen
