@@ -77,7 +77,7 @@ def main() -> None:
         }
         rows.append(row)
         print(row, flush=True)
-    _report(args.out, rows, size, args.repeats)
+    _report(args.out, rows, size, args.repeats, os.getloadavg())
     print(f"wrote {args.out}")
 
 
@@ -92,7 +92,8 @@ def _same_tensor_bytes(a_path: Path, b_path: Path) -> str:
         return "all identical" if not diff else f"{len(diff)} of {len(a.tensors)} differ"
 
 
-def _report(out: Path, rows: list[dict], size: int, repeats: int) -> None:
+def _report(out: Path, rows: list[dict], size: int, repeats: int,
+            load: tuple[float, float, float]) -> None:
     mb = 1 << 20
     lines = [
         "# Convert: gguflite vs llama.cpp convert_hf_to_gguf.py",
@@ -102,7 +103,9 @@ def _report(out: Path, rows: list[dict], size: int, repeats: int) -> None:
         f"median of {repeats} fresh processes under `/usr/bin/time -v`, the two tools "
         "alternating. Machine: "
         f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs, Python "
-        f"{platform.python_version()}; load varies, so compare the ratios.",
+        f"{platform.python_version()}; 1/5/15-minute load average at the end "
+        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (other jobs), so absolute times are "
+        "inflated: compare the ratios.",
         "",
         "| type | gguflite wall | llama.cpp wall | ratio (ours/ref) | gguflite peak RSS | "
         "llama.cpp peak RSS | ratio | tensor bytes |",

@@ -37,7 +37,8 @@ def _llama_cpp_quantize(src, dst, ftype: int) -> None:
                                           ctypes.byref(params)) == 0
 
 
-@pytest.mark.parametrize(("recipe", "ftype"), [("q4_k_m", 15), ("q8_0", 7)])
+@pytest.mark.parametrize(("recipe", "ftype"), [("q4_k_m", 15), ("q8_0", 7), ("q6_k", 18),
+                                             ("tq2_0", 37), ("tq1_0", 36)])
 def test_recipe_is_byte_identical_to_llama_cpp_quantize(recipe, ftype, tmp_path):
     """Converting straight to a recipe gives the same file data as converting to f32 and
     running llama.cpp's llama_model_quantize (same tensor types, same bytes)."""
