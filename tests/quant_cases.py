@@ -64,20 +64,25 @@ GGUF_SIGNED_ZERO_CASES = {"neg_zeros", "mixed_zeros"}
 
 def assert_same_bytes(got: np.ndarray, want: np.ndarray, block_bytes: int, what: str,
                       inputs: np.ndarray | None = None) -> None:
-    """Bytewise equality of two packed tensors; on failure name the first bad block."""
+    """Bytewise equality of two packed tensors; on failure name the worst block.
+
+    The worst block is the one with the most differing bytes; its input values are shown when
+    ``inputs`` (the float tensor that was quantized) is given.
+    """
     g = np.ascontiguousarray(got).view(np.uint8).reshape(-1, block_bytes)
     w = np.ascontiguousarray(want).view(np.uint8).reshape(-1, block_bytes)
     assert g.shape == w.shape, f"{what}: {g.shape} blocks != {w.shape}"
-    bad = np.flatnonzero((g != w).any(axis=1))
+    diff = g != w  # (n_blocks, block_bytes)
+    bad = np.flatnonzero(diff.any(axis=1))
     if bad.size:
-        b = int(bad[0])
-        cols = np.flatnonzero(g[b] != w[b])
-        msg = (f"{what}: {bad.size} of {g.shape[0]} blocks differ; first is block {b}, bytes "
-               f"{cols[:8].tolist()}: got {g[b, cols[:8]].tolist()}, want "
-               f"{w[b, cols[:8]].tolist()}")
+        b = int(np.argmax(diff.sum(axis=1)))
+        cols = np.flatnonzero(diff[b])
+        msg = (f"{what}: {bad.size} of {g.shape[0]} blocks differ (first {int(bad[0])}); worst "
+               f"is block {b} with {cols.size} bytes, at {cols[:8].tolist()}: got "
+               f"{g[b, cols[:8]].tolist()}, want {w[b, cols[:8]].tolist()}")
         if inputs is not None:
             x = inputs.reshape(g.shape[0], -1)[b]
-            msg += f"; input block {x[:8].tolist()}..."
+            msg += f"; its input starts {x[:8].tolist()}"
         pytest.fail(msg)
 
 
