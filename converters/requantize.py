@@ -35,9 +35,11 @@ _BLK_RE = re.compile(r"^blk\.(\d+)\.")
 
 @dataclass
 class RequantEntry:
+    """One logical tensor; a KM tensor (``src_type`` "KM4" ...) stands for its companions."""
+
     name: str
     shape: tuple[int, ...]
-    src_type: GGMLType
+    src_type: str  # "Q4_1", "F32", ... or "KM2"/"KM3"/"KM4"
     type: str  # codec name of the output
     reason: str
     bytes_in: int
@@ -45,10 +47,14 @@ class RequantEntry:
 
     @property
     def copied(self) -> bool:
-        return self.type == self.src_type.name.lower()
+        return self.type == self.src_type.lower()
+
+    @property
+    def src_is_km(self) -> bool:
+        return is_km(self.src_type.lower())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "src_type": self.src_type.name,
+        return {"name": self.name, "shape": list(self.shape), "src_type": self.src_type,
                 "type": self.type, "reason": self.reason, "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "copied": self.copied}
 
@@ -71,45 +77,54 @@ def plan_requantize(f: gguflite.GGUFFile, *, type: str,  # noqa: A002
                          embedding_type=embedding_type, fallback_type=fallback_type)
     from gguflite.quants import km
 
-    kms = km.km_tensor_names(f)
-    if kms:
-        raise ConversionError(f"{f.path}: holds KM tensors ({kms[0]!r} ...); requantize from "
-                              "the original checkpoint or a file without KM tensors")
+    kms = {n: km.from_gguf(f, n) for n in km.km_tensor_names(f)}
+    companions = {n + sfx: n for n in kms for sfx in (km.CODES_SUFFIX, km.BOOK_SUFFIX)}
     n_layers = _n_layers(f)
-    tied = "output.weight" not in f.tensors
+    tied = "output.weight" not in f.tensors and "output.weight" not in kms
     entries = []
-    for name, ti in f.tensors.items():
-        shape = ti.shape or (1,)
+    for tname, ti in f.tensors.items():
+        if tname in companions:
+            name = companions[tname]
+            if not tname.endswith(km.CODES_SUFFIX):
+                continue  # one entry per KM tensor, at its codes tensor
+            kmt = kms[name]
+            shape, src, nbytes = kmt.shape, f"KM{kmt.bits}", kmt.nbytes
+        else:
+            name, shape, src, nbytes = tname, ti.shape or (1,), ti.type.name, ti.nbytes
         if len(shape) < 2:  # 1-D tensors keep their type (F32 norms, rope_freqs)
-            ttype, why = ti.type.name.lower(), "1-D tensors keep their type"
+            ttype, why = src.lower(), "1-D tensors keep their type"
         else:
             ttype, why = recipe.choose(name, shape, n_layers=n_layers, tied=tied)
-        if ttype == ti.type.name.lower():
-            out_bytes = ti.nbytes
+        if ttype == src.lower():
+            out_bytes = nbytes
         else:
             if quants.get_codec(ttype).ggml_type is None and not is_km(ttype):
                 raise ConversionError(f"{name}: type {ttype} has no ggml tensor type; "
                                       "requantize cannot store it")
             out_bytes = stored_nbytes(ttype, shape)
             try:
-                quants.get_codec(int(ti.type))
+                quants.get_codec(src)
             except UnsupportedTypeError:
-                raise ConversionError(f"{name}: gguflite cannot decode {ti.type.name}, so it "
+                raise ConversionError(f"{name}: gguflite cannot decode {src}, so it "
                                       f"cannot requantize it to {ttype}; convert from the "
                                       "original checkpoint instead") from None
-        entries.append(RequantEntry(name, shape, ti.type, ttype, why, ti.nbytes, out_bytes))
+        entries.append(RequantEntry(name, shape, src, ttype, why, nbytes, out_bytes))
     return entries, recipe
 
 
 def _row_reader(f: gguflite.GGUFFile, e: RequantEntry) -> Callable[[int, int], np.ndarray]:
     """read(r0, r1) -> (r1 - r0, cols) float32: rows of ``e`` decoded from the source."""
-    try:
-        src_codec = quants.get_codec(int(e.src_type))
-    except UnsupportedTypeError:
-        raise ConversionError(f"{e.name}: gguflite cannot decode {e.src_type.name}, so it "
-                              "cannot requantize this file; convert from the original "
-                              "checkpoint instead") from None
     cols = e.shape[-1]
+    if e.src_is_km:
+        from gguflite.quants import km
+
+        kmt = km.from_gguf(f, e.name)
+        if (kmt.group_rows, kmt.group_cols) == (1, cols):  # per-row codebooks: rows decode alone
+            return lambda r0, r1: km.KMTensor(kmt.bits, (r1 - r0, cols), 1, cols,
+                                              kmt.codes[r0:r1], kmt.codebook[r0:r1]).dequantize()
+        whole: list[np.ndarray] = []
+        return lambda r0, r1: (whole or whole.append(kmt.dequantize()) or whole)[0][r0:r1]
+    src_codec = quants.get_codec(e.src_type.lower())
     raw = f.raw(e.name).reshape(math.prod(e.shape[:-1]), -1)  # (rows, src row bytes)
     return lambda r0, r1: src_codec.dequantize(raw[r0:r1], (r1 - r0, cols), name=e.name)
 
@@ -176,8 +191,13 @@ def requantize(src: str | Path, out: str | Path, *, type: str,  # noqa: A002
 
         try:
             w = gguflite.GGUFWriter(out, alignment=f.alignment, on_tensor=written)
+            from gguflite.quants import km
+
+            # KM keys of tensors that are re-encoded are dropped (add_km_tensor writes new ones)
+            stale = tuple(f"{km.KEY_PREFIX}{e.name}." for e in entries
+                          if e.src_is_km and not e.copied)
             for key in f.metadata:
-                if key == KEY_ALIGNMENT:
+                if key == KEY_ALIGNMENT or (stale and key.startswith(stale)):
                     continue
                 if key == "general.file_type":
                     w.add(key, int(recipe.file_type), T.UINT32)
@@ -186,13 +206,19 @@ def requantize(src: str | Path, out: str | Path, *, type: str,  # noqa: A002
             if "general.file_type" not in f.metadata:
                 w.add("general.file_type", int(recipe.file_type), T.UINT32)
             for e in entries:
-                if is_km(e.type):
+                if e.copied and e.src_is_km:  # companions copied byte for byte, keys kept
+                    for sfx in (km.CODES_SUFFIX, km.BOOK_SUFFIX):
+                        ti = f.tensors[e.name + sfx]
+                        w.add_tensor(ti.name, shape=ti.shape, type=ti.type,
+                                     data=lambda n=ti.name: f.raw(n))
+                elif is_km(e.type):
                     add_km_tensor(w, e.name, e.type, math.prod(e.shape[:-1]), e.shape[-1],
                                   _row_reader(f, e), importance.get(e.name))
-                    continue
-                gtype = e.src_type if e.copied else quants.get_codec(e.type).ggml_type
-                w.add_tensor(e.name, shape=e.shape, type=gtype,
-                             data=_producer(f, e, importance.get(e.name)))
+                else:
+                    gtype = (GGMLType[e.src_type] if e.copied
+                             else quants.get_codec(e.type).ggml_type)
+                    w.add_tensor(e.name, shape=e.shape, type=gtype,
+                                 data=_producer(f, e, importance.get(e.name)))
             w.write()
         finally:
             if bar is not None:

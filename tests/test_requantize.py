@@ -137,3 +137,28 @@ def test_output_must_differ_from_input(tmp_path):
     _write(src, {"blk.0.attn_norm.weight": (GGMLType.F32, np.ones(64, np.float32), (64,))})
     with pytest.raises(ConversionError, match="must differ"):
         requantize(src, src, type="q8_0")
+
+
+def test_km_sources_are_decoded_or_copied(tmp_path):
+    from gguflite.quants import km
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((8, 64)).astype(np.float32)
+    src = tmp_path / "km.gguf"
+    with GGUFWriter(src) as wr:
+        wr.add("general.architecture", "llama", T.STRING)
+        km.add_to_writer(wr, "blk.0.attn_q.weight", km.quantize(w, 4))
+        wr.add_tensor("blk.0.attn_norm.weight", shape=(64,), type=GGMLType.F32,
+                      data=np.ones(64, np.float32))
+    requantize(src, tmp_path / "q8.gguf", type="q8_0")
+    requantize(src, tmp_path / "same.gguf", type="km4")
+    with gguflite.open(src) as s, gguflite.open(tmp_path / "q8.gguf") as q, \
+            gguflite.open(tmp_path / "same.gguf") as c:
+        decoded = km.from_gguf(s, "blk.0.attn_q.weight").dequantize()
+        assert q.tensors["blk.0.attn_q.weight"].type == GGMLType.Q8_0
+        assert bytes(q.raw("blk.0.attn_q.weight")) == quants.quantize(decoded, "q8_0").tobytes()
+        assert not [k for k in q.metadata if k.startswith(km.KEY_PREFIX)]  # stale keys gone
+        assert "blk.0.attn_q.weight.kmc" not in q.tensors
+        for name in s.tensors:  # same recipe: companions copied byte for byte
+            assert bytes(c.raw(name)) == bytes(s.raw(name)), name
+        assert km.km_tensor_names(c) == ["blk.0.attn_q.weight"]
