@@ -71,11 +71,12 @@ def test_every_truncation(name):
 
 
 @pytest.mark.parametrize("name", ["all_value_types", "tensors"])
-def test_every_header_byte_set_to_ff(name):
+def test_header_bytes_set_to_ff(name):
+    """Every header byte of ``tensors``; every third of the longer ``all_value_types``."""
     data = SEEDS[name]
     with gguflite.open(VECTORS_DIR / f"{name}.gguf") as f:
         header_end = f.data_offset
-    for i in range(header_end):
+    for i in range(0, header_end, 3 if name == "all_value_types" else 1):
         _run(data[:i] + b"\xff" + data[i + 1:])
 
 
@@ -105,7 +106,7 @@ def mutated(draw) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=300, deadline=timedelta(seconds=5),
+@settings(max_examples=150, deadline=timedelta(seconds=5),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=mutated())
 def test_random_mutations(data):
