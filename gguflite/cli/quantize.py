@@ -51,7 +51,7 @@ def quantize(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...
             return
         w = max(len(e.name) for e in entries) if entries else 6
         for e in entries:
-            click.echo(f"{e.name:<{w}}  {e.src_type.name:<6} -> {e.type:<6} {e.bytes_in:>12,} "
+            click.echo(f"{e.name:<{w}}  {e.src_type:<6} -> {e.type:<6} {e.bytes_in:>12,} "
                        f"{e.bytes_out:>12,}  {'copy' if e.copied else e.reason}")
         click.echo(f"{len(entries)} tensors, {sum(e.bytes_in for e in entries):,} -> "
                    f"{sum(e.bytes_out for e in entries):,} bytes")
