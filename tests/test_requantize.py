@@ -129,6 +129,8 @@ def test_same_type_is_a_byte_copy_and_dry_run_json(tmp_path):
     import json
 
     (entry,) = json.loads(res.output)
+    res = CliRunner().invoke(cli, ["quantize", str(src), "--type", "q8_0", "--dry-run"])
+    assert res.exit_code == 0 and "F32    -> q8_0" in res.output, res.output
     assert (entry["src_type"], entry["type"], entry["bytes_out"]) == ("F32", "q8_0", 4 * 2 * 34)
 
 
