@@ -17,6 +17,7 @@ import argparse
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--types", default="f16,q8_0")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/convert.md")
+    ap.add_argument("--keep", action="store_true", help="Keep the checkpoint and outputs.")
     args = ap.parse_args()
     from checkpoints import smollm2_checkpoint
 
@@ -79,6 +81,8 @@ def main() -> None:
         print(row, flush=True)
     _report(args.out, rows, size, args.repeats, os.getloadavg())
     print(f"wrote {args.out}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _same_tensor_bytes(a_path: Path, b_path: Path) -> str:
