@@ -257,3 +257,12 @@ def test_report_json_shape(tmp_path):
     d = report.to_dict()
     assert d["ok"] is True and d["warnings"] == 1 and d["errors"] == 0
     assert d["findings"][0]["rule"] == "V18" and d["findings"][0]["severity"] == "warning"
+
+
+def test_deep_warns_about_types_it_cannot_decode(tmp_path):
+    """IQ4_NL has no gguflite codec: --deep says its data was not checked (a warning)."""
+    path = _float_tensor_file(tmp_path / "iq4.gguf", GGMLType.IQ4_NL,
+                              np.zeros(18, np.uint8), (1, 32))
+    report = validate(path, deep=True)
+    assert report.ok and report.rules == {"V24"}
+    assert "not checked" in report.warnings[0].message
