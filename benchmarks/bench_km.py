@@ -185,7 +185,7 @@ def quality(args) -> None:
                 row(f"KM{bits} {gran}", np.mean(bpw),
                     [e_plain, e_wfit, e_wplain] if weighted else [e_plain])
             g_same = 2 * cols // (1 << bits)  # f16 scale + min per g = KM per-row overhead
-            for g in sorted({32, 64, 128, g_same}):
+            for g in sorted(g for g in {32, 64, 128, 192, g_same} if cols % g == 0):
                 errs = [rel_err(w, rtn_minmax(w, bits, g)) for _, w, _ in mats]
                 werrs = [rel_err(w, rtn_minmax(w, bits, g), imp) for _, w, imp in mats
                          ] if weighted else None
@@ -215,12 +215,15 @@ def quality(args) -> None:
 
 
 # -- speed ---------------------------------------------------------------------------------------
-def _best(fn, reps: int) -> float:
+def _time(fn, reps: int, cpu: bool) -> float:
+    """Median seconds per call: wall clock, or process CPU time (robust on a shared machine)."""
+    clock = time.process_time if cpu else time.perf_counter
     times = []
     for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
+        t = clock()
+        for _ in range(5):
+            fn()
+        times.append((clock() - t) / 5)
     return float(np.median(times))
 
 
@@ -231,54 +234,62 @@ def speed(args) -> None:
     n = args.n
     w = (rng.standard_t(4, size=(n, n)) * 0.02).astype(np.float32)
     print(f"### k-means time, {n}x{n} float32 (Student-t weights), 2 threads\n")
-    print("| type | init | seconds | rel. RMSE |")
-    print("|---|---|---|---|")
+    print("| type | init | wall s | CPU s (all threads) | rel. RMSE |")
+    print("|---|---|---|---|---|")
     km.quantize(w[:64, :256], 4)  # compile outside the timing
     kmts = {}
     for bits in (4, 3, 2):
         for init in ("optimal", "quantile"):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             kmt = km.quantize(w, bits, init=init)
-            dt = time.perf_counter() - t
-            print(f"| KM{bits} per row | {init} | {dt:.1f} | {rel_err(w, kmt.dequantize()):.4f} |",
-                  flush=True)
+            dt, dc = time.perf_counter() - t, time.process_time() - c
+            print(f"| KM{bits} per row | {init} | {dt:.1f} | {dc:.1f} | "
+                  f"{rel_err(w, kmt.dequantize()):.4f} |", flush=True)
             if init == "optimal":
                 kmts[bits] = kmt
 
     f = gguflite.open(default_model_path())
     mats = [nm for nm, ti in f.tensors.items() if nm.startswith("blk.") and len(ti.shape) == 2]
     ws = [f.dequantize(nm) for nm in mats]
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for wm in ws:
         km.quantize(wm, 4)
     print(f"\nAll {len(mats)} SmolLM2 block matrices to KM4 per row: "
-          f"{time.perf_counter() - t:.1f} s\n")
+          f"{time.perf_counter() - t:.1f} s wall, {time.process_time() - c:.1f} s CPU\n")
 
-    print(f"### fused mat-vec, {n}x{n}, 2 threads (median of {args.reps})\n")
-    print("| weights | bytes | ms | GB/s of weight bytes | G weights/s | per-byte speed vs Q8_0 |")
-    print("|---|---|---|---|---|---|")
+    import numba
+
     x = rng.standard_normal(n).astype(np.float32)
     out = np.empty(n, np.float32)
-    base = None
+    kernels = []
     for t in ("q8_0", "q4_k"):
         lin = Linear(quants.quantize(w, t), GGMLType[t.upper()], shape=(n, n), name=t)
-        lin.matvec(x, out)  # compile outside the timing
-        nbytes = quants.get_codec(t).row_nbytes(n) * n
-        dt = _best(lambda lin=lin: lin.matvec(x, out), args.reps)
-        gbs = nbytes / dt / 1e9
-        base = gbs if base is None else base
-        print(f"| {t.upper()} (runtime kernel) | {nbytes / 1e6:.1f} MB | {dt * 1e3:.2f} | "
-              f"{gbs:.1f} | {n * n / dt / 1e9:.1f} | {gbs / base:.2f} |", flush=True)
+        kernels.append((f"{t.upper()} (runtime kernel)", quants.get_codec(t).row_nbytes(n) * n,
+                        lambda lin=lin: lin.matvec(x, out), None))
     for bits, kmt in kmts.items():
         book = kmt.codebook_f32()
-        km.matvec(kmt, x, out, book)
-        dt = _best(lambda kmt=kmt, book=book: km.matvec(kmt, x, out, book), args.reps)
-        gbs = kmt.nbytes / dt / 1e9
-        ref = km.matvec_reference(kmt, x)
-        err = np.abs(out - ref).max() / np.abs(ref).max()
-        print(f"| KM{bits} per row (km_matvec) | {kmt.nbytes / 1e6:.1f} MB | {dt * 1e3:.2f} | "
-              f"{gbs:.1f} | {n * n / dt / 1e9:.1f} | {gbs / base:.2f} (max rel. err {err:.1e}) |",
-              flush=True)
+        kernels.append((f"KM{bits} per row (km_matvec)", kmt.nbytes,
+                        lambda kmt=kmt, book=book: km.matvec(kmt, x, out, book), kmt))
+    for threads, cpu in ((numba.config.NUMBA_NUM_THREADS, False), (1, True)):
+        numba.set_num_threads(threads)
+        clock = "CPU time" if cpu else "wall time"
+        print(f"### fused mat-vec, {n}x{n}, {threads} thread(s), {clock}, median of {args.reps}\n")
+        print("| weights | bytes | ms | GB/s of weight bytes | G weights/s | "
+              "per-byte speed vs Q8_0 |")
+        print("|---|---|---|---|---|---|")
+        base = None
+        for label, nbytes, fn, kmt in kernels:
+            fn()  # compile outside the timing
+            note = ""
+            if kmt is not None:
+                ref = km.matvec_reference(kmt, x)
+                note = f" (max rel. err {np.abs(out - ref).max() / np.abs(ref).max():.1e})"
+            dt = _time(fn, args.reps, cpu)
+            gbs = nbytes / dt / 1e9
+            base = gbs if base is None else base
+            print(f"| {label} | {nbytes / 1e6:.1f} MB | {dt * 1e3:.2f} | {gbs:.2f} | "
+                  f"{n * n / dt / 1e9:.2f} | {gbs / base:.2f}{note} |", flush=True)
+        print()
 
 
 def main() -> None:

@@ -202,7 +202,8 @@ def quantize(
     bits : {2, 3, 4}
     importance : (cols,) float, optional
         Per-column importance (an imatrix: mean squared input activation). The k-means then
-        minimises ``sum importance[c] * (w[r, c] - w2[r, c])**2`` within each group.
+        minimises ``sum a[c] * (w[r, c] - w2[r, c])**2`` within each group, with
+        ``a = importance + 1e-6 * mean(importance)`` (so no column is ignored outright).
     seed : int
         Seeds k-means++ (``init="kmeans++"``); the result is a pure function of the inputs.
     granularity : str or (group_rows, group_cols)
