@@ -104,6 +104,10 @@ def test_metadata_types_follow_llama_cpp(tmp_path):
         assert ours.metadata["general.file_type"] == 1
         assert ours.metadata["llama.attention.head_count_kv"] == 2
         assert ours.metadata["tokenizer.chat_template"].startswith("{% for m in messages %}")
+    from gguflite.validate import validate
+
+    report = validate(out, deep=True)  # every spec rule, registry key types, NaN scan
+    assert report.ok and not report.findings, report.summary()
 
 
 def test_dry_run_json_writes_nothing(tmp_path):
@@ -167,6 +171,10 @@ def test_km_tensors_are_stored_as_companions(tmp_path):
         kmt = km.from_gguf(f, "blk.1.attn_k.weight")
         assert (kmt.bits, kmt.shape) == (2, (32, 64))
         assert "blk.0.ffn_down.weight" not in g.tensors  # only the companions
+    from gguflite.validate import validate
+
+    report = validate(out)
+    assert report.ok and not report.findings, report.summary()
 
 
 def test_streaming_memory_is_bounded(tmp_path, monkeypatch):
