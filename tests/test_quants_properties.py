@@ -18,6 +18,7 @@ from ggml_ref import ggml_dequantize, ggml_quantize
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
+from gguflite.errors import QuantizationError
 from gguflite.quants import dequantize, get_codec, quantize, types
 
 CODECS = [t.name for t in types() if t.can_quantize]
@@ -182,3 +183,15 @@ def test_documented_instability_is_ggml_behaviour(name: str) -> None:
         g1 = ggml_quantize(codec.ggml_type, x)
         g2 = ggml_quantize(codec.ggml_type, ggml_dequantize(codec.ggml_type, g1, x.size))
         assert np.array_equal(g1, packed) and np.array_equal(g2, again)
+
+
+@pytest.mark.parametrize("name", CODECS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_is_refused_naming_its_index(name: str, bad: float) -> None:
+    # every codec, both paths: the error names the tensor and the first bad index
+    bs = get_codec(name).block_size
+    x = np.linspace(-1, 1, 2 * 4 * bs, dtype=np.float32).reshape(2, 4 * bs)
+    x[1, bs + 1] = bad
+    for ref in (False, True):
+        with pytest.raises(QuantizationError, match=rf"blk\.7\.attn_k\.weight.*\(1, {bs + 1}\)"):
+            quantize(x, name, reference=ref, name="blk.7.attn_k.weight")
