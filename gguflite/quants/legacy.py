@@ -3,9 +3,12 @@
 Each codec is bit-exact with ggml's ``quantize_row_<t>_ref`` (what ``ggml_quantize_chunk`` runs
 without an importance matrix) and ``dequantize_row_<t>``. The plain NumPy functions are the
 reference; the Numba kernels in :mod:`._legacy_kernels` are the fast path, and tests prove the
-two agree bit for bit. An importance matrix is ignored: ggml's importance-weighted variants of
-these types are a different algorithm that gguflite does not implement (``uses_importance`` is
-False, so callers know).
+two agree bit for bit.
+
+An importance matrix is ignored (``uses_importance`` is False, so callers can tell). ggml ignores
+it for Q8_0 too, so Q8_0 stays bit-exact; for Q4_0 .. Q5_1 ggml switches to an importance-
+weighted search (``quantize_row_<t>_impl``, with a per-row sigma2) that gguflite does not
+implement, so the output equals ggml's without an importance matrix.
 
 Error bounds (``max_error``): with ``d`` the float32 scale and ``D = fp16(d)`` the stored one,
 ``|x - x'| <= (rounding step) * |d| + q_max * |d - D| (+ |m - M| for the types with a min)``,
