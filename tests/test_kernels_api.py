@@ -47,8 +47,7 @@ def test_one_signature_per_driver_and_omp_layer():
         lin.matmul(np.stack([x] * 9))
         Linear.matvec_many([lin, lin], x)
         get_rows(raw, GGMLType[name], shape, np.array([0]))
-    for driver in (dispatch.matvec_group, dispatch.matvec_one, dispatch.matvec_serial,
-                   dispatch.matmul_int8, dispatch.dequant_rows):
+    for driver in (dispatch.matvec_group, dispatch.matvec_one, dispatch.dequant_rows):
         assert len(driver.signatures) == 1, (driver, driver.signatures)
     assert threading_layer() == "omp"
 

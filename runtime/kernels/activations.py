@@ -2,7 +2,7 @@
 
 For each block b of 32 activations (as llama.cpp's Q8_0 / Q8_1 activations):
 
-    dx[b]        = max |x| / 127                   float32 scale (0 for an all-zero block)
+    dx[b]        = max |x| * (1 / 127)             float32 scale (0 for an all-zero block)
     xq[32b + i]  = rint(x[32b + i] / dx[b])        int8 in [-127, 127]
     xsd[2b + h]  = dx[b] * sum(xq[32b + 16h : 32b + 16h + 16])    h = 0, 1 (halves of 16)
 
@@ -16,8 +16,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+INV127 = np.float32(1.0 / 127.0)
 
-@njit(cache=True)  # no fastmath: rounding must match quantize_act_ref exactly
+
+@njit(cache=True)  # no fastmath: must match quantize_act_ref exactly
 def quantize_act(x, xq, xd, xsd):
     """Quantize one activation vector in place into preallocated buffers.
 
@@ -33,7 +35,7 @@ def quantize_act(x, xq, xd, xsd):
         amax = np.float32(0.0)
         for i in range(32):
             amax = max(amax, abs(x[32 * b + i]))
-        d = amax / np.float32(127.0)
+        d = amax * INV127  # a multiply, so fastmath callers cannot change the rounding
         inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
         s0 = 0
         s1 = 0
@@ -57,7 +59,7 @@ def quantize_act_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """
     x = np.asarray(x, np.float32)
     blocks = x.reshape(*x.shape[:-1], -1, 32)  # (..., nb, 32)
-    d = (np.abs(blocks).max(-1) / np.float32(127.0)).astype(np.float32)  # (..., nb)
+    d = (np.abs(blocks).max(-1) * INV127).astype(np.float32)  # (..., nb)
     with np.errstate(divide="ignore"):
         inv = np.where(d > 0, np.float32(1.0) / d, np.float32(0.0)).astype(np.float32)
     q = np.rint(blocks * inv[..., None]).astype(np.int8)  # (..., nb, 32)

@@ -173,14 +173,6 @@ def matvec_one(kind, w, y, row_bytes, x, scratch):
         rows_dot(kind, w, row_bytes, n, lo, min(lo + CHUNK_ROWS, rows), y, x, xq, xd, xsd)
 
 
-@njit(cache=True, fastmath=True)
-def matvec_serial(kind, w, y, row_bytes, x, scratch):
-    """matvec_one on the calling thread only: for weights too small to pay for a parallel
-    region."""
-    xq, xd, xsd = _prepare(kind, x, scratch)
-    rows_dot(kind, w, row_bytes, x.size, 0, y.size, y, x, xq, xd, xsd)
-
-
 @njit(parallel=True, cache=True, fastmath=True)
 def matvec_group(kind, ws, ys, row_bytes, x, scratch):
     """ys[m] = W_m @ x for up to 4 weights of one type and in_features sharing one activation.
@@ -210,33 +202,6 @@ def matvec_group(kind, ws, ys, row_bytes, x, scratch):
             if a < b:
                 rows_dot(kind, ws[m], row_bytes, n, a, b, ys[m], x, xq, xd, xsd)
             base += nm
-
-
-@njit(parallel=True, cache=True)
-def quantize_rows(X, XQ, XD, XSD):
-    """quantize_act on every row of X (n_tok, n) into XQ (n_tok, n), XD, XSD (n_tok, ...)."""
-    for t in prange(X.shape[0]):
-        quantize_act(X[t], XQ[t], XD[t], XSD[t])
-
-
-@njit(parallel=True, cache=True, fastmath=True)
-def matmul_int8(kind, w, row_bytes, X, XQ, XD, XSD, Y):
-    """Y = X @ W.T with int8 activations: X (n_tok, n) float32 -> Y (n_tok, rows) float32.
-
-    Each thread takes a run of weight rows and, for each row, every token, so the row's bytes
-    stay in L1 while the (small) quantized activations stream from L2.
-    """
-    n = X.shape[1]
-    n_tok = X.shape[0]
-    if not is_float(kind):
-        for t in prange(n_tok):
-            quantize_act(X[t], XQ[t], XD[t], XSD[t])
-    rows = Y.shape[1]
-    for c in prange((rows + CHUNK_ROWS - 1) // CHUNK_ROWS):
-        lo = c * CHUNK_ROWS
-        hi = min(lo + CHUNK_ROWS, rows)
-        for t in range(n_tok):
-            rows_dot(kind, w, row_bytes, n, lo, hi, Y[t], X[t], XQ[t], XD[t], XSD[t])
 
 
 @njit(parallel=True, cache=True)

@@ -24,9 +24,6 @@ _TILE_ELEMENTS = 1 << 20
 # Token count from which matmul uses the dequantize + BLAS path instead of int8 mat-vecs.
 BLAS_MIN_TOKENS = 8
 
-# Weights smaller than this run their mat-vec on the calling thread (no parallel region).
-SERIAL_MAX_BYTES = 48 * 1024
-
 _F32 = np.dtype(np.float32)
 _EMPTY_W = np.zeros(0, np.uint8)
 _EMPTY_W.setflags(write=False)
@@ -87,7 +84,7 @@ class Linear:
     """
 
     __slots__ = ("name", "type", "kind", "out_features", "in_features", "row_bytes", "_w",
-                 "_scratch", "_xshape", "_serial")
+                 "_scratch", "_xshape")
 
     def __init__(self, data: np.ndarray, ggml_type: int | GGMLType, shape: Sequence[int], *,
                  name: str = "weight"):
@@ -103,7 +100,6 @@ class Linear:
         self.kind = int(self.type)
         self._scratch = np.zeros(dispatch.scratch_bytes(self.in_features), np.uint8)
         self._xshape = (self.in_features,)
-        self._serial = self._w.nbytes < SERIAL_MAX_BYTES
         ensure_threading_layer()
 
     def __repr__(self) -> str:
@@ -134,10 +130,7 @@ class Linear:
         """(in,) float32 -> (out,) float32. With ``out``, writes there and allocates nothing."""
         x = self._check_x(x)
         y = self._check_out(out)
-        if self._serial:
-            dispatch.matvec_serial(self.kind, self._w, y, self.row_bytes, x, self._scratch)
-        else:
-            dispatch.matvec_one(self.kind, self._w, y, self.row_bytes, x, self._scratch)
+        dispatch.matvec_one(self.kind, self._w, y, self.row_bytes, x, self._scratch)
         return y
 
     @staticmethod
@@ -221,7 +214,8 @@ class Linear:
         return out
 
     def matmul_int8(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """(n_tok, in) -> (n_tok, out) with the int8 mat-vec kernels (same numbers as matvec)."""
+        """(n_tok, in) -> (n_tok, out), one int8 mat-vec per token (the same numbers as matvec).
+        Used below ``BLAS_MIN_TOKENS`` tokens."""
         X = _kernel_array(X, np.float32)
         if X.ndim != 2 or X.shape[1] != self.in_features:
             raise ModelError(f"{self.name}: activations of shape {X.shape}, expected "
@@ -233,11 +227,8 @@ class Linear:
               or out.dtype is not _F32 or not out.flags.c_contiguous or not out.flags.writeable):
             raise ModelError(f"{self.name}: out must be writable C-contiguous float32 of shape "
                              f"({n_tok}, {self.out_features})")
-        n = self.in_features
-        XQ = np.empty((n_tok, n), np.int8)
-        XD = np.empty((n_tok, max(n // 32, 1)), np.float32)
-        XSD = np.empty((n_tok, max(n // 16, 1)), np.float32)
-        dispatch.matmul_int8(self.kind, self._w, self.row_bytes, X, XQ, XD, XSD, out)
+        for t in range(n_tok):  # few tokens: one mat-vec each
+            dispatch.matvec_one(self.kind, self._w, out[t], self.row_bytes, X[t], self._scratch)
         return out
 
     def dequantize(self) -> np.ndarray:
