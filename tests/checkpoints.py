@@ -38,7 +38,7 @@ class CkptSpec:
     shard_size: str | None = None  # e.g. "200KB": sharded with model.safetensors.index.json
     rope: dict[str, Any] | None = None  # e.g. LLAMA3_ROPE
     rope_theta: float = 10000.0
-    tokenizer: str = "bpe"  # "bpe" (SmolLM-style byte-level BPE) or "spm" (SentencePiece)
+    tokenizer: str = "bpe"  # "bpe" (SmolLM-style byte-level BPE), "llama3" (Llama 3 BPE), "spm"
     max_positions: int = 256
     seed: int = 0
     init_std: float = 0.1  # larger than HF's 0.02 so logits are far from uniform
@@ -61,10 +61,10 @@ def _tokenizer_dir(kind: str) -> Path:
     key = ("tokenizer", kind)
     if key not in _CACHE:
         d = _cache_root() / f"tokenizer-{kind}"
-        if kind == "bpe":
-            make_bpe_dir(d, "smollm", chat_template=CHAT_TEMPLATE)
-        else:
+        if kind == "spm":
             make_spm_dir(d, chat_template=CHAT_TEMPLATE)
+        else:
+            make_bpe_dir(d, "smollm" if kind == "bpe" else kind, chat_template=CHAT_TEMPLATE)
         _CACHE[key] = d
     return _CACHE[key]
 

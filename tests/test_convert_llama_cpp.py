@@ -32,6 +32,10 @@ VARIANTS = {
     "tied-llama3-spm": CkptSpec(tied=True, heads=4, kv_heads=4, rope=LLAMA3_ROPE,
                                 rope_theta=500000.0, dtype="float32", tokenizer="spm",
                                 layers=3),
+    # Llama 3.2-like: tied, GQA 8/2, llama3 rope scaling, Llama 3 BPE tokenizer, 2 shards
+    "llama32-like": CkptSpec(tied=True, heads=8, kv_heads=2, rope=LLAMA3_ROPE,
+                             rope_theta=500000.0, tokenizer="llama3", shard_size="150KB",
+                             seed=2),
     # Mistral architecture name, f16 weights, 8 heads over 2 kv heads
     "mistral-f16": CkptSpec(arch="mistral", heads=8, kv_heads=2, dtype="float16", seed=1),
 }
@@ -90,8 +94,9 @@ def test_q8_0_logits_close_to_transformers(tmp_path):
 TOKENIZER_TEXTS = (TEXT, "Café naïve 12345", "  two spaces\nand a newline", "你好 🙂")
 
 
-def test_llama_cpp_tokenizer_reproduces_hf_ids_bpe(tmp_path):
-    ckpt = cached_checkpoint(VARIANTS["gqa-sharded-bf16"])
+@pytest.mark.parametrize("variant", ["gqa-sharded-bf16", "llama32-like"])
+def test_llama_cpp_tokenizer_reproduces_hf_ids_bpe(variant, tmp_path):
+    ckpt = cached_checkpoint(VARIANTS[variant])
     out = tmp_path / "m.gguf"
     convert(ckpt, out, type="f16")
     llm = Llama(model_path=str(out), n_ctx=64, verbose=False, vocab_only=True)
