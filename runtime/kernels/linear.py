@@ -144,7 +144,10 @@ class Linear:
         if not linears:
             return []
         lin0 = linears[0]
-        x = lin0._check_x(x)
+        x = _kernel_array(x, np.float32)
+        if x.shape != (lin0.in_features,):
+            raise ModelError(f"{lin0.name}: activation of shape {x.shape}, expected "
+                             f"({lin0.in_features},)")
         for lin in linears[1:]:
             if lin.in_features != lin0.in_features:
                 raise ModelError(f"matvec_many: {lin.name} has in_features {lin.in_features}, "
@@ -154,11 +157,17 @@ class Linear:
         else:
             if len(outs) != len(linears):
                 raise ModelError(f"matvec_many: {len(linears)} weights but {len(outs)} outputs")
-            ys = [lin._check_out(o) for lin, o in zip(linears, outs, strict=True)]
+            ys = [lin._check_out(o) if isinstance(lin, Linear) else o
+                  for lin, o in zip(linears, outs, strict=True)]
         i = 0
         while i < len(linears):
+            if not isinstance(linears[i], Linear):  # e.g. a KMLinear: its own mat-vec
+                linears[i].matvec(x, out=ys[i])
+                i += 1
+                continue
             j = i + 1  # a run of up to 4 weights of one type
-            while j < len(linears) and j - i < 4 and linears[j].kind == linears[i].kind \
+            while j < len(linears) and j - i < 4 and isinstance(linears[j], Linear) \
+                    and linears[j].kind == linears[i].kind \
                     and linears[j].row_bytes == linears[i].row_bytes:
                 j += 1
             group = linears[i:j]
@@ -169,7 +178,7 @@ class Linear:
                 group[0].matvec(x, out=ys[i])
             else:
                 dispatch.matvec_group(group[0].kind, ws, gy, group[0].row_bytes, x,
-                                      lin0._scratch)
+                                      group[0]._scratch)
             i = j
         return ys
 
