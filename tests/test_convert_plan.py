@@ -232,3 +232,13 @@ def test_general_metadata_from_readme_and_types(tmp_path):
     assert md["general.name"] == ("My-Model", T.STRING)
     assert md["general.size_label"][0] == "163K"
     assert md["llama.rope.freq_base"] == (10000.0, T.FLOAT32)
+
+
+def test_cli_progress_bar_names_tensors_and_bytes(tmp_path):
+    out = tmp_path / "m.gguf"
+    res = CliRunner().invoke(cli, ["convert", str(cached_checkpoint(TINY)), "-o", str(out),
+                                   "--type", "q8_0"])
+    assert res.exit_code == 0, res.output
+    assert "convert: 100%" in res.output and "output.weight" in res.output
+    assert "kB" in res.output or "B/s" in res.output
+    assert f"wrote {out}" in res.output
