@@ -36,6 +36,7 @@ from gguflite.reader import GGUFFile
 from . import ops
 from .dense import DenseLinear
 from .hparams import HParams
+from .llama_decode import DecodePlan, decode_step
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +239,16 @@ class LlamaNumba:
         self.hb = np.zeros((nb, hp.hidden_dim), f32)  # silu(gate) * up
         self.scores = np.zeros((hp.n_head, n_ctx), f32)  # attention scratch
         self.logits = np.zeros((nb, hp.vocab_size), f32)
+        self.timers: dict[str, float] | None = None  # per-op seconds, see enable_timers
+        # One Numba call per decoded token when every weight has a kernel (llama_decode.py).
+        self.plan: DecodePlan | None = None
+        if DecodePlan.supported(self.w.blocks, self.w.output):
+            self.plan = DecodePlan(
+                self.w.blocks, self.w.output,
+                attn_norm=np.stack([b.attn_norm for b in self.w.blocks]),  # (n_layer, dim)
+                ffn_norm=np.stack([b.ffn_norm for b in self.w.blocks]),  # (n_layer, dim)
+                out_norm=self.w.output_norm)
+        self._t_last = 0.0
         self.load_seconds = time.perf_counter() - t0
 
     def reset(self) -> None:
@@ -265,22 +276,46 @@ class LlamaNumba:
             return np.concatenate(outs, axis=0)  # (n, vocab)
         return logits  # (vocab,), valid until the next call
 
+    def enable_timers(self, on: bool = True) -> dict[str, float]:
+        """Accumulate wall seconds per op kind in ``self.timers`` (for profiling)."""
+        self.timers = {} if on else None
+        return self.timers
+
+    def _tick(self, what: str) -> None:
+        """Charge the time since the previous tick to ``what`` (only while timers are on)."""
+        now = time.perf_counter()
+        self.timers[what] = self.timers.get(what, 0.0) + now - self._t_last
+        self._t_last = now
+
     def _step(self, ids: np.ndarray, pos0: int, *, all_logits: bool) -> np.ndarray:
         """One chunk of n <= n_batch tokens; returns logits (n, vocab) or (vocab,)."""
         hp, w = self.hparams, self.w
         n = ids.shape[0]
         eps = hp.norm_eps
+        timed = self.timers is not None
+        tick = self._tick if timed else _no_tick
+        self._t_last = time.perf_counter()
         x, xb, delta = self.x[:n], self.xb[:n], self.delta[:n]  # (n, dim)
         q, k, v = self.q[:n], self.k[:n], self.v[:n]  # (n, heads, hd)
         q2, k2, v2 = (a.reshape(n, -1) for a in (q, k, v))  # (n, q_dim), (n, kv_dim) x2
         att, gate, up, hb = self.att[:n], self.gate[:n], self.up[:n], self.hb[:n]
         embed_rows(w.tok_embd, w.tok_embd_type, ids, x)  # (n, dim)
+        tick("embed")
         decode = n == 1
+        if decode and self.plan is not None and not timed:
+            p = self.plan
+            decode_step(x[0], p.ws, p.kinds, p.row_bytes, p.attn_norm, p.ffn_norm,
+                        p.out_norm, eps, self.cos, self.sin, self.k_cache, self.v_cache, pos0,
+                        hp.kq_scale, xb[0], q, k, v, att, gate[0], up[0], hb[0], delta[0],
+                        self.logits[0], self.scores, p.s_dim, p.s_q, p.s_hidden, p.empty_w,
+                        p.empty_y)
+            return self.logits[:1] if all_logits else self.logits[0]
         for layer, blk in enumerate(w.blocks):
             if layer == 0:
                 ops.rmsnorm(x, blk.attn_norm, eps, xb)
             else:
                 ops.add_rmsnorm(x, delta, blk.attn_norm, eps, xb)  # residual of the last FFN
+            tick("norm")
             if decode:
                 type(blk.wq).matvec_many([blk.wq, blk.wk, blk.wv], xb[0],
                                          outs=[q2[0], k2[0], v2[0]])
@@ -288,24 +323,31 @@ class LlamaNumba:
                 blk.wq.matmul(xb, out=q2)
                 blk.wk.matmul(xb, out=k2)
                 blk.wv.matmul(xb, out=v2)
+            tick("qkv")
             ops.attention(q, k, v, self.cos, self.sin, self.k_cache[layer],
                           self.v_cache[layer], pos0, hp.kq_scale, att, self.scores)
+            tick("attention")
             if decode:
                 blk.wo.matvec(att[0], out=delta[0])
             else:
                 blk.wo.matmul(att, out=delta)
+            tick("wo")
             ops.add_rmsnorm(x, delta, blk.ffn_norm, eps, xb)
+            tick("norm")
             if decode:
                 type(blk.w_gate).matvec_many([blk.w_gate, blk.w_up], xb[0],
                                              outs=[gate[0], up[0]])
             else:
                 blk.w_gate.matmul(xb, out=gate)
                 blk.w_up.matmul(xb, out=up)
+            tick("gate_up")
             ops.swiglu(gate, up, hb)
+            tick("swiglu")
             if decode:
                 blk.w_down.matvec(hb[0], out=delta[0])
             else:
                 blk.w_down.matmul(hb, out=delta)
+            tick("down")
         if all_logits:
             ops.add_rmsnorm(x, delta, w.output_norm, eps, xb)
             logits = self.logits[:n]  # (n, vocab)
@@ -313,9 +355,15 @@ class LlamaNumba:
                 w.output.matvec(xb[0], out=logits[0])
             else:
                 w.output.matmul(xb, out=logits)
+            tick("output")
             return logits
         # Only the last token's logits: norm and project one row.
         ops.add_(x[n - 1:], delta[n - 1:])
         ops.rmsnorm(x[n - 1:], w.output_norm, eps, xb[n - 1:])
         w.output.matvec(xb[n - 1], out=self.logits[0])
+        tick("output")
         return self.logits[0]  # (vocab,)
+
+
+def _no_tick(what: str) -> None:
+    """Timers off."""
