@@ -33,6 +33,10 @@ def test_info_default_model():
     assert "134.5M (134515008)" in out  # parameters
     assert "49152 tokens (gpt2, pre smollm)" in out
     assert "Q4_1" in out and "Q8_0" in out and "context       8192" in out
+    from gguflite.cli.info import _runtime_native_types
+
+    native = _runtime_native_types()  # the runtime's hook: None until it exposes NATIVE_TYPES
+    assert ("runtime       native:" in out) == (native is not None)
 
 
 def test_info_json():
