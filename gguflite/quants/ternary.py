@@ -191,11 +191,19 @@ class TQ2_0(Codec):
 
 @njit(cache=True, inline="always")
 def _block_scale(x, i):
-    amax = F32_ZERO
-    for j in range(256):
-        a = abs(x[i, j])
-        if a > amax:
-            amax = a
+    """(d = max |x|, 1/d or 0) of block i. Eight running maxima: max is exact and order-free
+    (no NaN reaches a kernel), and one chain of 256 dependent maxima ran ~3x slower."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = F32_ZERO
+    for j in range(0, 256, 8):
+        a0 = max(a0, abs(x[i, j]))
+        a1 = max(a1, abs(x[i, j + 1]))
+        a2 = max(a2, abs(x[i, j + 2]))
+        a3 = max(a3, abs(x[i, j + 3]))
+        a4 = max(a4, abs(x[i, j + 4]))
+        a5 = max(a5, abs(x[i, j + 5]))
+        a6 = max(a6, abs(x[i, j + 6]))
+        a7 = max(a7, abs(x[i, j + 7]))
+    amax = max(max(max(a0, a1), max(a2, a3)), max(max(a4, a5), max(a6, a7)))
     idv = F32_ONE / amax if amax != F32_ZERO else F32_ZERO
     return amax, idv
 
