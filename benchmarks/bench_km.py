@@ -247,6 +247,9 @@ def speed(args) -> None:
                   f"{rel_err(w, kmt.dequantize()):.4f} |", flush=True)
             if init == "optimal":
                 kmts[bits] = kmt
+    for t in ("q4_k", "q3_k", "q2_k"):
+        print(f"| {t.upper()} (ggml, for comparison) | - | - | - | "
+              f"{rel_err(w, ggml_roundtrip(w, t, None)):.4f} |")
 
     f = gguflite.open(default_model_path())
     mats = [nm for nm, ti in f.tensors.items() if nm.startswith("blk.") and len(ti.shape) == 2]
