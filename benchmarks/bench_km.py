@@ -1,7 +1,8 @@
 """KM2/KM3/KM4 benchmarks: quality vs bits per weight, k-means time, fused mat-vec speed.
 
     python benchmarks/bench_km.py quality   # granularity study + baselines on SmolLM2 (~10 min)
-    python benchmarks/bench_km.py speed     # k-means seconds, mat-vec GB/s vs Q8_0 (~3 min)
+    python benchmarks/bench_km.py init      # optimal / quantile / k-means++ starts (~3 min)
+    python benchmarks/bench_km.py speed     # k-means seconds, mat-vec GB/s vs Q8_0 (~5 min)
 
 Prints markdown tables (benchmarks/results/km.md quotes them). Every figure comes from this run.
 
@@ -214,6 +215,29 @@ def quality(args) -> None:
         print()
 
 
+# -- initialization ----------------------------------------------------------------------------
+def inits(args) -> None:
+    f = gguflite.open(default_model_path())
+    mats = {n: f.dequantize(n) for n in ("blk.5.ffn_down.weight", "blk.5.attn_q.weight")}
+    mats["token_embd[::48]"] = f.dequantize("token_embd.weight")[::48]
+    print("### k-means start: rel. RMSE per row codebook (seconds, 2 threads, shared machine)\n")
+    print("| tensor | bits | optimal (dp 256) | optimal (exact) | quantile | k-means++ seed 0 |"
+          " k-means++ best of 4 seeds |")
+    print("|---|---|---|---|---|---|---|")
+    for name, w in mats.items():
+        km.quantize(w[:8], 4)  # compile outside the timing
+        for bits in (4, 3, 2):
+            cells = []
+            for init, dp in (("optimal", 256), ("optimal", 1 << 20), ("quantile", 256),
+                             ("kmeans++", 256)):
+                t = time.perf_counter()
+                e = rel_err(w, km.quantize(w, bits, init=init, dp_points=dp).dequantize())
+                cells.append(f"{e:.4f} ({time.perf_counter() - t:.1f} s)")
+            best = min(rel_err(w, km.quantize(w, bits, init="kmeans++", seed=s).dequantize())
+                       for s in range(4))
+            print(f"| {name} | {bits} | " + " | ".join(cells) + f" | {best:.4f} |", flush=True)
+
+
 # -- speed ---------------------------------------------------------------------------------------
 def _time(fn, reps: int, cpu: bool) -> float:
     """Median seconds per call: wall clock, or process CPU time (robust on a shared machine)."""
@@ -303,11 +327,12 @@ def main() -> None:
     q.add_argument("--embd-stride", type=int, default=12, help="token_embd row sampling step")
     q.add_argument("--imatrix-cache", help="npz file to reuse the imatrix from (written if absent)")
     q.add_argument("--only", choices=["ffn_down", "token_embd"], help="one tensor set only")
+    sub.add_parser("init", help="k-means starts compared on SmolLM2 weights")
     s = sub.add_parser("speed", help="k-means time and mat-vec throughput")
     s.add_argument("--n", type=int, default=4096, help="square matrix size")
     s.add_argument("--reps", type=int, default=30, help="mat-vec repetitions")
     args = ap.parse_args()
-    {"quality": quality, "speed": speed}[args.cmd](args)
+    {"quality": quality, "init": inits, "speed": speed}[args.cmd](args)
 
 
 if __name__ == "__main__":
