@@ -167,13 +167,15 @@ def main(argv: list[str] | None = None) -> None:
               + " | dequantize " + ", ".join(f"{k} {v:.0f}" for k, v in d.items()), flush=True)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    env = "".join(f"{k}={os.environ[k]} " for k in ("NUMBA_THREADING_LAYER", "NUMBA_NUM_THREADS")
+                  if k in os.environ)
     report = [
         f"# Codec speed ({datetime.date.today().isoformat()}, {platform.machine()}, "
         f"{os.cpu_count()} CPUs, numba {numba.__version__} {numba.threading_layer()} "
         f"layer with {numba.get_num_threads()} threads, gguf {version('gguf')}, "
         f"llama-cpp-python {version('llama-cpp-python')})",
         "",
-        f"Command: `python benchmarks/bench_quants.py --values {args.values} --repeat "
+        f"Command: `{env}python benchmarks/bench_quants.py --values {args.values} --repeat "
         f"{args.repeat}`; tensor ({rows}, {cols}) float32 of standard normal values; MB/s of "
         f"float32, best of {args.repeat}, tools interleaved. 1-minute load average at the end: "
         f"{load:.1f} (other processes share the machine: read ratios, not absolute numbers).",
