@@ -39,97 +39,95 @@ def is_float(kind):
     return kind == F32 or kind == F16 or kind == BF16
 
 
-# -- serial row loops, one per family, specialized on the row kernel they call -------------------
-@njit(cache=True, fastmath=True)
-def _rows_q(dot, w, row_bytes, n, lo, hi, y, xq, xd, xsd):
-    """y[r] = row r . x for r in [lo, hi): an int8 type, activation quantized in (xq, xd, xsd)."""
-    nb = n // 32
-    for r in range(lo, hi):
-        y[r] = dot(w, r * row_bytes, nb, xq, xd, xsd)
-
-
-@njit(cache=True, fastmath=True)
-def _rows_f(dot, w, row_bytes, n, lo, hi, y, x):
-    """y[r] = row r . x for r in [lo, hi): a float type."""
-    for r in range(lo, hi):
-        y[r] = dot(w, r * row_bytes, n, x)
-
-
+# -- serial row loops: one branch per type, each a direct call of an inline="always" row kernel,
+# so the kernel is inlined into the loop (no call and no reference counting per row) ----------
 @njit(cache=True, fastmath=True)
 def rows_dot(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd):
     """y[lo:hi] = W[lo:hi] @ x, switching on the type once per run of rows."""
+    nb = n // 32
     if kind == Q4_K:
-        _rows_q(kq.dot_q4_k, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+        for r in range(lo, hi):
+            y[r] = kq.dot_q4_k(w, r * row_bytes, nb, xq, xd, xsd)
     elif kind == Q6_K:
-        _rows_q(kq.dot_q6_k, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+        for r in range(lo, hi):
+            y[r] = kq.dot_q6_k(w, r * row_bytes, nb, xq, xd, xsd)
     elif kind == Q8_0:
-        _rows_q(lg.dot_q8_0, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+        for r in range(lo, hi):
+            y[r] = lg.dot_q8_0(w, r * row_bytes, nb, xq, xd, xsd)
     elif kind == Q4_1:
-        _rows_q(lg.dot_q4_1, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+        for r in range(lo, hi):
+            y[r] = lg.dot_q4_1(w, r * row_bytes, nb, xq, xd, xsd)
     elif kind == Q4_0:
-        _rows_q(lg.dot_q4_0, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+        for r in range(lo, hi):
+            y[r] = lg.dot_q4_0(w, r * row_bytes, nb, xq, xd, xsd)
     elif kind == Q5_0:
-        _rows_q(lg.dot_q5_0, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+        for r in range(lo, hi):
+            y[r] = lg.dot_q5_0(w, r * row_bytes, nb, xq, xd, xsd)
     elif kind == Q5_1:
-        _rows_q(lg.dot_q5_1, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+        for r in range(lo, hi):
+            y[r] = lg.dot_q5_1(w, r * row_bytes, nb, xq, xd, xsd)
     elif kind == Q5_K:
-        _rows_q(kq.dot_q5_k, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+        for r in range(lo, hi):
+            y[r] = kq.dot_q5_k(w, r * row_bytes, nb, xq, xd, xsd)
     elif kind == Q3_K:
-        _rows_q(kq.dot_q3_k, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+        for r in range(lo, hi):
+            y[r] = kq.dot_q3_k(w, r * row_bytes, nb, xq, xd, xsd)
     elif kind == Q2_K:
-        _rows_q(kq.dot_q2_k, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+        for r in range(lo, hi):
+            y[r] = kq.dot_q2_k(w, r * row_bytes, nb, xq, xd, xsd)
     elif kind == TQ2_0:
-        _rows_q(tq.dot_tq2_0, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+        for r in range(lo, hi):
+            y[r] = tq.dot_tq2_0(w, r * row_bytes, nb, xq, xd, xsd)
     elif kind == TQ1_0:
-        _rows_q(tq.dot_tq1_0, w, row_bytes, n, lo, hi, y, xq, xd, xsd)
+        for r in range(lo, hi):
+            y[r] = tq.dot_tq1_0(w, r * row_bytes, nb, xq, xd, xsd)
     elif kind == F16:
-        _rows_f(fl.dot_f16, w, row_bytes, n, lo, hi, y, x)
+        for r in range(lo, hi):
+            y[r] = fl.dot_f16(w, r * row_bytes, n, x)
     elif kind == BF16:
-        _rows_f(fl.dot_bf16, w, row_bytes, n, lo, hi, y, x)
+        for r in range(lo, hi):
+            y[r] = fl.dot_bf16(w, r * row_bytes, n, x)
     else:  # F32; kinds are validated before any call
-        _rows_f(fl.dot_f32, w, row_bytes, n, lo, hi, y, x)
-
-
-@njit(cache=True)
-def _rows_deq(deq, w, row_bytes, n, ids, first, lo, hi, flat, is_float):
-    for k in range(lo, hi):
-        r = ids[k] if ids.size else first + k
-        deq(w, r * row_bytes, n if is_float else n // 32, flat, k * n)
+        for r in range(lo, hi):
+            y[r] = fl.dot_f32(w, r * row_bytes, n, x)
 
 
 @njit(cache=True)
 def rows_deq(kind, w, row_bytes, n, ids, first, lo, hi, flat):
     """flat[k * n : (k + 1) * n] = row (ids[k] or first + k) of W, for k in [lo, hi)."""
-    if kind == Q4_K:
-        _rows_deq(kq.deq_q4_k, w, row_bytes, n, ids, first, lo, hi, flat, False)
-    elif kind == Q6_K:
-        _rows_deq(kq.deq_q6_k, w, row_bytes, n, ids, first, lo, hi, flat, False)
-    elif kind == Q8_0:
-        _rows_deq(lg.deq_q8_0, w, row_bytes, n, ids, first, lo, hi, flat, False)
-    elif kind == Q4_1:
-        _rows_deq(lg.deq_q4_1, w, row_bytes, n, ids, first, lo, hi, flat, False)
-    elif kind == Q4_0:
-        _rows_deq(lg.deq_q4_0, w, row_bytes, n, ids, first, lo, hi, flat, False)
-    elif kind == Q5_0:
-        _rows_deq(lg.deq_q5_0, w, row_bytes, n, ids, first, lo, hi, flat, False)
-    elif kind == Q5_1:
-        _rows_deq(lg.deq_q5_1, w, row_bytes, n, ids, first, lo, hi, flat, False)
-    elif kind == Q5_K:
-        _rows_deq(kq.deq_q5_k, w, row_bytes, n, ids, first, lo, hi, flat, False)
-    elif kind == Q3_K:
-        _rows_deq(kq.deq_q3_k, w, row_bytes, n, ids, first, lo, hi, flat, False)
-    elif kind == Q2_K:
-        _rows_deq(kq.deq_q2_k, w, row_bytes, n, ids, first, lo, hi, flat, False)
-    elif kind == TQ2_0:
-        _rows_deq(tq.deq_tq2_0, w, row_bytes, n, ids, first, lo, hi, flat, False)
-    elif kind == TQ1_0:
-        _rows_deq(tq.deq_tq1_0, w, row_bytes, n, ids, first, lo, hi, flat, False)
-    elif kind == F16:
-        _rows_deq(fl.deq_f16, w, row_bytes, n, ids, first, lo, hi, flat, True)
-    elif kind == BF16:
-        _rows_deq(fl.deq_bf16, w, row_bytes, n, ids, first, lo, hi, flat, True)
-    else:
-        _rows_deq(fl.deq_f32, w, row_bytes, n, ids, first, lo, hi, flat, True)
+    nb = n // 32
+    for k in range(lo, hi):
+        p = (ids[k] if ids.size else first + k) * row_bytes
+        if kind == Q4_K:
+            kq.deq_q4_k(w, p, nb, flat, k * n)
+        elif kind == Q6_K:
+            kq.deq_q6_k(w, p, nb, flat, k * n)
+        elif kind == Q8_0:
+            lg.deq_q8_0(w, p, nb, flat, k * n)
+        elif kind == Q4_1:
+            lg.deq_q4_1(w, p, nb, flat, k * n)
+        elif kind == Q4_0:
+            lg.deq_q4_0(w, p, nb, flat, k * n)
+        elif kind == Q5_0:
+            lg.deq_q5_0(w, p, nb, flat, k * n)
+        elif kind == Q5_1:
+            lg.deq_q5_1(w, p, nb, flat, k * n)
+        elif kind == Q5_K:
+            kq.deq_q5_k(w, p, nb, flat, k * n)
+        elif kind == Q3_K:
+            kq.deq_q3_k(w, p, nb, flat, k * n)
+        elif kind == Q2_K:
+            kq.deq_q2_k(w, p, nb, flat, k * n)
+        elif kind == TQ2_0:
+            tq.deq_tq2_0(w, p, nb, flat, k * n)
+        elif kind == TQ1_0:
+            tq.deq_tq1_0(w, p, nb, flat, k * n)
+        elif kind == F16:
+            fl.deq_f16(w, p, n, flat, k * n)
+        elif kind == BF16:
+            fl.deq_bf16(w, p, n, flat, k * n)
+        else:
+            fl.deq_f32(w, p, n, flat, k * n)
 
 
 CHUNK_ROWS = 16  # rows per parallel work item (the type switch runs once per item)

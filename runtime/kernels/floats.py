@@ -13,7 +13,7 @@ from numba import njit
 from .vector_ir import bf16, f16, f32at, fma_bf16x32, fma_f16x32, fma_f32x32, hsum, vzero
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_f32(w, p, n, x):
     acc = vzero()
     n32 = n - n % 32
@@ -25,7 +25,7 @@ def dot_f32(w, p, n, x):
     return hsum(acc) + tail
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_f16(w, p, n, x):
     acc = vzero()
     n32 = n - n % 32
@@ -37,7 +37,7 @@ def dot_f16(w, p, n, x):
     return hsum(acc) + tail
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_bf16(w, p, n, x):
     acc = vzero()
     n32 = n - n % 32

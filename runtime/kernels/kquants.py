@@ -81,7 +81,7 @@ def _i8(v):
 
 
 # -- Q4_K / Q5_K: groups of 32 with a 6-bit scale and min each: w = d * sc * u - dmin * m ------
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def _q45_u(w, b, k, has_qh):
     """u of group k of the super-block at byte b: low/high nibbles of the 32 bytes of pair k // 2,
     plus, for Q5_K, bit k of qh[0..32] as bit 4."""
@@ -95,7 +95,7 @@ def _q45_u(w, b, k, has_qh):
     return bor(u, h)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def _dot_q45(w, p, nb, xq, xd, xsd, bytes_per, has_qh):
     acc0 = vzero()
     acc1 = vzero()
@@ -129,7 +129,7 @@ def _deq_q45(w, p, nb, dst, off, bytes_per, has_qh):
             store_affine(dst, off + 256 * i + 32 * k, _q45_u(w, b, k, has_qh), 0, s, c, s, c)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_q4_k(w, p, nb, xq, xd, xsd):
     return _dot_q45(w, p, nb, xq, xd, xsd, Q4_K_BYTES, False)
 
@@ -139,7 +139,7 @@ def deq_q4_k(w, p, nb, dst, off):
     _deq_q45(w, p, nb, dst, off, Q4_K_BYTES, False)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_q5_k(w, p, nb, xq, xd, xsd):
     return _dot_q45(w, p, nb, xq, xd, xsd, Q5_K_BYTES, True)
 
@@ -150,7 +150,7 @@ def deq_q5_k(w, p, nb, dst, off):
 
 
 # -- Q6_K: w = d * sc[16 elements] * (u - 32), u = 4 low bits from ql | 2 high bits from qh -----
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def _q6_u(w, b, h, g):
     """u of group g (0..3) of half h (0, 1) of the super-block at byte b.
 
@@ -164,7 +164,7 @@ def _q6_u(w, b, h, g):
     return bor(lo, shl(hi, 4))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_q6_k(w, p, nb, xq, xd, xsd):
     acc0 = vzero()
     acc1 = vzero()
@@ -199,7 +199,7 @@ def deq_q6_k(w, p, nb, dst, off):
 
 # -- Q3_K: w = d * (sc - 32) * (u - 4), u = 2 bits from qs | hmask bit << 2 ---------------------
 # -- Q2_K: w = d * (sc & 15) * u - dmin * (sc >> 4), u = 2 bits from qs -------------------------
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def _q23_u(w, qs, hm, h, j):
     """u of group j (0..3) of half h: bits 2j..2j+1 of qs[32h : 32h + 32], plus for Q3_K
     (hm >= 0) bit 4h + j of hmask[0..32] as bit 2."""
@@ -209,7 +209,7 @@ def _q23_u(w, qs, hm, h, j):
     return u
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def _q23_params(w, b, is_q3, idx):
     """(s, c, o) of the 16 elements with scale index idx of the super-block at byte b."""
     if is_q3:
@@ -219,7 +219,7 @@ def _q23_params(w, b, is_q3, idx):
     return (f16(w, b + 80) * np.float32(sc & 15), f16(w, b + 82) * np.float32(sc >> 4), 0)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def _dot_q23(w, p, nb, xq, xd, xsd, is_q3):
     """Q2_K / Q3_K row dot; the 8 scales of each half super-block are unpacked as one vector,
     [g0a, g0b, g1a, g1b, g2a, g2b, g3a, g3b] (a, b: the two sixteens of group g)."""
@@ -263,7 +263,7 @@ def _deq_q23(w, p, nb, dst, off, is_q3):
                              _q23_u(w, qs, hm, h, j), o, s0, c0, s1, c1)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_q3_k(w, p, nb, xq, xd, xsd):
     return _dot_q23(w, p, nb, xq, xd, xsd, True)
 
@@ -273,7 +273,7 @@ def deq_q3_k(w, p, nb, dst, off):
     _deq_q23(w, p, nb, dst, off, True)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_q2_k(w, p, nb, xq, xd, xsd):
     return _dot_q23(w, p, nb, xq, xd, xsd, False)
 

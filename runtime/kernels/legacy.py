@@ -44,19 +44,19 @@ Q5_1_BYTES = 2 + 2 + 4 + 16  # d: f16 | m: f16 | qh: u32 | qs[16]
 Q8_0_BYTES = 2 + 32  # d: f16 | qs[32]: int8
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def _u_q5(w, b):
     """u = q | fifth bit << 4 of the block whose qh starts at byte b: (32,) in [0, 31]."""
     return bor(nibbles16(w, b + 4), shl(bits32(w, b), 4))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def _unpack(w, b, five_bits):
     """u of the block whose quant bytes (qh for 5-bit types, else qs) start at byte b."""
     return _u_q5(w, b) if five_bits else nibbles16(w, b)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def _dot_legacy(w, p, nb, xq, xd, xsd, five_bits, bytes_per, qoff, has_min, o):
     """Row dot of a 32-block type with w = d * (u + o) [+ m]; two accumulators so consecutive
     blocks do not wait on each other's fused multiply-add."""
@@ -89,7 +89,7 @@ def _dot_legacy(w, p, nb, xq, xd, xsd, five_bits, bytes_per, qoff, has_min, o):
     return hsum(acc0) + hsum(acc1) + bias
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_q4_0(w, p, nb, xq, xd, xsd):
     return _dot_legacy(w, p, nb, xq, xd, xsd, False, Q4_0_BYTES, 2, False, -8)
 
@@ -102,7 +102,7 @@ def deq_q4_0(w, p, nb, dst, off):
         store_affine(dst, off + 32 * j, nibbles16(w, b + 2), -8, d, 0.0, d, 0.0)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_q4_1(w, p, nb, xq, xd, xsd):
     return _dot_legacy(w, p, nb, xq, xd, xsd, False, Q4_1_BYTES, 4, True, 0)
 
@@ -116,7 +116,7 @@ def deq_q4_1(w, p, nb, dst, off):
         store_affine(dst, off + 32 * j, nibbles16(w, b + 4), 0, d, -m, d, -m)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_q5_0(w, p, nb, xq, xd, xsd):
     return _dot_legacy(w, p, nb, xq, xd, xsd, True, Q5_0_BYTES, 2, False, -16)
 
@@ -129,7 +129,7 @@ def deq_q5_0(w, p, nb, dst, off):
         store_affine(dst, off + 32 * j, _u_q5(w, b + 2), -16, d, 0.0, d, 0.0)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_q5_1(w, p, nb, xq, xd, xsd):
     return _dot_legacy(w, p, nb, xq, xd, xsd, True, Q5_1_BYTES, 4, True, 0)
 
@@ -143,7 +143,7 @@ def deq_q5_1(w, p, nb, dst, off):
         store_affine(dst, off + 32 * j, _u_q5(w, b + 4), 0, d, -m, d, -m)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_q8_0(w, p, nb, xq, xd, xsd):
     acc0 = vzero()
     acc1 = vzero()

@@ -37,13 +37,13 @@ TQ2_0_BYTES = 64 + 2
 _POW3 = (1, 3, 9, 27, 81)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def _tq2_u(w, b, k):
     """Trits of group k (0..7) of the TQ2_0 block at byte b: (32,) in {0, 1, 2}."""
     return band(shr(load_u8x32(w, b + 32 * (k // 4)), 2 * (k % 4)), 3)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def _tq1_u(w, b, k):
     """Trits of group k (0..7) of the TQ1_0 block at byte b: (32,) in {0, 1, 2}."""
     if k < 5:
@@ -55,7 +55,7 @@ def _tq1_u(w, b, k):
     return trit(tq1_tail(w, b + 32, b + 48))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def _dot_tq(w, p, nb, xq, xd, xsd, is_tq1):
     acc = vzero()
     bias = np.float32(0.0)
@@ -83,7 +83,7 @@ def _deq_tq(w, p, nb, dst, off, is_tq1):
             store_affine(dst, off + 256 * i + 32 * k, u, -1, d, 0.0, d, 0.0)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_tq1_0(w, p, nb, xq, xd, xsd):
     return _dot_tq(w, p, nb, xq, xd, xsd, True)
 
@@ -93,7 +93,7 @@ def deq_tq1_0(w, p, nb, dst, off):
     _deq_tq(w, p, nb, dst, off, True)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, inline="always")
 def dot_tq2_0(w, p, nb, xq, xd, xsd):
     return _dot_tq(w, p, nb, xq, xd, xsd, False)
 
