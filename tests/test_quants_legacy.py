@@ -73,6 +73,37 @@ def test_fast_path_matches_reference_on_more_data(gtype: GGMLType) -> None:
                       f"{gtype.name} Numba vs NumPy", x)
 
 
+IMPORTANCE_CASES = ["normal", "offset", "heavy", "zeros", "mixed_zeros", "sign_ties", "tiny",
+                    "huge", "outlier", "constant"]
+
+
+@pytest.mark.parametrize("gtype", LEGACY, ids=lambda t: t.name)
+def test_quantize_with_importance_matches_ggml(gtype: GGMLType) -> None:
+    # with an importance vector ggml runs quantize_row_<t>_impl (Q8_0 ignores it, as ggml does)
+    rng = np.random.default_rng(int(gtype))
+    codec = get_codec(gtype)
+    assert codec.uses_importance == (gtype != GGMLType.Q8_0)
+    for case in IMPORTANCE_CASES:
+        x = CASES[case]
+        imp = rng.lognormal(0, 1, x.shape[1]).astype(np.float32)
+        for ref in (True, False):
+            got = quantize(x, gtype, importance=imp, reference=ref)
+            assert_same_bytes(got, ggml_quantize(gtype, x, imp), codec.type_size,
+                              f"{gtype.name} {case} importance vs ggml", x)
+    # long rows: sigma2 is a sequential float32 sum over the whole row
+    x = (rng.standard_t(3, (8, 4096)) * 0.02).astype(np.float32)
+    imp = rng.lognormal(0, 1, 4096).astype(np.float32)
+    assert_same_bytes(quantize(x, gtype, importance=imp), ggml_quantize(gtype, x, imp),
+                      codec.type_size, f"{gtype.name} long rows importance vs ggml", x)
+
+
+@pytest.mark.parametrize("gtype", LEGACY, ids=lambda t: t.name)
+def test_importance_of_the_wrong_shape_is_refused(gtype: GGMLType) -> None:
+    x = np.ones((2, 64), np.float32)
+    with pytest.raises(QuantizationError, match=r"importance must have shape \(64,\)"):
+        quantize(x, gtype, importance=np.ones(32, np.float32), name="blk.1.attn_v.weight")
+
+
 # -- decoding ----------------------------------------------------------------------------------
 
 def _decode_inputs(gtype: GGMLType) -> np.ndarray:

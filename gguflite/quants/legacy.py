@@ -5,10 +5,12 @@ without an importance matrix) and ``dequantize_row_<t>``. The plain NumPy functi
 reference; the Numba kernels in :mod:`._legacy_kernels` are the fast path, and tests prove the
 two agree bit for bit.
 
-An importance matrix is ignored (``uses_importance`` is False, so callers can tell). ggml ignores
-it for Q8_0 too, so Q8_0 stays bit-exact; for Q4_0 .. Q5_1 ggml switches to an importance-
-weighted search (``quantize_row_<t>_impl``, with a per-row sigma2) that gguflite does not
-implement, so the output equals ggml's without an importance matrix.
+Importance (imatrix): Q8_0 ignores it, as ggml does. Q4_0 .. Q5_1 take it through
+``quantize(x, importance=...)`` and then run ggml's ``quantize_row_<t>_impl``: per-value
+weights ``qw * sqrtf(sigma2 + x*x)`` with ``sigma2`` the row's mean square (a sequential float32
+sum over the whole row, which is why this happens per row in :meth:`_RowImportance.quantize`
+and not per block), then ``make_qx_quants`` (Q4_0, Q5_0) or ``make_qkx3_quants`` (Q4_1, Q5_1)
+from :mod:`.kquants_search`. That path is NumPy only (no Numba kernel).
 
 Error bounds (``max_error``): with ``d`` the float32 scale and ``D = fp16(d)`` the stored one,
 ``|x - x'| <= (rounding step) * |d| + q_max * |d - D| (+ |m - M| for the types with a min)``,
@@ -21,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..constants import GGMLType
+from ..errors import QuantizationError
 from . import _legacy_kernels as K
 from ._numba_common import (
     F32_HALF,
@@ -34,6 +37,7 @@ from ._numba_common import (
     fp16_bits_to_f32,
 )
 from .base import Codec
+from .kquants_search import make_qkx_quants, make_qx_quants, seq_sum
 
 _FP16_MAX_FINITE_INPUT = 65520.0  # float32 values >= this round to inf in fp16
 
@@ -130,6 +134,44 @@ def _f32(blocks: np.ndarray) -> np.ndarray:
 
 # -- codecs -----------------------------------------------------------------------------------
 
+class _RowImportance(Codec):
+    """Adds ggml's importance-weighted encoding (``quantize_row_<t>_impl``) to a legacy type."""
+
+    uses_importance = True
+
+    @classmethod
+    def quantize(cls, array, *, importance=None, reference=False, name="tensor"):
+        # The plain encoding also validates the input (finite values, row length) with the
+        # base class's messages; with importance it is then replaced.
+        plain = super().quantize(array, reference=reference, name=name)
+        if importance is None:
+            return plain
+        x = np.asarray(array, dtype=np.float32)
+        n = x.shape[-1] if x.ndim else 1
+        imp = np.asarray(importance, dtype=np.float32)
+        if imp.shape != (n,):
+            raise QuantizationError(
+                f"{name}: importance must have shape ({n},) (one weight per column), "
+                f"got {imp.shape}"
+            )
+        if not np.isfinite(imp).all():
+            raise QuantizationError(f"{name}: importance has non-finite values")
+        if x.size == 0:
+            return plain
+        rows = np.ascontiguousarray(x).reshape(-1, n)  # (rows, n)
+        with np.errstate(over="ignore"):
+            sigma2 = seq_sum(rows * rows) / np.float32(n)  # (rows,) as ggml: one pass, float32
+            w = imp[None, :] * np.sqrt(sigma2[:, None] + rows * rows)  # (rows, n)
+        blocks = rows.reshape(-1, 32)  # (n_blocks, 32)
+        with np.errstate(all="ignore"):
+            out = cls._quantize_weighted(blocks, w.reshape(-1, 32))  # (n_blocks, type_size)
+        return out.reshape(plain.shape)
+
+    @classmethod
+    def _quantize_weighted(cls, blocks: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        raise NotImplementedError  # each subclass
+
+
 class Q8_0(Codec):
     """8-bit, one fp16 scale per 32 values.
 
@@ -184,7 +226,7 @@ class Q8_0(Codec):
         return d / 2 * (1 + 2.0**-20) + 127 * _fp16_error(d)
 
 
-class Q4_0(Codec):
+class Q4_0(_RowImportance):
     """4-bit, one fp16 scale per 32 values, symmetric.
 
     ::
@@ -215,6 +257,11 @@ class Q4_0(Codec):
         return np.concatenate([_fp16_bytes(d), _pack_nibbles(q)], axis=1)  # (n, 18)
 
     @classmethod
+    def _quantize_weighted(cls, blocks, weights):
+        d, lev = make_qx_quants(blocks, 8, weights)  # (n,), (n, 32) levels 0..15
+        return np.concatenate([_fp16_bytes(d), _pack_nibbles(lev)], axis=1)  # (n, 18)
+
+    @classmethod
     def dequantize_blocks(cls, blocks):
         d = _fp16_field(blocks, 0)  # (n,)
         q = _unpack_nibbles(blocks[:, 2:]) - 8  # (n, 32)
@@ -239,7 +286,7 @@ class Q4_0(Codec):
         return d * (1 + 2.0**-20) + 8 * _fp16_error(d)
 
 
-class Q4_1(Codec):
+class Q4_1(_RowImportance):
     """4-bit, an fp16 scale and an fp16 minimum per 32 values.
 
     ::
@@ -272,6 +319,13 @@ class Q4_1(Codec):
         return np.concatenate([_fp16_bytes(d), _fp16_bytes(mn), _pack_nibbles(q)], axis=1)
 
     @classmethod
+    def _quantize_weighted(cls, blocks, weights):
+        d, the_min, lev = make_qkx_quants(blocks, weights, 15, -0.9, 0.05, 36)  # make_qkx3
+        m = -the_min  # ggml stores -min: the offset added back
+        return np.concatenate([_fp16_bytes(d), _fp16_bytes(m), _pack_nibbles(lev.astype(np.int64))],
+                              axis=1)
+
+    @classmethod
     def dequantize_blocks(cls, blocks):
         d = _fp16_field(blocks, 0)  # (n,)
         m = _fp16_field(blocks, 2)  # (n,)
@@ -300,7 +354,7 @@ class Q4_1(Codec):
                 + 2.0**-23 * (np.abs(mn) + np.abs(mx) + 2 * d))
 
 
-class Q5_0(Codec):
+class Q5_0(_RowImportance):
     """5-bit, one fp16 scale per 32 values, symmetric.
 
     ::
@@ -333,6 +387,11 @@ class Q5_0(Codec):
         return np.concatenate([_fp16_bytes(d), _pack_fifth_bits(q), _pack_nibbles(q)], axis=1)
 
     @classmethod
+    def _quantize_weighted(cls, blocks, weights):
+        d, lev = make_qx_quants(blocks, 16, weights)  # (n,), (n, 32) levels 0..31
+        return np.concatenate([_fp16_bytes(d), _pack_fifth_bits(lev), _pack_nibbles(lev)], axis=1)
+
+    @classmethod
     def dequantize_blocks(cls, blocks):
         d = _fp16_field(blocks, 0)  # (n,)
         q = (_unpack_nibbles(blocks[:, 6:]) | _unpack_fifth_bits(blocks[:, 2:6])) - 16
@@ -357,7 +416,7 @@ class Q5_0(Codec):
         return d * (1 + 2.0**-20) + 16 * _fp16_error(d)
 
 
-class Q5_1(Codec):
+class Q5_1(_RowImportance):
     """5-bit, an fp16 scale and an fp16 minimum per 32 values.
 
     ::
@@ -389,6 +448,13 @@ class Q5_1(Codec):
         return np.concatenate(
             [_fp16_bytes(d), _fp16_bytes(mn), _pack_fifth_bits(q), _pack_nibbles(q)], axis=1
         )  # (n, 24)
+
+    @classmethod
+    def _quantize_weighted(cls, blocks, weights):
+        d, the_min, lev = make_qkx_quants(blocks, weights, 31, -0.9, 0.05, 36)  # make_qkx3
+        lev = lev.astype(np.int64)
+        return np.concatenate([_fp16_bytes(d), _fp16_bytes(-the_min), _pack_fifth_bits(lev),
+                               _pack_nibbles(lev)], axis=1)
 
     @classmethod
     def dequantize_blocks(cls, blocks):
