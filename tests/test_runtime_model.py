@@ -89,6 +89,33 @@ def test_prefill_equals_token_by_token(tmp_path):
     np.testing.assert_allclose(steps, full, rtol=0, atol=1e-4 * np.abs(full).max())
 
 
+@pytest.mark.parametrize(("wtype", "tol"), [
+    (GGMLType.F32, 1e-5),  # float dots: only summation order differs
+    # int8 activations: a 1-ulp difference in a norm (fastmath sums in another order) can move
+    # one activation across a rounding boundary; measured differences reach ~1% of the range.
+    (GGMLType.Q4_K, 0.05),
+], ids=lambda v: getattr(v, "name", str(v)))
+def test_fused_decode_step_equals_per_op_path(tmp_path, wtype, tol):
+    """llama_decode.decode_step (one Numba call per token) == the per-op Python graph, on a
+    Q4_K_M-like mix (attn_v and ffn_down in Q6_K: q/k/v cannot share one parallel group)."""
+    cfg = TinyConfig(dim=256, hidden_dim=512)
+    mix = {"attn_v.weight": GGMLType.Q6_K, "ffn_down.weight": GGMLType.Q6_K}
+    path = write_gguf(tmp_path / "mix.gguf", cfg, random_weights(cfg), wtype=wtype,
+                      embd_type=GGMLType.Q6_K,
+                      type_overrides=mix if wtype != GGMLType.F32 else None)
+    with load(path) as model:
+        backend = model.backend
+        assert backend.plan is not None
+        fused = np.stack([backend.forward(np.array([t]), i).copy() for i, t in enumerate(IDS)])
+        backend.enable_timers()  # timers select the per-op path
+        per_op = np.stack([backend.forward(np.array([t]), i).copy()
+                           for i, t in enumerate(IDS)])
+        assert set(backend.timers) >= {"qkv", "attention", "down"}
+    err = np.abs(fused - per_op).max() / np.abs(per_op).max()
+    assert err < tol, f"fused vs per-op relative difference {err:.2e}"
+    assert (fused.argmax(-1) == per_op.argmax(-1)).all()
+
+
 def test_rope_freq_factors_and_linear_scaling(tmp_path):
     """llama3-style rope_freqs.weight and linear rope scaling follow the reference."""
     cfg = TinyConfig(rope_freq_factors=list(np.linspace(1.0, 8.0, 8)))

@@ -137,10 +137,12 @@ def gguf_tensors(cfg: TinyConfig, sd: dict[str, np.ndarray]) -> dict[str, np.nda
 
 def write_gguf(path: str | Path, cfg: TinyConfig, sd: dict[str, np.ndarray], *,
                wtype: GGMLType = GGMLType.F32, embd_type: GGMLType | None = None,
-               omit: tuple[str, ...] = (), arch: str = "llama") -> Path:
+               omit: tuple[str, ...] = (), arch: str = "llama",
+               type_overrides: dict[str, GGMLType] | None = None) -> Path:
     """Write the model; matrices as ``wtype`` (``embd_type`` for token_embd), vectors as F32.
 
-    ``omit`` drops tensors (for malformed-file tests).
+    ``type_overrides`` maps a name suffix (``"attn_v.weight"``) to another type, for mixes like
+    llama.cpp's Q4_K_M; ``omit`` drops tensors (for malformed-file tests).
     """
     path = Path(path)
     tokens, scores, types = vocab(cfg)
@@ -175,6 +177,9 @@ def write_gguf(path: str | Path, cfg: TinyConfig, sd: dict[str, np.ndarray], *,
             ttype = GGMLType.F32 if arr.ndim == 1 else wtype
             if name == "token_embd.weight" and embd_type is not None:
                 ttype = embd_type
+            for suffix, t in (type_overrides or {}).items():
+                if name.endswith(suffix):
+                    ttype = t
             w.add_tensor(name, shape=arr.shape, type=ttype, data=_encode(arr, ttype, name))
     return path
 
