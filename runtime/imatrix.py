@@ -17,7 +17,8 @@ collected.
 How: the Numba backend's forward is used unchanged. ``ImatrixCollector`` swaps the first
 linear of each input group (``wq``, ``wo``, ``w_gate``, ``w_down``) for a thin wrapper that adds
 the input rows to the sums and then calls the real kernel (prefill ``matmul`` and decode
-``matvec``/``matvec_many`` alike), and puts the originals back on ``detach``. The text is cut
+``matvec``/``matvec_many`` alike; the fused one-call decode step is switched off meanwhile),
+and puts the originals back on ``detach``. The text is cut
 into chunks exactly as for perplexity (``perplexity.chunk_tokens``: ``ctx`` tokens, first one
 replaced by BOS), each chunk run from an empty cache, every token counted, as llama.cpp does.
 
@@ -138,10 +139,14 @@ class ImatrixCollector:
         self.backend = backend
         self.stats = ImatrixStats()
         self._saved: list[tuple[Any, str, Any]] = []
+        self._plan: Any = None
 
     def attach(self) -> ImatrixStats:
         if self._saved:
             return self.stats
+        # The one-call decode step (llama_decode.py) reads the weights directly; turn it off
+        # so single-token steps also go through the (observed) linears.
+        self._plan, self.backend.plan = getattr(self.backend, "plan", None), None
         for layer, blk in enumerate(self.backend.w.blocks):
             for attr, suffixes in GROUPS.items():
                 key = f"blk.{layer}.{attr}"
@@ -154,6 +159,8 @@ class ImatrixCollector:
     def detach(self) -> None:
         for blk, attr, inner in self._saved:
             setattr(blk, attr, inner)
+        if self._saved:
+            self.backend.plan = self._plan
         self._saved = []
 
     def __enter__(self) -> ImatrixStats:
