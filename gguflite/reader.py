@@ -16,6 +16,7 @@ import builtins
 import mmap
 import os
 import struct
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,11 +187,20 @@ def _read_value(cur: _Cursor, key: str, vtype: GGUFValueType) -> tuple[Any, GGUF
     return values, etype
 
 
-def _read_string_array(cur: _Cursor, key: str, count: int) -> StringArray:
-    from ._scan import scan_string_array  # compiled: ~2 ns a string
+# Arrays up to this many strings are walked in Python (~0.3 us a string, no compile); longer
+# ones by the compiled scan in _scan.py (~2 ns a string once Numba's cache is loaded, but
+# importing Numba and loading the cache costs ~1 s in a fresh process).
+COMPILED_SCAN_MIN_COUNT = 1 << 17
 
-    u8 = np.frombuffer(cur.buf, dtype=np.uint8) if cur.size else np.zeros(0, np.uint8)
-    offsets, failed_at, failed_pos = scan_string_array(u8, cur.pos, count)
+
+def _read_string_array(cur: _Cursor, key: str, count: int) -> StringArray:
+    if count >= COMPILED_SCAN_MIN_COUNT:
+        from ._scan import scan_string_array
+
+        u8 = np.frombuffer(cur.buf, dtype=np.uint8)
+        offsets, failed_at, failed_pos = scan_string_array(u8, cur.pos, count)
+    else:
+        offsets, failed_at, failed_pos = _scan_string_array_py(cur.buf, cur.size, cur.pos, count)
     if failed_at >= 0:
         raise TruncatedError(f"key {key!r}: string element {failed_at} runs past the end of "
                              "the file", rule="V3", offset=int(failed_pos))
@@ -198,6 +208,25 @@ def _read_string_array(cur: _Cursor, key: str, count: int) -> StringArray:
     lengths = np.diff(offsets) - 8  # (count,)
     cur.pos = int(offsets[count]) - 8
     return StringArray(cur.buf, key, starts, lengths)
+
+
+def _scan_string_array_py(buf: memoryview, size: int, pos: int,
+                          count: int) -> tuple[np.ndarray, int, int]:
+    """The Python twin of ``_scan.scan_string_array`` (same contract, same results)."""
+    starts = array("q")
+    append = starts.append
+    unpack = _U64.unpack_from
+    for i in range(count):
+        if size - pos < 8:
+            return np.zeros(count + 1, np.int64), i, pos
+        n = unpack(buf, pos)[0]
+        if n > size - pos - 8:
+            return np.zeros(count + 1, np.int64), i, pos
+        pos += 8
+        append(pos)
+        pos += n
+    append(pos + 8)
+    return np.frombuffer(starts, dtype=np.int64), -1, pos
 
 
 class GGUFFile:
