@@ -7,16 +7,16 @@ import sys
 import numpy as np
 import pytest
 import torch
+from gguflite.runtime.hparams import hparams_from_metadata
+from gguflite.runtime.llama import LlamaNumba
+from gguflite.runtime.reference import reference_logits
+from gguflite.runtime.torch_backend import LlamaTorch, import_torch, resolve_device
 from tiny_models import TinyConfig, hf_model, make_tiny_llama
 
 import gguflite
 from gguflite.constants import GGMLType
 from gguflite.default_model import default_model_path
 from gguflite.errors import ModelError
-from gguflite.runtime.hparams import hparams_from_metadata
-from gguflite.runtime.llama import LlamaNumba
-from gguflite.runtime.reference import reference_logits
-from gguflite.runtime.torch_backend import LlamaTorch, import_torch, resolve_device
 
 IDS = np.array([1, 5, 77, 300, 12, 9, 260, 4, 33])
 
