@@ -13,6 +13,9 @@ by eight activations and added to an ``<8 x float>`` accumulator::
 On x86 with AVX2 the lookup is ``llvm.x86.avx2.permps`` (one instruction for 8 lanes); elsewhere,
 or with ``GGUFLITE_PORTABLE_SIMD=1``, it is generic IR (a variable ``extractelement`` per lane)
 with the same result.
+
+Numba's on-disk cache of ``km_numba.km_matvec`` is keyed on km_numba.py only: after editing this
+file, delete ``gguflite/quants/__pycache__/km_numba*.nb*`` (or touch km_numba.py).
 """
 
 from __future__ import annotations
