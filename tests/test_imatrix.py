@@ -165,3 +165,32 @@ def test_km_weighting_lowers_weighted_error(tiny: Path) -> None:
 def test_collector_needs_numba_backend() -> None:
     with pytest.raises(ModelError, match="Numba backend"):
         ImatrixCollector(object())
+
+
+def test_cli_imatrix_then_quantize(tiny: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from gguflite.cli.main import cli
+
+    text = tmp_path / "cal.txt"
+    text.write_text("the sea is blue and the sky is warm; " * 8, encoding="utf-8")
+    out = tmp_path / "tiny.imatrix.gguf"
+    r = CliRunner().invoke(cli, ["imatrix", str(tiny), "--text", str(text), "-o", str(out),
+                                 "--ctx", str(CTX), "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    imp = load_imatrix(out)
+    assert len(imp) == 7 * CFG.n_layer and imp["blk.0.ffn_down.weight"].shape == (256,)
+    q = tmp_path / "tiny.q4_k.gguf"
+    r = CliRunner().invoke(cli, ["quantize", str(tiny), str(q), "--type", "q4_k", "--imatrix",
+                                 str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    with gguflite.open(q) as f, gguflite.open(tiny) as src:
+        w = src.dequantize("blk.0.ffn_down.weight")
+        want = ggml_quantize(int(GGMLType.Q4_K), w, imp["blk.0.ffn_down.weight"])
+        np.testing.assert_array_equal(f.array("blk.0.ffn_down.weight").reshape(want.shape),
+                                      want)
+    short = tmp_path / "short.txt"
+    short.write_text("the sea", encoding="utf-8")
+    r = CliRunner().invoke(cli, ["imatrix", str(tiny), "--text", str(short), "-o",
+                                 str(tmp_path / "x.gguf"), "--ctx", str(CTX)])
+    assert r.exit_code == 1 and "needs at least" in r.output

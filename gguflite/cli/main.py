@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "run": "run:run",
     "chat": "chat:chat",
     "perplexity": "perplexity:perplexity",
+    "imatrix": "imatrix:imatrix",
     "bench": "bench:bench",
 }
 
