@@ -36,6 +36,7 @@ from gguflite.reader import GGUFFile
 from . import ops
 from .dense import DenseLinear
 from .hparams import HParams
+from .km_linear import KMLinear, is_km_tensor
 from .llama_decode import DecodePlan, decode_step
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ def _kernels() -> Any | None:
 
 def make_linear(f: GGUFFile, name: str, shape: tuple[int, int]) -> Any:
     """A product ``W x`` over tensor ``name`` of numpy shape (out, in), read in place."""
+    if is_km_tensor(f, name):  # KM codebook companions (gguflite extension)
+        return KMLinear.from_file(f, name, shape)
     ti = f.tensors[name]
     data = f.array(name)
     k = _kernels()
@@ -108,11 +111,14 @@ def _check_tensors(f: GGUFFile, hp: HParams) -> None:
             expected[f"blk.{layer}.{suffix}"] = shape(hp)
     optional = {"output.weight": (hp.vocab_size, hp.dim),
                 "rope_freqs.weight": (hp.head_dim // 2,)}
+    kms = {n for n in expected if is_km_tensor(f, n)}  # stored as KM companions
     for name in expected:
-        if name not in f.tensors:
+        if name not in f.tensors and name not in kms:
             raise ModelError(f"tensor {name!r} is missing; a {hp.arch} model with "
                              f"{hp.n_layer} blocks needs it")
     for name, ti in f.tensors.items():
+        if name.rpartition(".")[0] in kms:
+            continue  # NAME.kmc / NAME.kmb: checked by km.from_gguf when loaded
         shape = expected.get(name, optional.get(name))
         if shape is None:
             raise ModelError(f"tensor {name!r} is not part of the {hp.arch} graph the runtime "
