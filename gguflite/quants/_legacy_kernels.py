@@ -31,6 +31,7 @@ from ._numba_common import (
     nb_f32_to_fp16,
     nb_roundf_small,
 )
+from .kquants_numba import _make_qkx, _make_qx  # ggml's scale searches, shared with the k-quants
 
 _F32_MAX = np.float32(np.finfo(np.float32).max)
 _F32_127 = np.float32(127.0)
@@ -41,6 +42,8 @@ _F32_M16 = np.float32(-16.0)
 _F32_8_5 = np.float32(8.5)
 _F32_16_5 = np.float32(16.5)
 _F32_INF = np.float32(np.inf)
+_F32_RMIN = np.float32(-0.9)  # make_qkx3_quants(..., rmin = -0.9f, rdelta = 0.05f, nstep = 36)
+_F32_RDELTA = np.float32(0.05)
 _CHUNK = 512  # blocks per parallel task: prange over chunks with a plain loop inside (a bare
 # prange over blocks ran ~4x slower in one measurement on this loaded 2-core machine)
 
@@ -327,3 +330,43 @@ def q5_1_dequantize(blocks, table, out):
                     b = np.int64(blocks[i, 8 + j])
                     out[i, j] = _affine((b & 0x0F) | (((qh >> j) & 1) << 4), d, m)
                     out[i, j + 16] = _affine((b >> 4) | (((qh >> (j + 16)) & 1) << 4), d, m)
+
+
+# -- importance-weighted levels (Q4_0 / Q5_0 / Q4_1 / Q5_1 with an imatrix) ----------------------
+
+@njit(cache=True, parallel=True)
+def weighted_levels(x, imp, asym, nmax, d, m, lev):
+    """ggml ``quantize_row_<t>_impl`` up to the packing, one row per task.
+
+    x (rows, n) float32 and imp (n,) float32 -> d, m (rows * n / 32,) float32 and lev
+    (rows * n / 32, 32) int64. Per row ``sigma2 = sum(x*x) / n`` (sequential float32), per value
+    ``w = imp * sqrt(sigma2 + x*x)``; then ``make_qkx3_quants(nmax, -0.9, 0.05, 36)`` when
+    ``asym`` (m = the offset) else ``make_qx_quants(nmax, rmse_type=1)`` (m unused).
+    """
+    rows, n = x.shape
+    nb = n // 32
+    for r in prange(rows):
+        w = np.empty(32, np.float32)
+        lev8 = np.empty(32, np.uint8)
+        aux8 = np.empty(32, np.uint8)
+        levq = np.empty(32, np.int64)
+        sum_x2 = F32_ZERO
+        for j in range(n):
+            sum_x2 += x[r, j] * x[r, j]
+        sigma2 = sum_x2 / np.float32(n)
+        for b in range(nb):
+            xs = x[r, 32 * b:32 * b + 32]
+            for k in range(32):
+                w[k] = imp[32 * b + k] * np.sqrt(sigma2 + xs[k] * xs[k])
+            ib = r * nb + b
+            if asym:
+                scale, the_min = _make_qkx(xs, w, nmax, _F32_RMIN, _F32_RDELTA, 36, lev8, aux8)
+                d[ib] = scale
+                m[ib] = -the_min
+                for k in range(32):
+                    lev[ib, k] = lev8[k]
+            else:
+                d[ib] = _make_qx(xs, w, True, nmax, levq)
+                m[ib] = F32_ZERO
+                for k in range(32):
+                    lev[ib, k] = levq[k]

@@ -9,8 +9,10 @@ Importance (imatrix): Q8_0 ignores it, as ggml does. Q4_0 .. Q5_1 take it throug
 ``quantize(x, importance=...)`` and then run ggml's ``quantize_row_<t>_impl``: per-value
 weights ``qw * sqrtf(sigma2 + x*x)`` with ``sigma2`` the row's mean square (a sequential float32
 sum over the whole row, which is why this happens per row in :meth:`_RowImportance.quantize`
-and not per block), then ``make_qx_quants`` (Q4_0, Q5_0) or ``make_qkx3_quants`` (Q4_1, Q5_1)
-from :mod:`.kquants_search`. That path is NumPy only (no Numba kernel).
+and not per block), then ``make_qx_quants`` (Q4_0, Q5_0) or ``make_qkx3_quants`` (Q4_1, Q5_1):
+the NumPy versions from :mod:`.kquants_search` on the reference path, the Numba ones from
+:mod:`.kquants_numba` (one row per task) on the fast path. Block-level calls
+(``quantize_blocks``) cannot see rows and ignore importance; use ``quantize``.
 
 Error bounds (``max_error``): with ``d`` the float32 scale and ``D = fp16(d)`` the stored one,
 ``|x - x'| <= (rounding step) * |d| + q_max * |d - D| (+ |m - M| for the types with a min)``,
@@ -159,16 +161,32 @@ class _RowImportance(Codec):
         if x.size == 0:
             return plain
         rows = np.ascontiguousarray(x).reshape(-1, n)  # (rows, n)
+        if not reference:
+            nb = rows.size // 32
+            d, m = np.empty(nb, np.float32), np.empty(nb, np.float32)
+            lev = np.empty((nb, 32), np.int64)
+            K.weighted_levels(rows, imp, cls._asymmetric, cls._nmax, d, m, lev)
+            return cls._pack_weighted(d, m, lev).reshape(plain.shape)
         with np.errstate(over="ignore"):
             sigma2 = seq_sum(rows * rows) / np.float32(n)  # (rows,) as ggml: one pass, float32
             w = imp[None, :] * np.sqrt(sigma2[:, None] + rows * rows)  # (rows, n)
         blocks = rows.reshape(-1, 32)  # (n_blocks, 32)
+        w = w.reshape(-1, 32)  # (n_blocks, 32)
         with np.errstate(all="ignore"):
-            out = cls._quantize_weighted(blocks, w.reshape(-1, 32))  # (n_blocks, type_size)
-        return out.reshape(plain.shape)
+            if cls._asymmetric:
+                d, the_min, lev = make_qkx_quants(blocks, w, cls._nmax, -0.9, 0.05, 36)
+                m = -the_min  # ggml stores -min: the offset added back
+            else:
+                d, lev = make_qx_quants(blocks, cls._nmax, w)
+                m = np.zeros_like(d)
+        return cls._pack_weighted(d, m, lev.astype(np.int64)).reshape(plain.shape)
+
+    _asymmetric: bool  # make_qkx3_quants (scale and offset) vs make_qx_quants (scale only)
+    _nmax: int
 
     @classmethod
-    def _quantize_weighted(cls, blocks: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    def _pack_weighted(cls, d: np.ndarray, m: np.ndarray, lev: np.ndarray) -> np.ndarray:
+        """(n,) scales, (n,) offsets, (n, 32) levels -> (n, type_size) block bytes."""
         raise NotImplementedError  # each subclass
 
 
@@ -256,9 +274,10 @@ class Q4_0(_RowImportance):
             q = np.minimum(15, c_f32_to_i8(v)) & 0xFF  # (n, 32) as uint8_t
         return np.concatenate([_fp16_bytes(d), _pack_nibbles(q)], axis=1)  # (n, 18)
 
+    _asymmetric, _nmax = False, 8
+
     @classmethod
-    def _quantize_weighted(cls, blocks, weights):
-        d, lev = make_qx_quants(blocks, 8, weights)  # (n,), (n, 32) levels 0..15
+    def _pack_weighted(cls, d, m, lev):
         return np.concatenate([_fp16_bytes(d), _pack_nibbles(lev)], axis=1)  # (n, 18)
 
     @classmethod
@@ -318,12 +337,11 @@ class Q4_1(_RowImportance):
             q = np.minimum(15, c_f32_to_i8(v)) & 0xFF  # (n, 32)
         return np.concatenate([_fp16_bytes(d), _fp16_bytes(mn), _pack_nibbles(q)], axis=1)
 
+    _asymmetric, _nmax = True, 15
+
     @classmethod
-    def _quantize_weighted(cls, blocks, weights):
-        d, the_min, lev = make_qkx_quants(blocks, weights, 15, -0.9, 0.05, 36)  # make_qkx3
-        m = -the_min  # ggml stores -min: the offset added back
-        return np.concatenate([_fp16_bytes(d), _fp16_bytes(m), _pack_nibbles(lev.astype(np.int64))],
-                              axis=1)
+    def _pack_weighted(cls, d, m, lev):
+        return np.concatenate([_fp16_bytes(d), _fp16_bytes(m), _pack_nibbles(lev)], axis=1)
 
     @classmethod
     def dequantize_blocks(cls, blocks):
@@ -386,9 +404,10 @@ class Q5_0(_RowImportance):
             q = np.minimum(31, c_f32_to_i8(v)) & 0xFF  # (n, 32)
         return np.concatenate([_fp16_bytes(d), _pack_fifth_bits(q), _pack_nibbles(q)], axis=1)
 
+    _asymmetric, _nmax = False, 16
+
     @classmethod
-    def _quantize_weighted(cls, blocks, weights):
-        d, lev = make_qx_quants(blocks, 16, weights)  # (n,), (n, 32) levels 0..31
+    def _pack_weighted(cls, d, m, lev):
         return np.concatenate([_fp16_bytes(d), _pack_fifth_bits(lev), _pack_nibbles(lev)], axis=1)
 
     @classmethod
@@ -449,11 +468,11 @@ class Q5_1(_RowImportance):
             [_fp16_bytes(d), _fp16_bytes(mn), _pack_fifth_bits(q), _pack_nibbles(q)], axis=1
         )  # (n, 24)
 
+    _asymmetric, _nmax = True, 31
+
     @classmethod
-    def _quantize_weighted(cls, blocks, weights):
-        d, the_min, lev = make_qkx_quants(blocks, weights, 31, -0.9, 0.05, 36)  # make_qkx3
-        lev = lev.astype(np.int64)
-        return np.concatenate([_fp16_bytes(d), _fp16_bytes(-the_min), _pack_fifth_bits(lev),
+    def _pack_weighted(cls, d, m, lev):
+        return np.concatenate([_fp16_bytes(d), _fp16_bytes(m), _pack_fifth_bits(lev),
                                _pack_nibbles(lev)], axis=1)
 
     @classmethod
