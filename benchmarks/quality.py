@@ -68,9 +68,9 @@ class Variant:
 VARIANTS: dict[str, Variant] = {v.label: v for v in [
     Variant("f16", "gguflite", "f16"),
     Variant("q8_0", "gguflite", "q8_0"),
-    Variant("q6_k", "gguflite", "q6_k"),
-    Variant("q4_k", "gguflite", "q4_k"),
+    Variant("llama.cpp Q8_0", "llama.cpp", ftype=7),
     Variant("q4_k_m", "gguflite", "q4_k_m", fallback="q5_0"),
+    Variant("llama.cpp Q4_K_M", "llama.cpp", ftype=15),
     Variant("q4_k_m+imat", "gguflite", "q4_k_m", imatrix=True, fallback="q5_0"),
     Variant("km4", "gguflite", "km4"),
     Variant("km4+imat", "gguflite", "km4", imatrix=True),
@@ -78,12 +78,14 @@ VARIANTS: dict[str, Variant] = {v.label: v for v in [
     Variant("km3+imat", "gguflite", "km3", imatrix=True),
     Variant("km2", "gguflite", "km2"),
     Variant("km2+imat", "gguflite", "km2", imatrix=True),
+    Variant("q6_k", "gguflite", "q6_k"),
+    Variant("llama.cpp Q6_K", "llama.cpp", ftype=18),
+    Variant("q4_k", "gguflite", "q4_k"),
     Variant("tq2_0", "gguflite", "tq2_0"),
     Variant("tq1_0", "gguflite", "tq1_0"),
-    Variant("llama.cpp Q8_0", "llama.cpp", ftype=7),
-    Variant("llama.cpp Q6_K", "llama.cpp", ftype=18),
-    Variant("llama.cpp Q4_K_M", "llama.cpp", ftype=15),
 ]}
+# gguflite files also run through llama.cpp (engine cross-check); llama.cpp's files always do.
+CROSS_CHECK = ("f16", "q8_0", "q4_k_m")
 
 
 @dataclass
@@ -299,7 +301,8 @@ def reference(f16: Path, ev_text: str, *, ctx: int, n_chunks: int, threads: int)
 # --------------------------------------------------------------------------- the run
 def run(source: Path, workdir: Path, labels: Sequence[str], *, ctx: int, n_chunks: int,
         cal_chunks: int, threads: int, decode: int, llama_cpp: bool,
-        rebuild: bool, partial: Path | None = None) -> dict[str, Any]:
+        rebuild: bool, partial: Path | None = None,
+        cross_check: Sequence[str] = CROSS_CHECK) -> dict[str, Any]:
     """Build, evaluate and compare; returns the JSON-ready result (also written to
     ``partial`` after every row, so a long run can be rendered before it ends)."""
     from gguflite.converters.requantize import requantize
@@ -321,9 +324,20 @@ def run(source: Path, workdir: Path, labels: Sequence[str], *, ctx: int, n_chunk
         stats.save(imat)
         imat_info = {"chunks": stats.chunk_count, "ctx": ctx, "seconds": stats.seconds}
         log.info("imatrix: %d chunks in %.1f s", stats.chunk_count, stats.seconds)
+    elif imat.exists():
+        with gguflite.open(imat) as f:
+            imat_info = {"chunks": f.metadata["imatrix.chunk_count"],
+                         "ctx": f.metadata["imatrix.chunk_size"], "seconds": None}
     log.info("reference logits")
     t0 = time.perf_counter()
-    ref = reference(f16, ev_text, ctx=ctx, n_chunks=n_chunks, threads=threads)
+    ref_cache = workdir / f"reference-ctx{ctx}-chunks{n_chunks}.npz"
+    if not rebuild and ref_cache.exists():
+        with np.load(ref_cache) as z:
+            ref = Reference(list(z["chunks"]), int(z["first"]), list(z["logp"]))
+    else:
+        ref = reference(f16, ev_text, ctx=ctx, n_chunks=n_chunks, threads=threads)
+        np.savez(ref_cache, chunks=np.stack(ref.chunks), first=ref.first,
+                 logp=np.stack(ref.logp))
     ref_seconds = time.perf_counter() - t0
     rows: list[Row] = []
     files: dict[str, Path] = {}
@@ -349,7 +363,9 @@ def run(source: Path, workdir: Path, labels: Sequence[str], *, ctx: int, n_chunk
         bpw, bpw_blocks, shares = file_facts(path)
         with gguflite.open(path) as f:
             has_km = bool(km.km_tensor_names(f))
-        engines = [OursEngine] + ([LlamaCppEngine] if llama_cpp and not has_km else [])
+        on_llama = llama_cpp and not has_km and (v.producer == "llama.cpp"
+                                                 or label in cross_check)
+        engines = [OursEngine] + ([LlamaCppEngine] if on_llama else [])
         for eng in engines:
             log.info("evaluate %s on %s", label, eng.name)
             res = evaluate(eng, path, ref, ctx=ctx, threads=threads, decode=decode)
@@ -437,12 +453,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--types", default=",".join(VARIANTS),
                    help=f"comma-separated labels; known: {', '.join(VARIANTS)}")
     p.add_argument("--ctx", type=int, default=256)
-    p.add_argument("--chunks", type=int, default=4, help="evaluation chunks")
+    p.add_argument("--chunks", type=int, default=3, help="evaluation chunks")
     p.add_argument("--cal-chunks", type=int, default=4, help="imatrix calibration chunks")
     p.add_argument("--threads", type=int, default=1,
                    help="threads for both engines (1: the 2-core machine is shared)")
     p.add_argument("--decode", type=int, default=32, help="decode steps timed (0: none)")
     p.add_argument("--no-llama-cpp", action="store_true", help="gguflite only")
+    p.add_argument("--cross-check", default=",".join(CROSS_CHECK),
+                   help="gguflite files also evaluated on llama.cpp")
     p.add_argument("--no-png", action="store_true")
     p.add_argument("--rebuild", action="store_true", help="rebuild cached files")
     p.add_argument("--from-json", type=Path, default=None,
@@ -468,7 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run(source, a.workdir, labels, ctx=a.ctx, n_chunks=a.chunks,
                  cal_chunks=a.cal_chunks, threads=a.threads, decode=a.decode,
                  llama_cpp=not a.no_llama_cpp, rebuild=a.rebuild,
-                 partial=a.workdir / "partial.json")
+                 partial=a.workdir / "partial.json",
+                 cross_check=[s.strip() for s in a.cross_check.split(",")])
     result["total_seconds"] = time.perf_counter() - t0
     write_outputs(result, a.out_dir, png=not a.no_png)
     sys.stdout.write(markdown(result))
