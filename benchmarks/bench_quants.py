@@ -14,6 +14,10 @@ shape (values / 4096, 4096):
 Speeds are MB/s of float32 (4 bytes per value) and each is the best of ``--repeat`` rounds, the
 tools alternating so that load from other processes hits them alike. Read the ratios; absolute
 numbers depend on the machine and its load. Outputs are checked to be bit-identical first.
+
+A last table times the block kernels alone (``quantize_blocks_fast`` / ``dequantize_blocks_fast``,
+one thread, a (64, 4096) tensor that stays in cache, best of 200) against ggml's C functions:
+the least noisy comparison on a shared machine.
 """
 
 from __future__ import annotations
@@ -144,6 +148,40 @@ def table(results: dict[str, dict[str, dict[str, float]]], op: str) -> list[str]
     return lines
 
 
+def kernel_table(names: list[str], repeat: int = 200) -> list[str]:
+    """Block kernels alone, one thread, cache-resident, against ggml's C functions."""
+    x = np.random.default_rng(1).standard_normal((64, 4096)).astype(np.float32)
+    mb = x.nbytes / 1e6
+    lines = ["| codec | quantize | ggml | ratio | dequantize | ggml | ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    saved = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        for name in names:
+            codec = get_codec(name)
+            gtype = codec.ggml_type
+            blocks = x.reshape(-1, codec.block_size)
+            packed = ggml_quantize(gtype, x).reshape(-1, codec.type_size)
+            t = best_times({
+                "dq": lambda: codec.dequantize_blocks_fast(packed),  # noqa: B023
+                "dq ggml": lambda: ggml_dequantize(gtype, packed, x.size),  # noqa: B023
+            }, repeat)
+            row = ["n/a"] * 3
+            if codec.can_quantize:
+                t |= best_times({
+                    "q": lambda: codec.quantize_blocks_fast(blocks, None),  # noqa: B023
+                    "q ggml": lambda: ggml_quantize(gtype, x),  # noqa: B023
+                }, repeat)
+                row = [f"{mb / t['q']:.0f}", f"{mb / t['q ggml']:.0f}",
+                       f"{t['q ggml'] / t['q']:.2f}x"]
+            row += [f"{mb / t['dq']:.0f}", f"{mb / t['dq ggml']:.0f}",
+                    f"{t['dq ggml'] / t['dq']:.2f}x"]
+            lines.append(f"| {name} | {' | '.join(row)} |")
+    finally:
+        numba.set_num_threads(saved)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--values", type=int, default=1 << 22, help="float32 values per tensor")
@@ -187,6 +225,10 @@ def main(argv: list[str] | None = None) -> None:
         "## dequantize",
         "",
         *table(results, "dequantize"),
+        "",
+        "## block kernels alone (1 thread, cache-resident (64, 4096) tensor, best of 200)",
+        "",
+        *kernel_table(list(results)),
         "",
     ]
     text = "\n".join(report)
