@@ -582,6 +582,26 @@ class _KMCodec(Codec):
 
     bits = 0
     block_size = 8
+    # Bytes are not stable: re-quantizing a decoded row finds the same decoded values (each of
+    # its <= 2**bits distinct values is its own optimal centroid) but may order or fill the
+    # unused codebook entries differently. tests/test_quants_properties.py checks the values.
+    requantize_stable = False
+
+    @classmethod
+    def max_error(cls, blocks: np.ndarray) -> np.ndarray:
+        """Bound for blocks that together form whole rows (a whole tensor, as quantize sees).
+
+        Every centroid is a weighted mean of its row's values, so it lies within the tensor's
+        [min, max]; each value maps to a centroid, so no error exceeds max - min, plus the fp16
+        rounding of the centroid (half an ulp: 2**-11 relative). There is no tighter a-priori
+        per-block bound: a constant block can map to a centroid shared with far-away values.
+        """
+        b = np.asarray(blocks, dtype=np.float64)
+        if b.size == 0:
+            return np.zeros(b.shape[0])
+        lo, hi = float(b.min()), float(b.max())
+        bound = (hi - lo) + 2.0**-11 * max(abs(lo), abs(hi))
+        return np.full(b.shape[0], bound * (1 + 1e-6) + np.finfo(np.float32).tiny)
 
     @classmethod
     def row_nbytes(cls, n_per_row: int) -> int:
