@@ -177,8 +177,9 @@ def bench_model(path: Path, threads: int) -> list[str]:
         mix = ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items()))
     line = (f"{path.name}: gguflite {len(lins)} mat-vecs per token ({mix}), "
             f"{nbytes / 1e6:.1f} MB: {t * 1e3:.2f} ms/token ({nbytes / t / 1e9:.1f} GB/s)")
-    g = [lin for lin in lins if lin.in_features == lins[0].in_features]
-    if len(g) >= 3:
+    g = [lin for lin in lins if lin.name in ("blk.0.attn_q.weight", "blk.0.attn_k.weight",
+                                              "blk.0.attn_v.weight")]
+    if len(g) == 3 and len({lin.in_features for lin in g}) == 1:
         xs0 = xs[g[0].in_features]
         ys3 = [np.empty(lin.out_features, np.float32) for lin in g[:3]]
         t3 = _min_time(lambda: Linear.matvec_many(g[:3], xs0, outs=ys3), 50, 5)

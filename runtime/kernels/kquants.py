@@ -18,6 +18,7 @@ from numba import njit
 
 from .vector_ir import (
     band,
+    bit_set,
     bor,
     dot_u8,
     dup2_f32x4,
@@ -85,14 +86,18 @@ def _i8(v):
 def _q45_u(w, b, k, has_qh):
     """u of group k of the super-block at byte b: low/high nibbles of the 32 bytes of pair k // 2,
     plus, for Q5_K, bit k of qh[0..32] as bit 4."""
+    v = load_u8x32(w, b + (48 if has_qh else 16) + 32 * (k // 2))
+    if k % 2 == 0:
+        return bor(band(v, 15), _q45_hbit(w, b, k, has_qh))
+    return bor(shr(v, 4), _q45_hbit(w, b, k, has_qh))
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _q45_hbit(w, b, k, has_qh):
+    """Bit 4 of the u of group k: bit k of qh[0..32] for Q5_K, 0 for Q4_K."""
     if has_qh:
-        v = load_u8x32(w, b + 48 + 32 * (k // 2))
-        h = shl(band(shr(load_u8x32(w, b + 16), k), 1), 4)
-    else:
-        v = load_u8x32(w, b + 16 + 32 * (k // 2))
-        h = band(v, 0)
-    u = band(v, 15) if k % 2 == 0 else shr(v, 4)
-    return bor(u, h)
+        return shl(bit_set(load_u8x32(w, b + 16), 1 << k), 4)
+    return band(load_u8x32(w, b + 16), 0)
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -100,6 +105,7 @@ def _dot_q45(w, p, nb, xq, xd, xsd, bytes_per, has_qh):
     acc0 = vzero()
     acc1 = vzero()
     biasv = vzero()
+    qoff = 48 if has_qh else 16
     for i in range(nb // 8):
         b = p + bytes_per * i
         g0 = 8 * i
@@ -108,11 +114,13 @@ def _dot_q45(w, p, nb, xq, xd, xsd, bytes_per, has_qh):
         # (8,) m[k] * dx * sum(xq) of group g0 + k, times dmin
         biasv = vfma(biasv, vmul(k4_mins(w, b + 4), pair_sums8(xsd, 2 * g0)),
                      vsplat(f16(w, b + 2)))
-        for k in range(0, 8, 2):
+        for k in range(0, 8, 2):  # groups k, k + 1: low and high nibbles of the same 32 bytes
             g = g0 + k
-            acc0 = fma_lane(acc0, dot_u8(_q45_u(w, b, k, has_qh), xq, 32 * g), sv, k, k)
-            acc1 = fma_lane(acc1, dot_u8(_q45_u(w, b, k + 1, has_qh), xq, 32 * g + 32), sv,
-                            k + 1, k + 1)
+            v = load_u8x32(w, b + qoff + 16 * k)
+            u0 = bor(band(v, 15), _q45_hbit(w, b, k, has_qh))
+            u1 = bor(shr(v, 4), _q45_hbit(w, b, k + 1, has_qh))
+            acc0 = fma_lane(acc0, dot_u8(u0, xq, 32 * g), sv, k, k)
+            acc1 = fma_lane(acc1, dot_u8(u1, xq, 32 * g + 32), sv, k + 1, k + 1)
     return hsum(acc0) + hsum(acc1) - hsum(biasv)
 
 
@@ -203,10 +211,10 @@ def deq_q6_k(w, p, nb, dst, off):
 def _q23_u(w, qs, hm, h, j):
     """u of group j (0..3) of half h: bits 2j..2j+1 of qs[32h : 32h + 32], plus for Q3_K
     (hm >= 0) bit 4h + j of hmask[0..32] as bit 2."""
-    u = band(shr(load_u8x32(w, qs + 32 * h), 2 * j), 3)
-    if hm >= 0:
-        u = bor(u, shl(band(shr(load_u8x32(w, hm), 4 * h + j), 1), 2))
-    return u
+    lo = band(shr(load_u8x32(w, qs + 32 * h), 2 * j), 3)
+    if hm < 0:
+        return lo
+    return bor(lo, shl(bit_set(load_u8x32(w, hm), 1 << (4 * h + j)), 2))
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -220,31 +228,54 @@ def _q23_params(w, b, is_q3, idx):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _dot_q23(w, p, nb, xq, xd, xsd, is_q3):
-    """Q2_K / Q3_K row dot; the 8 scales of each half super-block are unpacked as one vector,
-    [g0a, g0b, g1a, g1b, g2a, g2b, g3a, g3b] (a, b: the two sixteens of group g)."""
+def _dot_q23_half(acc0, acc1, w, qs, hm, h, G, xq, sv):
+    """The 4 groups of half h of a Q2_K / Q3_K super-block into two accumulators."""
+    acc0 = fma_lane(acc0, dot_u8(_q23_u(w, qs, hm, h, 0), xq, 32 * G), sv, 0, 1)
+    acc1 = fma_lane(acc1, dot_u8(_q23_u(w, qs, hm, h, 1), xq, 32 * G + 32), sv, 2, 3)
+    acc0 = fma_lane(acc0, dot_u8(_q23_u(w, qs, hm, h, 2), xq, 32 * G + 64), sv, 4, 5)
+    acc1 = fma_lane(acc1, dot_u8(_q23_u(w, qs, hm, h, 3), xq, 32 * G + 96), sv, 6, 7)
+    return acc0, acc1
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def dot_q3_k(w, p, nb, xq, xd, xsd):
+    """Q3_K: w = d * (sc - 32) * (u - 4); the 8 scales of each half super-block are unpacked as
+    one vector [g0a, g0b, g1a, g1b, g2a, g2b, g3a, g3b] (a, b: the two sixteens of group g)."""
     acc0 = vzero()
     acc1 = vzero()
     biasv = vzero()
-    bytes_per = Q3_K_BYTES if is_q3 else Q2_K_BYTES
     for i in range(nb // 8):
-        b = p + bytes_per * i
-        qs = b + 32 if is_q3 else b + 16
-        hm = b if is_q3 else -1
+        b = p + Q3_K_BYTES * i
+        d = vsplat(f16(w, b + 108))
+        # half 0 then half 1, written out so each scale unpack and bit test is a constant
+        s8 = vmul(q3k_scales(w, b + 96, 0), d)  # (8,) d * (sc - 32)
+        biasv = vfma(biasv, vmul(s8, vsplat(np.float32(-4.0))), load_f32x8(xsd, 16 * i))
+        acc0, acc1 = _dot_q23_half(acc0, acc1, w, b + 32, b, 0, 8 * i, xq,
+                                   vmul(s8, dup2_f32x4(xd, 8 * i)))
+        s8 = vmul(q3k_scales(w, b + 96, 1), d)
+        biasv = vfma(biasv, vmul(s8, vsplat(np.float32(-4.0))), load_f32x8(xsd, 16 * i + 8))
+        acc0, acc1 = _dot_q23_half(acc0, acc1, w, b + 32, b, 1, 8 * i + 4, xq,
+                                   vmul(s8, dup2_f32x4(xd, 8 * i + 4)))
+    return hsum(acc0) + hsum(acc1) + hsum(biasv)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def dot_q2_k(w, p, nb, xq, xd, xsd):
+    """Q2_K: w = d * (sc & 15) * u - dmin * (sc >> 4), scales as in dot_q3_k."""
+    acc0 = vzero()
+    acc1 = vzero()
+    biasv = vzero()
+    for i in range(nb // 8):
+        b = p + Q2_K_BYTES * i
+        d = vsplat(f16(w, b + 80))
+        mdmin = vsplat(-f16(w, b + 82))
         for h in range(2):
             G = 8 * i + 4 * h
-            if is_q3:  # w = d * (sc - 32) * (u - 4)
-                s8 = vmul(q3k_scales(w, b + 96, h), vsplat(f16(w, b + 108)))  # (8,)
-                c8 = vmul(s8, vsplat(np.float32(-4.0)))  # s * o - c
-            else:  # w = d * (sc & 15) * u - dmin * (sc >> 4)
-                s8 = vmul(u8x8_f32(w, b + 8 * h, 0, 15), vsplat(f16(w, b + 80)))
-                c8 = vmul(u8x8_f32(w, b + 8 * h, 4, 15), vsplat(-f16(w, b + 82)))
-            sv = vmul(s8, dup2_f32x4(xd, G))  # (8,) s * dx
+            s8 = vmul(u8x8_f32(w, b + 8 * h, 0, 15), d)  # (8,) d * (sc & 15)
+            c8 = vmul(u8x8_f32(w, b + 8 * h, 4, 15), mdmin)  # (8,) -dmin * (sc >> 4)
             biasv = vfma(biasv, c8, load_f32x8(xsd, 2 * G))
-            acc0 = fma_lane(acc0, dot_u8(_q23_u(w, qs, hm, h, 0), xq, 32 * G), sv, 0, 1)
-            acc1 = fma_lane(acc1, dot_u8(_q23_u(w, qs, hm, h, 1), xq, 32 * G + 32), sv, 2, 3)
-            acc0 = fma_lane(acc0, dot_u8(_q23_u(w, qs, hm, h, 2), xq, 32 * G + 64), sv, 4, 5)
-            acc1 = fma_lane(acc1, dot_u8(_q23_u(w, qs, hm, h, 3), xq, 32 * G + 96), sv, 6, 7)
+            acc0, acc1 = _dot_q23_half(acc0, acc1, w, b + 16, -1, h, G, xq,
+                                       vmul(s8, dup2_f32x4(xd, G)))
     return hsum(acc0) + hsum(acc1) + hsum(biasv)
 
 
@@ -263,19 +294,9 @@ def _deq_q23(w, p, nb, dst, off, is_q3):
                              _q23_u(w, qs, hm, h, j), o, s0, c0, s1, c1)
 
 
-@njit(cache=True, fastmath=True, inline="always")
-def dot_q3_k(w, p, nb, xq, xd, xsd):
-    return _dot_q23(w, p, nb, xq, xd, xsd, True)
-
-
 @njit(cache=True)
 def deq_q3_k(w, p, nb, dst, off):
     _deq_q23(w, p, nb, dst, off, True)
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def dot_q2_k(w, p, nb, xq, xd, xsd):
-    return _dot_q23(w, p, nb, xq, xd, xsd, False)
 
 
 @njit(cache=True)

@@ -12,7 +12,6 @@ Same contract as legacy.py. Trits t in {0, 1, 2} are the unsigned lanes u, the o
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from .vector_ir import (
@@ -22,13 +21,17 @@ from .vector_ir import (
     f16,
     fma2,
     hsum,
+    ldf,
     load_u8x32,
     mul8,
     mul_halves,
+    pair_sums8,
     shr,
     store_affine,
     tq1_tail,
     trit,
+    vfma,
+    vsplat,
     vzero,
 )
 
@@ -56,20 +59,53 @@ def _tq1_u(w, b, k):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _dot_tq(w, p, nb, xq, xd, xsd, is_tq1):
-    acc = vzero()
-    bias = np.float32(0.0)
-    bytes_per = TQ1_0_BYTES if is_tq1 else TQ2_0_BYTES
+def _tq_group(acc, u, xq, xd, G, d):
+    s = d * ldf(xd, G)
+    return fma2(acc, dot_u8(u, xq, 32 * G), s, s)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def dot_tq1_0(w, p, nb, xq, xd, xsd):
+    """TQ1_0 row dot; the 8 groups of a block are written out (no vector merges across
+    branches, which Numba would route through memory)."""
+    acc0 = vzero()
+    acc1 = vzero()
+    biasv = vzero()
     for i in range(nb // 8):
-        b = p + bytes_per * i
-        d = f16(w, b + bytes_per - 2)
-        for k in range(8):
-            G = 8 * i + k
-            u = _tq1_u(w, b, k) if is_tq1 else _tq2_u(w, b, k)
-            s = d * xd[G]
-            acc = fma2(acc, dot_u8(u, xq, 32 * G), s, s)
-            bias -= d * (xsd[2 * G] + xsd[2 * G + 1])
-    return hsum(acc) + bias
+        b = p + TQ1_0_BYTES * i
+        d = f16(w, b + TQ1_0_BYTES - 2)
+        G = 8 * i
+        v = load_u8x32(w, b)
+        acc0 = _tq_group(acc0, trit(v), xq, xd, G, d)
+        acc1 = _tq_group(acc1, trit(mul8(v, 3)), xq, xd, G + 1, d)
+        acc0 = _tq_group(acc0, trit(mul8(v, 9)), xq, xd, G + 2, d)
+        acc1 = _tq_group(acc1, trit(mul8(v, 27)), xq, xd, G + 3, d)
+        acc0 = _tq_group(acc0, trit(mul8(v, 81)), xq, xd, G + 4, d)
+        v2 = dup16(w, b + 32)
+        acc1 = _tq_group(acc1, trit(mul_halves(v2, 1, 3)), xq, xd, G + 5, d)
+        acc0 = _tq_group(acc0, trit(mul_halves(v2, 9, 27)), xq, xd, G + 6, d)
+        acc1 = _tq_group(acc1, trit(tq1_tail(w, b + 32, b + 48)), xq, xd, G + 7, d)
+        biasv = vfma(biasv, pair_sums8(xsd, 2 * G), vsplat(-d))  # o = -1
+    return hsum(acc0) + hsum(acc1) + hsum(biasv)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def dot_tq2_0(w, p, nb, xq, xd, xsd):
+    acc0 = vzero()
+    acc1 = vzero()
+    biasv = vzero()
+    for i in range(nb // 8):
+        b = p + TQ2_0_BYTES * i
+        d = f16(w, b + TQ2_0_BYTES - 2)
+        G = 8 * i
+        for c in range(2):
+            v = load_u8x32(w, b + 32 * c)
+            acc0 = _tq_group(acc0, band(v, 3), xq, xd, G + 4 * c, d)
+            acc1 = _tq_group(acc1, band(shr(v, 2), 3), xq, xd, G + 4 * c + 1, d)
+            acc0 = _tq_group(acc0, band(shr(v, 4), 3), xq, xd, G + 4 * c + 2, d)
+            acc1 = _tq_group(acc1, shr(v, 6), xq, xd, G + 4 * c + 3, d)
+        biasv = vfma(biasv, pair_sums8(xsd, 2 * G), vsplat(-d))  # o = -1
+    return hsum(acc0) + hsum(acc1) + hsum(biasv)
 
 
 @njit(cache=True)
@@ -83,19 +119,9 @@ def _deq_tq(w, p, nb, dst, off, is_tq1):
             store_affine(dst, off + 256 * i + 32 * k, u, -1, d, 0.0, d, 0.0)
 
 
-@njit(cache=True, fastmath=True, inline="always")
-def dot_tq1_0(w, p, nb, xq, xd, xsd):
-    return _dot_tq(w, p, nb, xq, xd, xsd, True)
-
-
 @njit(cache=True)
 def deq_tq1_0(w, p, nb, dst, off):
     _deq_tq(w, p, nb, dst, off, True)
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def dot_tq2_0(w, p, nb, xq, xd, xsd):
-    return _dot_tq(w, p, nb, xq, xd, xsd, False)
 
 
 @njit(cache=True)

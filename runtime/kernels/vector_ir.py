@@ -677,3 +677,18 @@ def u8x8_f32(typingctx, a, off, shift, mask):
         return builder.sitofp(v, VF8)
 
     return F32x8(a, off, shift, mask), codegen
+
+
+@intrinsic
+def bit_set(typingctx, v, mask):
+    """1 in every lane where ``lane & mask`` is non-zero, else 0 (a variable bit test without a
+    per-byte shift, which x86 lacks)."""
+
+    def codegen(context, builder, sig, args):
+        vec, m = args
+        m8 = builder.trunc(context.cast(builder, m, sig.args[1], types.int64), I8)
+        hit = builder.icmp_unsigned("!=", builder.and_(vec, _splat(builder, m8, V8x32)),
+                                    ir.Constant(V8x32, None))
+        return builder.zext(hit, V8x32)
+
+    return U8x32(v, mask), codegen
