@@ -78,7 +78,7 @@ class Model:
     """
 
     def __init__(self, path: str | Path, *, backend: str = "numba", threads: int | None = None,
-                 n_ctx: int | None = None, n_batch: int = 128):
+                 n_ctx: int | None = None, n_batch: int = 128, **backend_options: Any):
         t0 = time.perf_counter()
         self.path = Path(path)
         self.file = gguflite.open(self.path)
@@ -96,7 +96,8 @@ class Model:
                 raise ModelError(f"the tokenizer has {self.tokenizer.n_vocab} tokens but "
                                  f"{hp.arch}.vocab_size is {hp.vocab_size}")
             self.backend: Backend = _make_backend(backend, self.file, hp, n_ctx=n_ctx,
-                                                  n_batch=n_batch, threads=threads)
+                                                  n_batch=n_batch, threads=threads,
+                                                  **backend_options)
         except BaseException:
             self.file.close()
             raise
@@ -259,32 +260,39 @@ def _text(tok: Tokenizer, tid: int | None) -> str:
 
 
 def _make_backend(name: str, f: gguflite.GGUFFile, hp: HParams, *, n_ctx: int, n_batch: int,
-                  threads: int | None) -> Backend:
+                  threads: int | None, device: str | None = None, dtype: str | None = None,
+                  compile: bool = False) -> Backend:
     if name == "numba":
+        if device not in (None, "cpu") or dtype not in (None, "float32", "f32") or compile:
+            raise ModelError("the numba backend runs on the CPU in float32; for --device, "
+                             "--dtype or --compile use --backend torch")
         from . import ops
 
         ops.set_threads(threads)
         return LlamaNumba(f, hp, n_ctx=n_ctx, n_batch=n_batch)
     if name == "torch":
-        try:
-            from .torch_backend import LlamaTorch  # written by the torch-backend work
-        except ImportError:
-            raise ModelError("backend='torch' is not available in this build") from None
-        return LlamaTorch(f, hp, n_ctx=n_ctx, threads=threads)
+        from .torch_backend import LlamaTorch  # raises ModelError naming the extra if no torch
+
+        return LlamaTorch(f, hp, n_ctx=n_ctx, threads=threads, device=device, dtype=dtype,
+                          compile=compile)
     raise ModelError(f"unknown backend {name!r}; choose 'numba' or 'torch'")
 
 
 def load(path: str | Path | None = None, *, backend: str = "numba", threads: int | None = None,
-         n_ctx: int | None = None, n_batch: int = 128) -> Model:
+         n_ctx: int | None = None, n_batch: int = 128, device: str | None = None,
+         dtype: str | None = None, compile: bool = False) -> Model:
     """Load a model file (None: the embedded default model) for generation.
 
     Parameters
     ----------
     path : file path, or None for ``gguflite.default_model.default_model_path()``
-    backend : "numba" (CPU)
-    threads : Numba threads (None: all cores)
+    backend : "numba" (CPU) or "torch" (any torch device; needs the ``torch`` extra)
+    threads : CPU threads (None: all cores)
     n_ctx : KV cache length; default min(context_length, 4096)
     n_batch : largest prefill chunk
+    device, dtype, compile : torch backend only: "cpu" / "cuda" / "cuda:1" / "mps"; the compute
+        dtype ("float32", "float16", "bfloat16"; default float32 on CPU, float16 elsewhere);
+        ``torch.compile`` of the forward pass
 
     Raises
     ------
@@ -295,4 +303,5 @@ def load(path: str | Path | None = None, *, backend: str = "numba", threads: int
         from gguflite.default_model import default_model_path
 
         path = default_model_path()
-    return Model(path, backend=backend, threads=threads, n_ctx=n_ctx, n_batch=n_batch)
+    return Model(path, backend=backend, threads=threads, n_ctx=n_ctx, n_batch=n_batch,
+                 device=device, dtype=dtype, compile=compile)

@@ -137,3 +137,30 @@ def test_cuda_matches_cpu(tmp_path):
     gpu = LlamaTorch(f, hp, n_ctx=64, device="cuda", dtype="float32")
     np.testing.assert_allclose(gpu.forward(IDS, 0, all_logits=True),
                                cpu.forward(IDS, 0, all_logits=True), rtol=0, atol=1e-3)
+
+
+# -- API and CLI --------------------------------------------------------------------------
+def test_load_api_and_cli_give_numba_greedy_output(tmp_path):
+    from click.testing import CliRunner
+
+    from gguflite.cli.main import cli
+    from gguflite.runtime import load
+
+    path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
+    want = load(path).generate("the sea", max_tokens=10, temperature=0, stream=False)
+    got = load(path, backend="torch", device="cpu").generate("the sea", max_tokens=10,
+                                                            temperature=0, stream=False)
+    assert got == want
+    args = [str(path), "-p", "the sea", "-n", "10", "--temp", "0", "--raw"]
+    a = CliRunner().invoke(cli, ["run", *args])
+    b = CliRunner().invoke(cli, ["run", *args, "--backend", "torch", "--dtype", "float32"])
+    assert a.exit_code == b.exit_code == 0, (a.output, b.output)
+    assert a.stdout.splitlines()[0] == b.stdout.splitlines()[0]
+
+
+def test_numba_backend_refuses_torch_options(tmp_path):
+    from gguflite.runtime import load
+
+    path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
+    with pytest.raises(ModelError, match="use --backend torch"):
+        load(path, device="cuda")

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import click
+
+from .run import backend_kwargs, backend_options
 
 
 @click.command("bench")
@@ -22,8 +25,9 @@ import click
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@backend_options
 def bench(file: str | None, n_prompt: int, n_gen: int, repetitions: int, threads: int | None,
-          as_json: bool) -> None:
+          as_json: bool, **kw: Any) -> None:
     """Measure pp (prefill) and tg (decode) tokens/s of FILE (default: the embedded model).
 
     Exit codes: 0 done; 1 the file cannot be run.
@@ -32,7 +36,7 @@ def bench(file: str | None, n_prompt: int, n_gen: int, repetitions: int, threads
     from gguflite.runtime.bench import bench as run_bench
 
     t0 = time.perf_counter()
-    model = load(file, threads=threads, n_ctx=max(n_prompt, n_gen, 1))
+    model = load(file, threads=threads, n_ctx=max(n_prompt, n_gen, 1), **backend_kwargs(kw))
     load_s = time.perf_counter() - t0
     results = run_bench(model, n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions)
     if as_json:

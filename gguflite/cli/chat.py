@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .run import load_model, print_stats, sampling_kwargs, sampling_options
+from .run import backend_options, load_model, print_stats, sampling_kwargs, sampling_options
 
 
 @click.command("chat")
@@ -20,12 +20,13 @@ from .run import load_model, print_stats, sampling_kwargs, sampling_options
 @click.option("--system", default=None, help="System message.")
 @click.option("--stats/--no-stats", default=False, help="Print tokens/s after each reply.")
 @sampling_options
+@backend_options
 def chat(file: str | None, system: str | None, stats: bool, **kw: Any) -> None:
     """Chat with FILE (default: the embedded SmolLM2 model) on stdin/stdout.
 
     Exit codes: 0 done; 1 the file cannot be run (no chat template, context full); 2 usage.
     """
-    model = load_model(file, kw["threads"], kw["n_ctx"])
+    model = load_model(file, kw)
     from gguflite.runtime.chat import get_chat_template
 
     get_chat_template(model.file.metadata)  # fail now, not after the first line

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..errors import GGUFLiteError
+from .run import backend_kwargs, backend_options
 
 
 @click.command("perplexity")
@@ -28,8 +30,9 @@ from ..errors import GGUFLiteError
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@backend_options
 def perplexity(file: str, text_file: str, ctx: int, chunks: int | None, kl_base: str | None,
-               threads: int | None, as_json: bool) -> None:
+               threads: int | None, as_json: bool, **kw: Any) -> None:
     """Perplexity of FILE on the text in --text (llama.cpp's chunked definition).
 
     Exit codes: 0 done; 1 bad file, text too short for 2 chunks, or a vocabulary mismatch.
@@ -42,8 +45,8 @@ def perplexity(file: str, text_file: str, ctx: int, chunks: int | None, kl_base:
     except UnicodeDecodeError as exc:
         raise GGUFLiteError(f"{text_file}: not UTF-8 text ({exc.reason} at byte "
                             f"{exc.start})") from None
-    model = load(file, threads=threads, n_ctx=ctx)
-    base = load(kl_base, threads=threads, n_ctx=ctx) if kl_base else None
+    model = load(file, threads=threads, n_ctx=ctx, **backend_kwargs(kw))
+    base = load(kl_base, threads=threads, n_ctx=ctx, **backend_kwargs(kw)) if kl_base else None
 
     def progress(done: int, total: int, ppl: float) -> None:
         if not as_json:

@@ -44,15 +44,41 @@ def sampling_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The compute backend options shared by run, chat, perplexity and bench."""
+    options = [
+        click.option("--backend", type=click.Choice(["numba", "torch"]), default="numba",
+                     show_default=True, help="Compute backend: Numba on the CPU, or torch "
+                     "(needs the torch extra) on any torch device."),
+        click.option("--device", default=None,
+                     help="torch backend: cpu, cuda, cuda:1, mps (default: cpu). CUDA "
+                          "requested but unavailable is an error, never a CPU fallback."),
+        click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]),
+                     default=None, help="torch backend: compute dtype (default: float32 on "
+                     "the CPU, float16 on accelerators)."),
+        click.option("--compile", "compile_", is_flag=True,
+                     help="torch backend: torch.compile the forward pass."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def backend_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
+    return {"backend": kw["backend"], "device": kw["device"], "dtype": kw["dtype"],
+            "compile": kw["compile_"]}
+
+
 def sampling_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     return {k: kw[k] for k in ("max_tokens", "temperature", "top_k", "top_p", "min_p",
                                "repeat_penalty", "seed")} | {"stop": list(kw["stop"])}
 
 
-def load_model(file: str | None, threads: int | None, n_ctx: int | None):  # -> Model
+def load_model(file: str | None, kw: dict[str, Any]):  # -> Model
     from gguflite.runtime import load
 
-    return load(Path(file) if file else None, threads=threads, n_ctx=n_ctx)
+    return load(Path(file) if file else None, threads=kw["threads"], n_ctx=kw["n_ctx"],
+                **backend_kwargs(kw))
 
 
 def print_stats(stats: Any) -> None:
@@ -69,13 +95,14 @@ def print_stats(stats: Any) -> None:
                    "(default when the file has one), or feed it as raw text.")
 @click.option("--system", default=None, help="System message (with the chat template).")
 @sampling_options
+@backend_options
 def run(file: str | None, prompt: str, use_template: bool | None, system: str | None,
         **kw: Any) -> None:
     """Generate a continuation of PROMPT with FILE (default: the embedded SmolLM2 model).
 
     Exit codes: 0 done; 1 the file cannot be run or the prompt does not fit; 2 usage error.
     """
-    model = load_model(file, kw["threads"], kw["n_ctx"])
+    model = load_model(file, kw)
     if use_template is None:
         use_template = bool(model.tokenizer.chat_template)
     if use_template:
