@@ -142,9 +142,9 @@ def test_cuda_matches_cpu(tmp_path):
 # -- API and CLI --------------------------------------------------------------------------
 def test_load_api_and_cli_give_numba_greedy_output(tmp_path):
     from click.testing import CliRunner
+    from gguflite.runtime import load
 
     from gguflite.cli.main import cli
-    from gguflite.runtime import load
 
     path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
     want = load(path).generate("the sea", max_tokens=10, temperature=0, stream=False)
