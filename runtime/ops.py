@@ -89,14 +89,80 @@ def _rope_head(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> None:
         x[2 * i + 1] = x0 * sin[i] + x1 * cos[i]
 
 
+@njit(cache=True, fastmath=True)
+def _attend_head(h: int, q: np.ndarray, cos: np.ndarray, sin: np.ndarray, k_cache: np.ndarray,
+                 v_cache: np.ndarray, pos0: int, kq_scale: float, out: np.ndarray,
+                 scores: np.ndarray) -> None:
+    """Query head h of every new token: rotate it, then softmax(q k^T * scale) v, causally.
+
+    q: (n, n_head, hd); k_cache/v_cache: (n_kv_head, n_ctx, hd); out: (n, n_head * hd);
+    scores: (n_head, n_ctx) scratch (row h is used).
+    """
+    n, n_head, hd = q.shape
+    g = h // (n_head // k_cache.shape[0])  # the key/value head this query head reads
+    s = scores[h]  # (n_ctx,)
+    kc = k_cache[g]  # (n_ctx, hd)
+    vc = v_cache[g]  # (n_ctx, hd)
+    for i in range(n):
+        qi = q[i, h]  # (hd,)
+        _rope_head(qi, cos[pos0 + i], sin[pos0 + i])
+        n_keys = pos0 + i + 1
+        m = np.float32(-np.inf)
+        for t in range(n_keys):
+            acc = np.float32(0.0)
+            for d in range(hd):
+                acc += qi[d] * kc[t, d]
+            acc *= kq_scale
+            s[t] = acc
+            if acc > m:
+                m = acc
+        total = np.float32(0.0)
+        for t in range(n_keys):
+            e = np.exp(s[t] - m)
+            s[t] = e
+            total += e
+        o = out[i, h * hd:(h + 1) * hd]  # (hd,)
+        o[:] = 0.0
+        for t in range(n_keys):
+            p = s[t]
+            for d in range(hd):
+                o[d] += p * vc[t, d]
+        inv = np.float32(1.0) / total
+        for d in range(hd):
+            o[d] *= inv
+
+
+@njit(cache=True, fastmath=True)
+def _store_kv(k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin: np.ndarray,
+              k_cache: np.ndarray, v_cache: np.ndarray, pos0: int) -> None:
+    """Rotate the new keys and write keys and values to the cache rows pos0 .. pos0 + n - 1."""
+    for i in range(k.shape[0]):
+        for g in range(k.shape[1]):
+            _rope_head(k[i, g], cos[pos0 + i], sin[pos0 + i])
+            k_cache[g, pos0 + i, :] = k[i, g]
+            v_cache[g, pos0 + i, :] = v[i, g]
+
+
 @njit(cache=True, fastmath=True, parallel=True)
+def _attend_parallel(q, cos, sin, k_cache, v_cache, pos0, kq_scale, out, scores) -> None:
+    for h in prange(q.shape[1]):
+        _attend_head(h, q, cos, sin, k_cache, v_cache, pos0, kq_scale, out, scores)
+
+
+# Multiply-adds below which attention runs on the calling thread: starting a parallel region
+# costs microseconds (much more on a busy machine), the work of a short context far less.
+PARALLEL_MIN_WORK = 1 << 20
+
+
+@njit(cache=True, fastmath=True)
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin: np.ndarray,
               k_cache: np.ndarray, v_cache: np.ndarray, pos0: int, kq_scale: float,
               out: np.ndarray, scores: np.ndarray) -> None:
     """One layer's self-attention for n new tokens at positions pos0 .. pos0 + n - 1.
 
     RoPE is applied to q and k (in place), k and v are stored in the cache, then each query
-    attends causally to every cached position up to its own.
+    attends causally to every cached position up to its own. Query heads run in parallel when
+    the work (n_head * n * keys * head_dim * 2) exceeds ``PARALLEL_MIN_WORK``.
 
     Parameters
     ----------
@@ -118,46 +184,13 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin:
         Scratch.
     """
     n, n_head, hd = q.shape
-    n_kv = k.shape[1]
-    n_rep = n_head // n_kv
-    # Rotate and store the new keys and values (cheap: n * n_kv_head rows).
-    for i in range(n):
-        for g in range(n_kv):
-            _rope_head(k[i, g], cos[pos0 + i], sin[pos0 + i])
-            k_cache[g, pos0 + i, :] = k[i, g]
-            v_cache[g, pos0 + i, :] = v[i, g]
-    for h in prange(n_head):
-        g = h // n_rep  # the key/value head this query head reads
-        s = scores[h]  # (n_ctx,)
-        kc = k_cache[g]  # (n_ctx, hd)
-        vc = v_cache[g]  # (n_ctx, hd)
-        for i in range(n):
-            qi = q[i, h]  # (hd,)
-            _rope_head(qi, cos[pos0 + i], sin[pos0 + i])
-            n_keys = pos0 + i + 1
-            m = np.float32(-np.inf)
-            for t in range(n_keys):
-                acc = np.float32(0.0)
-                for d in range(hd):
-                    acc += qi[d] * kc[t, d]
-                acc *= kq_scale
-                s[t] = acc
-                if acc > m:
-                    m = acc
-            total = np.float32(0.0)
-            for t in range(n_keys):
-                e = np.exp(s[t] - m)
-                s[t] = e
-                total += e
-            o = out[i, h * hd:(h + 1) * hd]  # (hd,)
-            o[:] = 0.0
-            for t in range(n_keys):
-                p = s[t]
-                for d in range(hd):
-                    o[d] += p * vc[t, d]
-            inv = np.float32(1.0) / total
-            for d in range(hd):
-                o[d] *= inv
+    _store_kv(k, v, cos, sin, k_cache, v_cache, pos0)
+    work = 2 * n_head * n * (pos0 + n) * hd
+    if work >= PARALLEL_MIN_WORK:
+        _attend_parallel(q, cos, sin, k_cache, v_cache, pos0, kq_scale, out, scores)
+    else:
+        for h in range(n_head):
+            _attend_head(h, q, cos, sin, k_cache, v_cache, pos0, kq_scale, out, scores)
 
 
 @njit(cache=True)
