@@ -375,12 +375,17 @@ def run(source: Path, workdir: Path, labels: Sequence[str], *, ctx: int, n_chunk
             if partial is not None:
                 partial.write_text(json.dumps(header | {"rows": [asdict(r) for r in rows]},
                                               indent=1) + "\n")
+    return header | {"rows": [asdict(r) for r in rows],
+                     "byte_comparisons": byte_comparisons(files)}
+
+
+def byte_comparisons(files: dict[str, Path]) -> dict[str, Any]:
     comparisons = {}
     for ours, theirs in (("q8_0", "llama.cpp Q8_0"), ("q6_k", "llama.cpp Q6_K"),
                          ("q4_k", "llama.cpp Q4_K_M"), ("q4_k_m", "llama.cpp Q4_K_M")):
         if ours in files and theirs in files:
             comparisons[f"{ours} vs {theirs}"] = compare_bytes(files[ours], files[theirs])
-    return header | {"rows": [asdict(r) for r in rows], "byte_comparisons": comparisons}
+    return comparisons
 
 
 # --------------------------------------------------------------------------- outputs
@@ -463,20 +468,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="gguflite files also evaluated on llama.cpp")
     p.add_argument("--no-png", action="store_true")
     p.add_argument("--rebuild", action="store_true", help="rebuild cached files")
-    p.add_argument("--from-json", type=Path, default=None,
-                   help="only render quality.md/.png from this result JSON (e.g. the "
-                        "workdir's partial.json of a run still going)")
+    p.add_argument("--from-json", type=Path, nargs="+", default=None,
+                   help="only render quality.md/.json/.png from these result JSONs (e.g. "
+                        "partial.json of runs still going, or of runs split by --types); "
+                        "rows are merged in the --types order, byte comparisons redone "
+                        "from the --workdir files")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.from_json is not None:
-        write_outputs(json.loads(a.from_json.read_text()), a.out_dir, png=not a.no_png)
+        write_outputs(merge_results([json.loads(p.read_text()) for p in a.from_json],
+                                    a.workdir), a.out_dir, png=not a.no_png)
         return 0
     labels = [s.strip() for s in a.types.split(",") if s.strip()]
     unknown = [lb for lb in labels if lb not in VARIANTS]
     if unknown:
         p.error(f"unknown --types {unknown}; known: {', '.join(VARIANTS)}")
-    if "f16" not in labels:
-        labels.insert(0, "f16")
     source = a.model
     if source is None:
         from gguflite.default_model import default_model_path
@@ -492,6 +498,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_outputs(result, a.out_dir, png=not a.no_png)
     sys.stdout.write(markdown(result))
     return 0
+
+
+def merge_results(parts: Sequence[dict[str, Any]], workdir: Path) -> dict[str, Any]:
+    """One result from several (split) runs of the same settings: rows in VARIANTS order."""
+    order = {label: i for i, label in enumerate(VARIANTS)}
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for part in parts:
+        for r in part["rows"]:
+            seen.setdefault((r["label"], r["engine"]), r)
+    rows = sorted(seen.values(), key=lambda r: (order.get(r["label"], 99), r["engine"]))
+    result = dict(parts[0]) | {"rows": rows}
+    result["byte_comparisons"] = byte_comparisons(
+        {r["label"]: workdir / r["file"] for r in rows if (workdir / r["file"]).exists()})
+    return result
 
 
 def write_outputs(result: dict[str, Any], out_dir: Path, *, png: bool) -> None:

@@ -28,7 +28,7 @@ def test_quality_pipeline_tiny(tmp_path: Path) -> None:
     src, _, _ = make_tiny_llama(tmp_path / "tiny.gguf", TinyConfig(dim=64, hidden_dim=256))
     out = tmp_path / "out"
     rc = q.main(["--model", str(src), "--workdir", str(tmp_path / "work"), "--out-dir",
-                 str(out), "--types", "q8_0,km4+imat", "--ctx", "32", "--chunks", "2",
+                 str(out), "--types", "f16,q8_0,km4+imat", "--ctx", "32", "--chunks", "2",
                  "--cal-chunks", "2", "--decode", "2", "--no-llama-cpp", "--no-png",
                  "--threads", "1"])
     assert rc == 0
