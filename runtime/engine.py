@@ -269,6 +269,7 @@ def _make_backend(name: str, f: gguflite.GGUFFile, hp: HParams, *, n_ctx: int, n
         from . import ops
 
         ops.set_threads(threads)
+        ops.set_blas_threads(1)  # one spinning pool at a time (see ops.set_blas_threads)
         return LlamaNumba(f, hp, n_ctx=n_ctx, n_batch=n_batch)
     if name == "torch":
         from .torch_backend import LlamaTorch  # raises ModelError naming the extra if no torch

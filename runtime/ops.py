@@ -201,6 +201,33 @@ def add_(x: np.ndarray, delta: np.ndarray) -> None:
             x[i, j] += delta[i, j]
 
 
+def set_blas_threads(n: int) -> bool:
+    """Limit NumPy's OpenBLAS to n threads (best effort; False when it cannot be found).
+
+    Prefill multiplies dequantized tiles with BLAS between Numba parallel regions; both thread
+    pools spin while waiting, and on a 2-core machine 2 + 2 spinning threads made pp128 3-9x
+    slower than a single-threaded BLAS (benchmarks/results/runtime.md).
+    """
+    import ctypes
+    import glob
+    import os
+
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs",
+                                  "*openblas*"))
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
+                       "openblas_set_num_threads"):
+            fn = getattr(lib, symbol, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                return True
+    return False
+
+
 def set_threads(n: int | None) -> int:
     """Set Numba's thread count for this process (None: all cores); returns it."""
     most = nb.config.NUMBA_NUM_THREADS
