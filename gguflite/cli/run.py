@@ -38,6 +38,8 @@ def sampling_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="CPU threads (default: all cores)."),
         click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=1), default=None,
                      help="Context length (default: min(file's context, 4096))."),
+        click.option("--default", "use_default", is_flag=True,
+                     help="Use the embedded default model (also what no FILE means)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -77,6 +79,8 @@ def sampling_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
 def load_model(file: str | None, kw: dict[str, Any]):  # -> Model
     from gguflite.runtime import load
 
+    if kw.get("use_default") and file:
+        raise click.UsageError("give FILE or --default, not both")
     return load(Path(file) if file else None, threads=kw["threads"], n_ctx=kw["n_ctx"],
                 **backend_kwargs(kw))
 
