@@ -162,9 +162,11 @@ def test_matvec_many_equals_single_matvecs(names):
     x = rng.standard_normal(576).astype(np.float32)
     outs = [np.empty(lin.out_features, np.float32) for lin in lins]
     got = Linear.matvec_many(lins, x, outs=outs)
+    # the same numbers as single matvecs, up to float32 summation order (the group driver is
+    # compiled separately, with fastmath)
     for lin, y, o in zip(lins, got, outs, strict=True):
         assert y is o
-        np.testing.assert_array_equal(y, lin.matvec(x))
+        assert rel_err(y, lin.matvec(x).astype(np.float64)) <= 1e-6
     got2 = Linear.matvec_many(lins, x)
     for a, b in zip(got, got2, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -11,28 +11,25 @@ mat-mul for prefill and embedding row lookup, straight from the memory-mapped we
 
 Linear.matvec_many accepts KMLinear members (they run their own mat-vec).
 
-Modules: vector_ir (LLVM vector intrinsics), activations (int8 activation quantization),
-legacy / kquants / ternary / floats (row kernels per type family), dispatch (parallel drivers),
-linear (this API), km (KMLinear over gguflite.quants.km), threads (the omp layer), cache
-(keeps Numba's cached drivers in step with the kernel sources).
+Modules: vector_ir and vector_f32 (LLVM vector intrinsics), activations (int8 activation
+quantization), legacy / kquants / ternary / floats (row kernels per type family), dispatch
+(parallel drivers), linear (this API), km (KMLinear over gguflite.quants.km), threads (the omp
+layer).
 """
 
 from __future__ import annotations
 
 from . import threads as _threads  # noqa: F401  (selects the omp layer first)
-from .cache import refresh_driver_stamps
-
-refresh_driver_stamps()  # before dispatch is imported: see cache.py
-from .km import KMLinear  # noqa: E402
-from .linear import (  # noqa: E402
+from .km import KMLinear
+from .linear import (
     BLAS_MIN_TOKENS,
     NATIVE_TYPES,
     Linear,
     get_rows,
     prepare_weight,
 )
-from .threads import threading_layer  # noqa: E402
-from .vector_ir import PORTABLE  # noqa: E402
+from .threads import threading_layer
+from .vector_ir import PORTABLE
 
 __all__ = ["BLAS_MIN_TOKENS", "NATIVE_TYPES", "PORTABLE", "KMLinear", "Linear", "get_rows",
            "prepare_weight", "threading_layer"]

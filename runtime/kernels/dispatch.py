@@ -21,6 +21,26 @@ from . import legacy as lg
 from . import ternary as tq
 from .activations import quantize_act
 
+# Numba keys the on-disk cache of a function on the text of *its own* file, but the drivers here
+# inline the row kernels of the modules below. This fingerprint of their text makes any edit
+# there change this file too (test_kernels_api checks it is current), so no stale compiled
+# driver is ever loaded from a cache. Recompute with kernel_sources_fingerprint().
+SOURCES_FINGERPRINT = "397404e11d95f9df"
+INLINED_MODULES = ("activations", "floats", "kquants", "legacy", "ternary", "vector_f32",
+                   "vector_ir")
+
+
+def kernel_sources_fingerprint() -> str:
+    """sha256 of the text of INLINED_MODULES, for SOURCES_FINGERPRINT."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for name in INLINED_MODULES:
+        h.update((Path(__file__).with_name(name + ".py")).read_bytes())
+    return h.hexdigest()[:16]
+
+
 F32, F16, BF16 = int(GGMLType.F32), int(GGMLType.F16), int(GGMLType.BF16)
 Q4_0, Q4_1, Q5_0, Q5_1 = (int(GGMLType.Q4_0), int(GGMLType.Q4_1), int(GGMLType.Q5_0),
                           int(GGMLType.Q5_1))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .vector_ir import bf16, f16, f32at, fma_bf16x32, fma_f16x32, fma_f32x32, hsum, vzero
+from .vector_f32 import fma_bf16x32, fma_f16x32, fma_f32x32
+from .vector_ir import bf16, f16, f32at, hsum, vzero
 
 
 @njit(cache=True, fastmath=True, inline="always")

@@ -16,29 +16,31 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .vector_f32 import (
+    dup2_f32x4,
+    fma_lane,
+    i8x8_f32,
+    k4_mins,
+    k4_scales,
+    load_f32x8,
+    pair_sums8,
+    q3k_scales,
+    u8x8_f32,
+    vfma,
+    vmul,
+    vsplat,
+)
 from .vector_ir import (
     band,
     bit_set,
     bor,
     dot_u8,
-    dup2_f32x4,
     f16,
-    fma_lane,
     hsum,
-    i8x8_f32,
-    k4_mins,
-    k4_scales,
-    load_f32x8,
     load_u8x32,
-    pair_sums8,
-    q3k_scales,
     shl,
     shr,
     store_affine,
-    u8x8_f32,
-    vfma,
-    vmul,
-    vsplat,
     vzero,
 )
 

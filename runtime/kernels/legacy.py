@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .vector_f32 import ldf
 from .vector_ir import (
     bits32,
     bor,
@@ -28,7 +29,6 @@ from .vector_ir import (
     f16,
     fma2,
     hsum,
-    ldf,
     nibbles16,
     shl,
     store_affine,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from numba import njit
 
+from .vector_f32 import ldf, pair_sums8, vfma, vsplat
 from .vector_ir import (
     band,
     dot_u8,
@@ -21,17 +22,13 @@ from .vector_ir import (
     f16,
     fma2,
     hsum,
-    ldf,
     load_u8x32,
     mul8,
     mul_halves,
-    pair_sums8,
     shr,
     store_affine,
     tq1_tail,
     trit,
-    vfma,
-    vsplat,
     vzero,
 )
 
