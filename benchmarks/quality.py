@@ -63,6 +63,19 @@ class Variant:
     imatrix: bool = False  # gguflite: pass the importance matrix
     fallback: str = "q8_0"  # gguflite --fallback-type
     ftype: int = 0  # llama.cpp llama_ftype
+    output_type: str | None = None  # gguflite --output-type
+    tensor_types: tuple[str, ...] = ()  # gguflite --tensor-type PATTERN=TYPE
+
+
+def _llama_cpp_fallbacks(n_layers: int = 30) -> dict[str, Any]:
+    """Options that make gguflite's q4_k_m fall back per type as llama.cpp does
+    (src/llama-quant.cpp tensor_type_fallback: Q4_K -> Q5_0, Q6_K -> Q8_0) for 576-wide rows:
+    the tied output (Q6_K) and the use_more_bits layers' attn_v (Q6_K) become Q8_0."""
+    from gguflite.converters.recipe import use_more_bits
+
+    layers = "|".join(str(i) for i in range(n_layers) if use_more_bits(i, n_layers))
+    return {"fallback": "q5_0", "output_type": "q8_0",
+            "tensor_types": (f"re:^blk\\.({layers})\\.attn_v\\.weight$=q8_0",)}
 
 
 VARIANTS: dict[str, Variant] = {v.label: v for v in [
@@ -72,6 +85,8 @@ VARIANTS: dict[str, Variant] = {v.label: v for v in [
     Variant("q4_k_m", "gguflite", "q4_k_m", fallback="q5_0"),
     Variant("llama.cpp Q4_K_M", "llama.cpp", ftype=15),
     Variant("q4_k_m+imat", "gguflite", "q4_k_m", imatrix=True, fallback="q5_0"),
+    Variant("q4_k_m-llfb", "gguflite", "q4_k_m", **_llama_cpp_fallbacks()),
+    Variant("q4_k_m-llfb+imat", "gguflite", "q4_k_m", imatrix=True, **_llama_cpp_fallbacks()),
     Variant("km4", "gguflite", "km4"),
     Variant("km4+imat", "gguflite", "km4", imatrix=True),
     Variant("km3", "gguflite", "km3"),
@@ -85,7 +100,7 @@ VARIANTS: dict[str, Variant] = {v.label: v for v in [
     Variant("tq1_0", "gguflite", "tq1_0"),
 ]}
 # gguflite files also run through llama.cpp (engine cross-check); llama.cpp's files always do.
-CROSS_CHECK = ("f16", "q8_0", "q4_k_m")
+CROSS_CHECK = ("f16", "q8_0", "q4_k_m", "q4_k_m-llfb")
 
 
 @dataclass
@@ -173,6 +188,7 @@ def build_file(v: Variant, f16: Path, out: Path, imatrix: Path | None, threads: 
         from gguflite.converters.requantize import requantize
 
         requantize(f16, out, type=v.recipe, fallback_type=v.fallback,
+                   output_type=v.output_type, tensor_types=v.tensor_types,
                    imatrix=imatrix if v.imatrix else None)
     else:
         import llama_cpp
@@ -382,7 +398,8 @@ def run(source: Path, workdir: Path, labels: Sequence[str], *, ctx: int, n_chunk
 def byte_comparisons(files: dict[str, Path]) -> dict[str, Any]:
     comparisons = {}
     for ours, theirs in (("q8_0", "llama.cpp Q8_0"), ("q6_k", "llama.cpp Q6_K"),
-                         ("q4_k", "llama.cpp Q4_K_M"), ("q4_k_m", "llama.cpp Q4_K_M")):
+                         ("q4_k", "llama.cpp Q4_K_M"), ("q4_k_m", "llama.cpp Q4_K_M"),
+                         ("q4_k_m-llfb", "llama.cpp Q4_K_M")):
         if ours in files and theirs in files:
             comparisons[f"{ours} vs {theirs}"] = compare_bytes(files[ours], files[theirs])
     return comparisons
