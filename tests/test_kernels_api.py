@@ -144,3 +144,21 @@ def test_driver_source_fingerprint_is_current():
     keyed on dispatch.py's text, so an outdated fingerprint would let a stale cached driver run
     after a kernel edit. Update SOURCES_FINGERPRINT in dispatch.py to the value shown."""
     assert dispatch.SOURCES_FINGERPRINT == dispatch.kernel_sources_fingerprint()
+
+
+@pytest.mark.parametrize("env,load,expected", [
+    ({}, 99.0, "PASSIVE"),  # oversubscribed: spinning would stall every region
+    ({}, 0.1, None),  # idle: keep libgomp's spin-then-sleep default
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, 99.0, None),  # the user's setting wins
+    ({"GGUFLITE_OMP_WAIT": "active"}, 99.0, "ACTIVE"),
+    ({"GGUFLITE_OMP_WAIT": "default"}, 99.0, None),
+])
+def test_omp_wait_policy_choice(monkeypatch, env, load, expected):
+    from gguflite.runtime.kernels import threads
+
+    for key in ("OMP_WAIT_POLICY", "GGUFLITE_OMP_WAIT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, load, load))
+    assert threads._choose_wait_policy() == expected
