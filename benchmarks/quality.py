@@ -166,12 +166,13 @@ def file_facts(path: Path) -> tuple[float, float, str]:
 
 
 def compare_bytes(ours: Path, theirs: Path) -> dict[str, Any]:
-    """Tensors stored with the same type in both files: how many are byte-identical."""
+    """Tensors stored with the same type in both files (norm vectors included): how many
+    are byte-identical; and how many the two quantizers gave different types."""
     same, diff, other = [], [], 0
     with gguflite.open(ours) as a, gguflite.open(theirs) as b:
         for name, ta in a.tensors.items():
             tb = b.tensors.get(name)
-            if tb is None or tb.type != ta.type or len(ta.shape) < 2:
+            if tb is None or tb.type != ta.type:
                 other += tb is not None
                 continue
             (same if np.array_equal(a.raw(name), b.raw(name)) else diff).append(
@@ -429,7 +430,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_f(100 * r['top1'], '.2f')} | {_f(r['decode_tps'], '.1f')} |")
     if result["byte_comparisons"]:
         lines += ["", "Byte comparison with llama.cpp's quantization of the same F16 file "
-                  "(2-D tensors stored with the same type in both):", "",
+                  "(tensors stored with the same type in both):", "",
                   "| files | identical | different | type differs |", "|---|---|---|---|"]
         for k, c in result["byte_comparisons"].items():
             lines.append(f"| {k} | {c['identical']} | {c['different']} | "
@@ -448,10 +449,8 @@ def chart(result: dict[str, Any], path: Path) -> None:
         if r["label"] == "f16" or not r["kld"] or math.isnan(r["kld"]):
             continue
         llama = r["producer"] == "llama.cpp"
-        if r["engine"] == "llama.cpp" and not llama:
-            continue  # one point per file: ours on our runtime
-        if llama and r["engine"] != "llama.cpp":
-            continue  # llama.cpp's files on llama.cpp
+        if r["engine"] != "gguflite":
+            continue  # one point per file, all on one engine: codecs compared, not engines
         color = "tab:orange" if llama else ("tab:green" if "km" in r["label"] else "tab:blue")
         ax.scatter(r["bpw"], r["kld"], color=color, marker="s" if llama else "o", zorder=3)
         ax.annotate(r["label"], (r["bpw"], r["kld"]), textcoords="offset points",
@@ -459,7 +458,8 @@ def chart(result: dict[str, Any], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("bits per weight (all tensors, file)")
     ax.set_ylabel("mean KL divergence vs F16 (log)")
-    ax.set_title(f"{Path(result['source']).name}: size vs quality")
+    ax.set_title(f"{Path(result['source']).name}: size vs quality\n(every file on the "
+                 "gguflite runtime; squares: quantized by llama.cpp)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
