@@ -31,12 +31,12 @@ import numpy as np
 from gguflite import quants
 from gguflite.constants import GGMLType
 from gguflite.errors import ModelError, UnsupportedTypeError
+from gguflite.quants import km
 from gguflite.reader import GGUFFile
 
 from . import ops
 from .dense import DenseLinear
 from .hparams import HParams
-from .km_linear import KMLinear, is_km_tensor
 from .llama_decode import DecodePlan, decode_step
 
 log = logging.getLogger(__name__)
@@ -83,11 +83,11 @@ def _kernels() -> Any | None:
 
 def make_linear(f: GGUFFile, name: str, shape: tuple[int, int]) -> Any:
     """A product ``W x`` over tensor ``name`` of numpy shape (out, in), read in place."""
-    if is_km_tensor(f, name):  # KM codebook companions (gguflite extension)
-        return KMLinear.from_file(f, name, shape)
+    k = _kernels()
+    if k is not None and km.is_km_tensor(f, name):  # KM companions (gguflite extension)
+        return k.KMLinear.from_gguf(f, name, shape)
     ti = f.tensors[name]
     data = f.array(name)
-    k = _kernels()
     if k is not None:
         if ti.type in k.NATIVE_TYPES:
             return k.Linear(data, ti.type, shape=shape, name=name)
@@ -111,7 +111,7 @@ def _check_tensors(f: GGUFFile, hp: HParams) -> None:
             expected[f"blk.{layer}.{suffix}"] = shape(hp)
     optional = {"output.weight": (hp.vocab_size, hp.dim),
                 "rope_freqs.weight": (hp.head_dim // 2,)}
-    kms = {n for n in expected if is_km_tensor(f, n)}  # stored as KM companions
+    kms = {n for n in expected if km.is_km_tensor(f, n)}  # stored as KM companions
     for name in expected:
         if name not in f.tensors and name not in kms:
             raise ModelError(f"tensor {name!r} is missing; a {hp.arch} model with "

@@ -520,6 +520,12 @@ def km_tensor_names(f: Any) -> list[str]:
     return names
 
 
+def is_km_tensor(f: Any, name: str) -> bool:
+    """True when ``name`` is stored as KM companion tensors (and not as a plain tensor)."""
+    return (name not in f.tensors and name + CODES_SUFFIX in f.tensors
+            and f"{KEY_PREFIX}{name}.bits" in f.metadata)
+
+
 def _key(f: Any, key: str, vtype: GGUFValueType, etype: GGUFValueType | None = None) -> Any:
     if key not in f.metadata:
         raise MetadataError(f"KM tensor key {key!r} is missing (spec/extensions-km.md rule KM1)",

@@ -9,6 +9,7 @@ decodes the weight exactly and multiplies with BLAS.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from ...errors import ModelError
 from ...quants import km as _km
 from ...quants import km_numba as _km_nb
-from .linear import _F32, BLAS_MIN_TOKENS, _kernel_array
+from .linear import _F32, BLAS_MIN_TOKENS, Linear, _kernel_array
 
 
 class KMLinear:
@@ -41,9 +42,20 @@ class KMLinear:
         self._xshape = (self.in_features,)
 
     @classmethod
-    def from_gguf(cls, f: Any, name: str) -> KMLinear:
-        """The KM tensor ``name`` of an open GGUFFile (see ``km.km_tensor_names``)."""
-        return cls(_km.from_gguf(f, name), name=name)
+    def from_gguf(cls, f: Any, name: str, shape: tuple[int, int] | None = None) -> KMLinear:
+        """The KM tensor ``name`` of an open GGUFFile (see ``km.km_tensor_names``); with
+        ``shape``, a ModelError unless the stored tensor has that (out, in) shape."""
+        kmt = _km.from_gguf(f, name)
+        if shape is not None and tuple(kmt.shape) != tuple(shape):
+            raise ModelError(f"KM tensor {name!r} has shape {tuple(kmt.shape)}, expected "
+                             f"{tuple(shape)} from the metadata")
+        return cls(kmt, name=name)
+
+    @staticmethod
+    def matvec_many(linears: Sequence[Any], x: np.ndarray,
+                    outs: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Several products of one activation; ``Linear.matvec_many`` takes KM members too."""
+        return Linear.matvec_many(linears, x, outs=outs)
 
     def __repr__(self) -> str:
         return (f"KMLinear({self.name!r}, KM{self.bits}, out={self.out_features}, "
