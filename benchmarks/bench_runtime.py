@@ -107,7 +107,7 @@ def load_times(path: Path, threads: int) -> dict[str, dict[str, float]]:
 
 
 def bench_file(label: str, path: Path, *, threads: int, reps: int, n_prompt: int,
-               n_gen: int) -> dict:
+               n_gen: int, with_load: bool = True) -> dict:
     import llama_cpp
     from gguflite.runtime import load
     from gguflite.runtime.bench import time_decode, time_prefill
@@ -144,7 +144,7 @@ def bench_file(label: str, path: Path, *, threads: int, reps: int, n_prompt: int
         "decode_ms_per_op": {k: 1e3 * v / n_gen for k, v in
                              sorted(timers.items(), key=lambda kv: -kv[1])},
         "decode_ms_total": 1e3 * total / n_gen,
-        "load": load_times(path, threads),
+        "load": load_times(path, threads) if with_load else None,
     }
 
 
@@ -176,6 +176,9 @@ def render(results: list[dict], args: argparse.Namespace, cmd: str) -> str:
               "|---|---:|---:|---:|"]
     for r in results:
         ld = r["load"]
+        if ld is None:
+            lines.append(f"| {r['label']} | not measured (--skip-load) | | |")
+            continue
         lines.append(f"| {r['label']} | {ld['first']['total']:.2f} | "
                      f"{ld['warm']['total']:.2f} | {ld['warm']['load']:.2f} |")
     lines += ["", "gguflite decode step, ms per token by op (tg, timers on):", ""]
@@ -196,6 +199,7 @@ def main() -> None:
     ap.add_argument("-p", "--n-prompt", type=int, default=128)
     ap.add_argument("-n", "--n-gen", type=int, default=64)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "gguflite-bench")
+    ap.add_argument("--skip-load", action="store_true", help="Skip the start-up timings.")
     ap.add_argument("--only", default=None, help="Run only files whose label contains this.")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/runtime.md")
     args = ap.parse_args()
@@ -208,7 +212,8 @@ def main() -> None:
             continue
         print(f"== {label}", file=sys.stderr)
         results.append(bench_file(label, path, threads=args.threads, reps=args.reps,
-                                  n_prompt=args.n_prompt, n_gen=args.n_gen))
+                                  n_prompt=args.n_prompt, n_gen=args.n_gen,
+                                  with_load=not args.skip_load))
         print(json.dumps(results[-1], indent=1), file=sys.stderr)
     text = render(results, args, cmd)
     args.out.parent.mkdir(parents=True, exist_ok=True)
