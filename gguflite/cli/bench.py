@@ -25,9 +25,11 @@ from .run import backend_kwargs, backend_options
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--default", "use_default", is_flag=True,
+              help="Use the embedded default model (also what no FILE means).")
 @backend_options
 def bench(file: str | None, n_prompt: int, n_gen: int, repetitions: int, threads: int | None,
-          as_json: bool, **kw: Any) -> None:
+          as_json: bool, use_default: bool, **kw: Any) -> None:
     """Measure pp (prefill) and tg (decode) tokens/s of FILE (default: the embedded model).
 
     Exit codes: 0 done; 1 the file cannot be run.
@@ -35,6 +37,8 @@ def bench(file: str | None, n_prompt: int, n_gen: int, repetitions: int, threads
     from gguflite.runtime import load
     from gguflite.runtime.bench import bench as run_bench
 
+    if use_default and file:
+        raise click.UsageError("give FILE or --default, not both")
     t0 = time.perf_counter()
     model = load(file, threads=threads, n_ctx=max(n_prompt, n_gen, 1), **backend_kwargs(kw))
     load_s = time.perf_counter() - t0
