@@ -155,7 +155,10 @@ def test_cli_errors_are_one_line(tiny, tmp_path):
 
 def test_cli_run_default_model():
     """`gguflite run` with no FILE uses the embedded SmolLM2 and its chat template."""
-    res = CliRunner().invoke(cli, ["run", "-p", "Write a haiku about the sea.", "-n", "8",
-                                   "--seed", "0", "-c", "256", "-t", "1"])
+    args = ["-p", "Write a haiku about the sea.", "-n", "8", "--seed", "0", "-c", "256",
+            "-t", "1"]
+    res = CliRunner().invoke(cli, ["run", *args])
     assert res.exit_code == 0, res.output
     assert len(res.stdout.strip()) > 0 and "prefill" in res.stderr
+    again = CliRunner().invoke(cli, ["run", "--default", *args])
+    assert again.exit_code == 0 and again.stdout == res.stdout  # same seed, same text
