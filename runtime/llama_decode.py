@@ -11,9 +11,11 @@ of ``ops.py``. Weights are passed as one typed list of flat read-only uint8 arra
 
 with their type ids (``kinds``) and row sizes in bytes (``row_bytes``), both (7 n_layer + 1,).
 
-Numba caches ``decode_step`` with the kernels it calls compiled in, and checks only this file's
-timestamp: after editing the kernels, delete ``runtime/__pycache__`` (an installed package is
-unaffected). tests/test_runtime_model.py compares this path with the per-op path.
+Numba caches ``decode_step`` with the kernels it calls compiled in, keyed on this file's text
+only. ``SOURCES_FINGERPRINT`` below hashes the modules it inlines (``kernels/dispatch.py``, which
+carries its own fingerprint of the row kernels, and ``ops.py``), so any edit there must change
+this file too (tests/test_runtime_model.py checks it is current) and no stale compiled step is
+ever loaded. tests/test_runtime_model.py also compares this path with the per-op path.
 """
 
 from __future__ import annotations
@@ -28,6 +30,21 @@ from . import ops
 from .kernels import dispatch
 
 N_PER_BLOCK = 7
+
+# sha256 of the text of the inlined modules; recompute with sources_fingerprint().
+SOURCES_FINGERPRINT = "7701cb199ba5dde8"
+INLINED_FILES = ("kernels/dispatch.py", "ops.py")
+
+
+def sources_fingerprint() -> str:
+    """sha256 (16 hex digits) of INLINED_FILES, for SOURCES_FINGERPRINT."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for rel in INLINED_FILES:
+        h.update((Path(__file__).parent / rel).read_bytes())
+    return h.hexdigest()[:16]
 
 
 @njit(cache=True)

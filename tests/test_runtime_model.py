@@ -214,3 +214,14 @@ def test_context_limits(tmp_path):
             model.logits(list(range(33)))
         with pytest.raises(ModelError, match="token ids must be in 0..319"):
             model.logits([1, 320])
+
+
+def test_decode_step_source_fingerprint_is_current():
+    """llama_decode.py carries a fingerprint of the modules its cached decode step inlines;
+    Numba keys its cache on llama_decode.py's text, so an outdated fingerprint could let a
+    stale compiled step run after an edit of kernels/dispatch.py or ops.py."""
+    from gguflite.runtime import llama_decode
+
+    assert llama_decode.SOURCES_FINGERPRINT == llama_decode.sources_fingerprint(), (
+        "update SOURCES_FINGERPRINT in runtime/llama_decode.py to "
+        f"{llama_decode.sources_fingerprint()!r}")
