@@ -9,8 +9,8 @@ decoded, so peak host memory is one tensor. Dense weights on the device make eve
 plain BLAS / cuBLAS GEMM. The alternative, keeping blocks quantized on the device and decoding
 them with torch ops on every call, was not built: it adds a full decode pass over the weights
 per token on top of the GEMM. What was measured (benchmarks/results/torch.md, CPU only; no GPU
-was available to this project yet): the dense path prefills at 1.3-3.7x llama.cpp's speed, and
-decodes at 0.04-0.2x of it, since fp32 weights are 4-8x the bytes per token of the quantized
+was available to this project yet): the dense path prefills at 1.4-1.6x llama.cpp's speed, and
+decodes at about 0.2x of it, since fp32 weights are 4-8x the bytes per token of the quantized
 file. On a GPU the same trade-off favours dense fp16 weights while they fit in device memory.
 """
 
