@@ -216,17 +216,32 @@ def _scan_string_array_py(buf: memoryview, size: int, pos: int,
     starts = array("q")
     append = starts.append
     unpack = _U64.unpack_from
-    for i in range(count):
-        if size - pos < 8:
-            return np.zeros(count + 1, np.int64), i, pos
-        n = unpack(buf, pos)[0]
-        if n > size - pos - 8:
-            return np.zeros(count + 1, np.int64), i, pos
-        pos += 8
-        append(pos)
-        pos += n
+    first = pos
+    try:
+        for _ in range(count):  # the hot loop, unchecked: an overrun shows up below
+            pos += 8
+            append(pos)
+            pos += unpack(buf, pos - 8)[0]
+    except struct.error:  # a length prefix past the end of the buffer
+        pos = size + 1
+    if pos > size:  # something ran past the end: find which element, checking every step
+        return _first_overrun(buf, size, first, count)
     append(pos + 8)
     return np.frombuffer(starts, dtype=np.int64), -1, pos
+
+
+def _first_overrun(buf: memoryview, size: int, pos: int,
+                   count: int) -> tuple[np.ndarray, int, int]:
+    for i in range(count):
+        if size - pos < 8:
+            break
+        n = _U64.unpack_from(buf, pos)[0]
+        if n > size - pos - 8:
+            break
+        pos += 8 + n
+    else:  # not reached when the fast loop saw an overrun
+        raise AssertionError("string array scan: overrun not found")
+    return np.zeros(count + 1, np.int64), i, pos
 
 
 class GGUFFile:
