@@ -232,14 +232,17 @@ def _scan_string_array_py(buf: memoryview, size: int, pos: int,
 
 def _first_overrun(buf: memoryview, size: int, pos: int,
                    count: int) -> tuple[np.ndarray, int, int]:
-    for i in range(count):
+    """The index and offset of the first element of a string array that runs past the end."""
+    i = 0
+    while i < count:
         if size - pos < 8:
             break
         n = _U64.unpack_from(buf, pos)[0]
         if n > size - pos - 8:
             break
         pos += 8 + n
-    else:  # not reached when the fast loop saw an overrun
+        i += 1
+    if i == count:  # internal invariant: only called after the fast loop saw an overrun
         raise AssertionError("string array scan: overrun not found")
     return np.zeros(count + 1, np.int64), i, pos
 
