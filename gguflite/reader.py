@@ -222,7 +222,7 @@ def _scan_string_array_py(buf: memoryview, size: int, pos: int,
             pos += 8
             append(pos)
             pos += unpack(buf, pos - 8)[0]
-    except struct.error:  # a length prefix past the end of the buffer
+    except (struct.error, OverflowError):  # a prefix past the end, or a huge length
         pos = size + 1
     if pos > size:  # something ran past the end: find which element, checking every step
         return _first_overrun(buf, size, first, count)

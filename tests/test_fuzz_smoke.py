@@ -17,7 +17,7 @@ def test_fuzz_harness_bounded_run(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "fuzz" / "fuzz_open.py"), "-max_total_time=8",
          "-timeout=10", "-rss_limit_mb=3000", "-print_final_stats=1", str(scratch),
-         str(ROOT / "fuzz" / "corpus")],
+         str(ROOT / "fuzz" / "corpus"), str(ROOT / "fuzz" / "regressions")],
         capture_output=True, text=True, timeout=180, cwd=tmp_path,
     )
     tail = proc.stderr[-3000:]

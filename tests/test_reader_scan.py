@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import gguflite
 from gguflite import GGUFValueType as T
 from gguflite import GGUFWriter, reader
 from gguflite._scan import scan_string_array
-from gguflite.errors import TruncatedError
+from gguflite.errors import FormatError, TruncatedError
 
 STRINGS = ["", "a", "héllo", "🙂" * 5, "x" * 300, "\n\t "]
 
@@ -33,6 +34,16 @@ def test_python_and_compiled_scans_agree(cut):
         np.testing.assert_array_equal(py[0], nb[0])
 
 
+@pytest.mark.parametrize("first_length", [1 << 63, (1 << 64) - 1, 1 << 40])
+def test_huge_length_prefix_is_a_truncation_not_an_overflow(first_length):
+    # regression (found by fuzz/fuzz_open.py): a huge length made the unchecked Python loop
+    # overflow the int64 offset array instead of reporting rule V3
+    data = b"PAD" + struct.pack("<Q", first_length) + _encoded(STRINGS)
+    py = reader._scan_string_array_py(memoryview(data), len(data), 3, 4)
+    nb = scan_string_array(np.frombuffer(data, np.uint8), 3, 4)
+    assert (py[1], py[2]) == (nb[1], nb[2]) == (0, 3)
+
+
 @pytest.mark.parametrize("threshold", [1, 1 << 30])  # compiled scan always / never
 def test_both_paths_read_the_same_file(tmp_path, monkeypatch, threshold):
     monkeypatch.setattr(reader, "COMPILED_SCAN_MIN_COUNT", threshold)
@@ -47,3 +58,12 @@ def test_both_paths_read_the_same_file(tmp_path, monkeypatch, threshold):
     (tmp_path / "t.gguf").write_bytes(raw[:raw.index(b"x" * 300) + 10])
     with pytest.raises(TruncatedError, match="string element 4"):
         gguflite.open(tmp_path / "t.gguf")
+
+
+REGRESSIONS = sorted((Path(__file__).resolve().parents[1] / "fuzz" / "regressions").iterdir())
+
+
+@pytest.mark.parametrize("path", REGRESSIONS, ids=lambda p: p.name)
+def test_fuzz_regressions_raise_only_format_errors(path):
+    with pytest.raises(FormatError):  # each of these inputs once crashed the reader
+        gguflite.open(path)
