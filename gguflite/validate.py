@@ -12,8 +12,9 @@ but sloppy: llama.cpp loads it, gguflite would not have written it).
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -313,8 +314,13 @@ def _per_layer(md: Any, key: str, n_layer: int) -> Callable[[int], int | None]:
     return lambda layer: v
 
 
-def _expected_shapes(f: GGUFFile, arch: str, n_layer: int) -> Iterator[tuple[str, tuple, str]]:
-    """(tensor name, expected GGUF dims, which keys say so) for the tensors we can predict."""
+def _expected_shapes(f: GGUFFile, arch: str, n_layer: int,
+                     layers: Iterable[int]) -> Iterator[tuple[str, tuple, str]]:
+    """(tensor name, expected GGUF dims, which keys say so) for the tensors we can predict.
+
+    ``layers``: the block indices the file has tensors for (never ``range(n_layer)``: the
+    declared block count is untrusted and may be huge).
+    """
     md = f.metadata
     n_embd = _scalar_uint(md, f"{arch}.embedding_length")
     n_vocab = _scalar_uint(md, f"{arch}.vocab_size")
@@ -332,7 +338,7 @@ def _expected_shapes(f: GGUFFile, arch: str, n_layer: int) -> Iterator[tuple[str
     n_ff = _per_layer(md, f"{arch}.feed_forward_length", n_layer)
     key_len = _scalar_uint(md, f"{arch}.attention.key_length")
     val_len = _scalar_uint(md, f"{arch}.attention.value_length")
-    for layer in range(n_layer):
+    for layer in sorted(x for x in layers if x < n_layer):
         p = f"blk.{layer}."
         yield p + "attn_norm.weight", (n_embd,), "embedding_length"
         yield p + "ffn_norm.weight", (n_embd,), "embedding_length"
@@ -360,15 +366,18 @@ def _check_hparams(f: GGUFFile, r: Report) -> None:
         return
     layers = {int(m.group(1)) for name in f.tensors if (m := _BLOCK.match(name))}
     n_layer = _scalar_uint(md, f"{arch}.block_count")
-    if n_layer is not None and layers and layers != set(range(n_layer)):
-        missing = sorted(set(range(n_layer)) - layers)[:5]
-        extra = sorted(layers - set(range(n_layer)))[:5]
+    # layers == {0 .. n_layer-1}, without materializing an untrusted (possibly huge) range
+    complete = n_layer is not None and len(layers) == n_layer and (
+        not layers or (min(layers) == 0 and max(layers) == n_layer - 1))
+    if n_layer is not None and layers and not complete:
+        missing = list(itertools.islice((i for i in range(n_layer) if i not in layers), 5))
+        extra = sorted(x for x in layers if x >= n_layer)[:5]
         r.error("V23", f"{arch}.block_count is {n_layer} but the tensors have blocks "
                 f"{min(layers)}..{max(layers)} ({len(layers)} distinct; missing {missing}, "
                 f"extra {extra})", key=f"{arch}.block_count")
     if arch not in LLAMA_LIKE or n_layer is None:
         return
-    for name, dims, source in _expected_shapes(f, arch, n_layer):
+    for name, dims, source in _expected_shapes(f, arch, n_layer, layers):
         ti = f.tensors.get(name)
         if ti is not None and ti.dims != dims:
             r.error("V23", f"tensor {name!r} has dims {list(ti.dims)} (GGUF order), but "
