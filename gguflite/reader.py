@@ -50,6 +50,8 @@ from .errors import (
 from .metadata import Metadata, MetadataEntry, StringArray
 
 INT64_MAX = (1 << 63) - 1
+MAX_EXTENT = 1 << 60  # V11: product of the non-zero dims, so that even a view of 8-byte elements
+#   of an empty tensor stays addressable
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _SCALAR_STRUCTS = {t: struct.Struct(f) for t, f in SCALAR_FORMATS.items()}
@@ -364,14 +366,20 @@ class GGUFFile:
                                       f"{MAX_DIMS} are allowed", rule="V10", offset=n_dims_at)
             dims = tuple(cur.u64(f"dimension {j} of tensor {name!r}") for j in range(n_dims))
             n_el = 1
+            extent = 1  # product of the non-zero dims: bounds every view, even of an empty tensor
             for j, d in enumerate(dims):
                 if d > INT64_MAX:
                     raise TensorInfoError(f"tensor {name!r}: dimension {j} is {d}, over "
                                           "INT64_MAX", rule="V11", offset=n_dims_at + 4 + 8 * j)
                 n_el *= d
+                extent *= d or 1
             if n_el > INT64_MAX:
                 raise TensorInfoError(f"tensor {name!r}: shape {dims} has {n_el} elements, "
                                       "over INT64_MAX", rule="V11", offset=n_dims_at)
+            if extent > MAX_EXTENT:
+                raise TensorInfoError(f"tensor {name!r}: shape {dims}: the product of its "
+                                      f"non-zero dimensions is {extent}, over 2^60",
+                                      rule="V11", offset=n_dims_at)
             type_at = cur.pos
             raw_type = cur.u32(f"the type of tensor {name!r}")
             try:

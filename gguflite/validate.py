@@ -51,7 +51,7 @@ RULES: dict[str, str] = {
     "V8": "general.alignment is a UINT32 power of two",
     "V9": "tensor names are non-empty, UTF-8, unique, at most 63 bytes",
     "V10": "a tensor has at most 4 dimensions",
-    "V11": "dimensions and element counts are below 2**63",
+    "V11": "dimensions and element counts are below 2**63; non-zero dims multiply to <= 2**60",
     "V12": "tensor type ids are known",
     "V13": "the row length is a multiple of the type's block size",
     "V14": "tensor data offsets are multiples of the alignment",
