@@ -6,8 +6,11 @@ Files: SmolLM2-135M-Instruct Q4_1 as shipped, and llama.cpp re-quantizations of 
 (ftype 7) and Q4_K_M (ftype 15), made once with ``llama_cpp.llama_model_quantize`` into
 ``--cache`` (requantized from Q4_1: fine for speed, not for quality).
 
-For each file, the two engines alternate (gguflite, llama.cpp, gguflite, ...) ``--reps`` times
-so that load on a shared machine hits both alike; medians and their ratio are reported:
+Each engine runs in its own long-lived worker process (``--worker``), so neither one's idle
+OpenMP/Numba threads or BLAS settings touch the other (in one process, llama.cpp's prefill ran
+at ~60 % of its stand-alone speed). For each file the two workers alternate (gguflite,
+llama.cpp, gguflite, ...) ``--reps`` times so that load on a shared machine hits both alike;
+medians and their ratio are reported:
 
 - pp128: 128 random tokens prefilled from an empty cache.
 - tg64: 64 tokens decoded one at a time from an empty cache (llama-bench's tg test).
@@ -66,17 +69,20 @@ def time_llama_cpp(llm, n_prompt: int, n_gen: int, seed: int) -> tuple[float, fl
     """(pp seconds, tg seconds) with llama-cpp-python's Llama.eval."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, llm.n_vocab(), size=max(n_prompt, n_gen)).tolist()
-    llm.reset()
-    llm._ctx.kv_cache_clear()
-    t0 = time.perf_counter()
-    llm.eval(ids[:n_prompt])
-    pp = time.perf_counter() - t0
-    llm.reset()
-    llm._ctx.kv_cache_clear()
-    t0 = time.perf_counter()
-    for t in ids[:n_gen]:
-        llm.eval([t])
-    tg = time.perf_counter() - t0
+    pp = tg = 0.0
+    if n_prompt:
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        t0 = time.perf_counter()
+        llm.eval(ids[:n_prompt])
+        pp = time.perf_counter() - t0
+    if n_gen:
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        t0 = time.perf_counter()
+        for t in ids[:n_gen]:
+            llm.eval([t])
+        tg = time.perf_counter() - t0
     return pp, tg
 
 
@@ -106,44 +112,93 @@ def load_times(path: Path, threads: int) -> dict[str, dict[str, float]]:
     return out
 
 
+class Worker:
+    """One engine with one file loaded, in its own process; ``run`` sends it a command line."""
+
+    def __init__(self, engine: str, path: Path, threads: int):
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", engine, str(path), "--threads", str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"benchmark worker {self.proc.args[3]} died "
+                             f"(exit code {self.proc.wait()})")
+        return json.loads(line)
+
+    def run(self, *cmd: object) -> dict:
+        self.proc.stdin.write(" ".join(map(str, cmd)) + "\n")
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def worker_main(engine: str, path: Path, threads: int) -> None:
+    """Serve ``pp N SEED`` / ``tg N SEED`` / ``ops N`` commands from stdin, one JSON line each."""
+    if engine == "gguflite":
+        from gguflite.runtime import load
+        from gguflite.runtime.bench import time_decode, time_prefill
+
+        model = load(path, threads=threads, n_ctx=512)
+        pp_fn = lambda n, seed: time_prefill(model, n, seed=seed)  # noqa: E731
+        tg_fn = lambda n, seed: time_decode(model, n, seed=seed)  # noqa: E731
+        info = {"types": sorted({ti.type.name for ti in model.file.tensors.values()})}
+    else:
+        import llama_cpp
+
+        llm = llama_cpp.Llama(str(path), n_threads=threads, n_threads_batch=threads, n_ctx=512,
+                              n_batch=512, verbose=False)
+        pp_fn = lambda n, seed: time_llama_cpp(llm, n, 0, seed)[0]  # noqa: E731
+        tg_fn = lambda n, seed: time_llama_cpp(llm, 0, n, seed)[1]  # noqa: E731
+        info = {}
+    print(json.dumps(info), flush=True)
+    for line in sys.stdin:
+        cmd, *rest = line.split()
+        if cmd == "pp":
+            out = {"seconds": pp_fn(int(rest[0]), int(rest[1]))}
+        elif cmd == "tg":
+            out = {"seconds": tg_fn(int(rest[0]), int(rest[1]))}
+        else:  # "ops N": gguflite's per-op decode timers
+            n = int(rest[0])
+            timers = model.backend.enable_timers()
+            time_decode(model, n)
+            model.backend.enable_timers(False)
+            out = {"ms_per_op": {k: 1e3 * v / n for k, v in
+                                 sorted(timers.items(), key=lambda kv: -kv[1])},
+                   "ms_total": 1e3 * sum(timers.values()) / n}
+        print(json.dumps(out), flush=True)
+
+
 def bench_file(label: str, path: Path, *, threads: int, reps: int, n_prompt: int,
                n_gen: int, with_load: bool = True) -> dict:
-    import llama_cpp
-    from gguflite.runtime import load
-    from gguflite.runtime.bench import time_decode, time_prefill
-
-    model = load(path, threads=threads, n_ctx=512)
-    llm = llama_cpp.Llama(str(path), n_threads=threads, n_threads_batch=threads, n_ctx=512,
-                          n_batch=512, verbose=False)
-    # warm-up both (first-call costs, page faults)
-    time_prefill(model, n_prompt)
-    time_decode(model, 8)
-    time_llama_cpp(llm, n_prompt, 8, 0)
+    ours = Worker("gguflite", path, threads)
+    ref = Worker("llama.cpp", path, threads)
+    for w in (ours, ref):  # warm-up (first-call costs, page faults)
+        w.run("pp", n_prompt, 0)
+        w.run("tg", 8, 0)
     ours_pp, ours_tg, ref_pp, ref_tg = [], [], [], []
     for r in range(reps):
-        ours_pp.append(n_prompt / time_prefill(model, n_prompt, seed=r))
-        ours_tg.append(n_gen / time_decode(model, n_gen, seed=r))
-        pp, tg = time_llama_cpp(llm, n_prompt, n_gen, r)
-        ref_pp.append(n_prompt / pp)
-        ref_tg.append(n_gen / tg)
-    timers = model.backend.enable_timers()
-    time_decode(model, n_gen)
-    model.backend.enable_timers(False)
-    total = sum(timers.values())
-    types = sorted({ti.type.name for ti in model.file.tensors.values()})
-    model.close()
-    del llm
+        ours_pp.append(n_prompt / ours.run("pp", n_prompt, r)["seconds"])
+        ours_tg.append(n_gen / ours.run("tg", n_gen, r)["seconds"])
+        ref_pp.append(n_prompt / ref.run("pp", n_prompt, r)["seconds"])
+        ref_tg.append(n_gen / ref.run("tg", n_gen, r)["seconds"])
+    ops = ours.run("ops", n_gen)
+    ours.close()
+    ref.close()
     med = statistics.median
     return {
-        "label": label, "path": str(path), "types": types,
+        "label": label, "path": str(path), "types": ours.ready["types"],
         "size_mb": path.stat().st_size / 1e6,
         "pp": {"gguflite": med(ours_pp), "llama_cpp": med(ref_pp),
                "all_gguflite": ours_pp, "all_llama_cpp": ref_pp},
         "tg": {"gguflite": med(ours_tg), "llama_cpp": med(ref_tg),
                "all_gguflite": ours_tg, "all_llama_cpp": ref_tg},
-        "decode_ms_per_op": {k: 1e3 * v / n_gen for k, v in
-                             sorted(timers.items(), key=lambda kv: -kv[1])},
-        "decode_ms_total": 1e3 * total / n_gen,
+        "decode_ms_per_op": ops["ms_per_op"],
+        "decode_ms_total": ops["ms_total"],
         "load": load_times(path, threads) if with_load else None,
     }
 
@@ -156,8 +211,8 @@ def render(results: list[dict], args: argparse.Namespace, cmd: str) -> str:
         f"- command: `{cmd}`",
         f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"threads={args.threads}, load average at start {args.loadavg}",
-        "- engines alternate per repetition; figures are medians of "
-        f"{args.reps} repetitions; ratio = gguflite / llama.cpp (> 1: gguflite faster)",
+        "- each engine in its own worker process; they alternate per repetition; figures are "
+        f"medians of {args.reps} repetitions; ratio = gguflite / llama.cpp (> 1: gguflite faster)",
         "",
         f"| file | types | pp{args.n_prompt} gguflite | pp llama.cpp | ratio | "
         f"tg{args.n_gen} gguflite | tg llama.cpp | ratio |",
@@ -202,7 +257,11 @@ def main() -> None:
     ap.add_argument("--skip-load", action="store_true", help="Skip the start-up timings.")
     ap.add_argument("--only", default=None, help="Run only files whose label contains this.")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/runtime.md")
+    ap.add_argument("--worker", nargs=2, metavar=("ENGINE", "FILE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        worker_main(args.worker[0], Path(args.worker[1]), args.threads)
+        return
     args.loadavg = " ".join(f"{x:.1f}" for x in os.getloadavg())
     cmd = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
     files = make_files(args.cache)
