@@ -111,7 +111,7 @@ def _check_tensors(f: GGUFFile, hp: HParams) -> None:
             expected[f"blk.{layer}.{suffix}"] = shape(hp)
     optional = {"output.weight": (hp.vocab_size, hp.dim),
                 "rope_freqs.weight": (hp.head_dim // 2,)}
-    kms = {n for n in expected if km.is_km_tensor(f, n)}  # stored as KM companions
+    kms = {n for n in (*expected, *optional) if km.is_km_tensor(f, n)}  # KM companions
     for name in expected:
         if name not in f.tensors and name not in kms:
             raise ModelError(f"tensor {name!r} is missing; a {hp.arch} model with "
@@ -152,8 +152,8 @@ class Block:
 
 @dataclass
 class LlamaWeights:
-    tok_embd: np.ndarray  # as stored: (vocab, dim) typed, or (vocab, row_bytes) uint8
-    tok_embd_type: GGMLType
+    tok_embd: Any  # as stored: (vocab, dim) typed, (vocab, row_bytes) uint8, or a KMLinear
+    tok_embd_type: GGMLType | None  # None for a KM table
     blocks: list[Block]
     output_norm: np.ndarray  # (dim,)
     output: Any  # (vocab, dim); token_embd when tied
@@ -179,9 +179,16 @@ class LlamaWeights:
                 w_down=lin("ffn_down.weight"),
             ))
         out_name = "output.weight" if "output.weight" in f.tensors else "token_embd.weight"
+        if km.is_km_tensor(f, "token_embd.weight"):  # a KM table: rows through its KMLinear
+            emb: Any = make_linear(f, "token_embd.weight", (hp.vocab_size, hp.dim))
+            emb_type = None
+        else:
+            emb, emb_type = f.array("token_embd.weight"), f.tensors["token_embd.weight"].type
+        if "output.weight" not in f.tensors and km.is_km_tensor(f, "output.weight"):
+            out_name = "output.weight"
         return cls(
-            tok_embd=f.array("token_embd.weight"),
-            tok_embd_type=f.tensors["token_embd.weight"].type,
+            tok_embd=emb,
+            tok_embd_type=emb_type,
             blocks=blocks,
             output_norm=_vector(f, "output_norm.weight"),
             output=make_linear(f, out_name, (hp.vocab_size, hp.dim)),
@@ -190,11 +197,14 @@ class LlamaWeights:
         )
 
 
-def embed_rows(table: np.ndarray, ggml_type: GGMLType, ids: np.ndarray,
+def embed_rows(table: Any, ggml_type: GGMLType | None, ids: np.ndarray,
                out: np.ndarray) -> None:
     """Rows ``ids`` (n,) of the embedding table, decoded into out (n, dim) float32."""
     k = _kernels()
     dim = out.shape[1]
+    if ggml_type is None:  # a KM table (KMLinear)
+        out[:] = table.rows(ids)
+        return
     if k is not None and ggml_type in k.NATIVE_TYPES:
         out[:] = k.get_rows(table, ggml_type, (table.shape[0], dim), ids)
         return

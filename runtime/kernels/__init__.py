@@ -7,20 +7,21 @@ mat-mul for prefill and embedding row lookup, straight from the memory-mapped we
     Y = lin.matmul(X)                          # (n_tok, in) -> (n_tok, out)
     Linear.matvec_many([lq, lk, lv], x, outs=[yq, yk, yv])
     E = get_rows(data, type, shape=(vocab, dim), ids=ids)
-    km = KMLinear.from_gguf(f, name)           # gguflite's KM2/3/4 codebook tensors
+    km = KMLinear.from_gguf(f, name)           # gguflite's KM2/3/4 tensors (a Linear)
 
-Linear.matvec_many accepts KMLinear members (they run their own mat-vec).
+KMLinear is a Linear whose ``kind`` is a KM pseudo kind (km_rows.KM_KINDS), so KM weights run
+in the same drivers, matvec_many groups and fused decode step as the ggml types.
 
-Modules: vector_ir and vector_f32 (LLVM vector intrinsics), activations (int8 activation
-quantization), legacy / kquants / ternary / floats (row kernels per type family), dispatch
-(parallel drivers), linear (this API), km (KMLinear over gguflite.quants.km), threads (the omp
-layer).
+Modules: vector_ir, vector_f32 and vector_km (LLVM vector intrinsics), activations (int8
+activation quantization), legacy / kquants / ternary / km_rows / floats (row kernels per type
+family), dispatch (parallel drivers), linear (this API), km (KMLinear over gguflite.quants.km),
+threads (the omp layer).
 """
 
 from __future__ import annotations
 
 from . import threads as _threads  # noqa: F401  (selects the omp layer first)
-from .km import KMLinear
+from .km import KM_TYPE_NAMES, KMLinear
 from .linear import (
     BLAS_MIN_TOKENS,
     NATIVE_TYPES,
@@ -31,5 +32,5 @@ from .linear import (
 from .threads import threading_layer
 from .vector_ir import PORTABLE
 
-__all__ = ["BLAS_MIN_TOKENS", "NATIVE_TYPES", "PORTABLE", "KMLinear", "Linear", "get_rows",
-           "prepare_weight", "threading_layer"]
+__all__ = ["BLAS_MIN_TOKENS", "KM_TYPE_NAMES", "NATIVE_TYPES", "PORTABLE", "KMLinear", "Linear",
+           "get_rows", "prepare_weight", "threading_layer"]

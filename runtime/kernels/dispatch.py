@@ -1,6 +1,7 @@
 """The parallel drivers: one Numba call per mat-vec group, per mat-mul or per row gather.
 
-Each driver takes the weight type as an integer ``kind`` (the GGMLType id) and switches to the
+Each driver takes the weight type as an integer ``kind`` (the GGMLType id, or one of the KM
+pseudo kinds of km_rows: 1002 / 1003 / 1004 for KM2 / KM3 / KM4) and switches to the
 type's row kernel once per row, so each driver has exactly one compiled signature for all types
 and sizes: weights are always flat read-only uint8 arrays, groups always 4-tuples (unused slots
 hold empty arrays).
@@ -16,6 +17,7 @@ from numba import njit, prange
 
 from ...constants import GGMLType
 from . import floats as fl
+from . import km_rows as km
 from . import kquants as kq
 from . import legacy as lg
 from . import ternary as tq
@@ -25,9 +27,9 @@ from .activations import quantize_act
 # inline the row kernels of the modules below. This fingerprint of their text makes any edit
 # there change this file too (test_kernels_api checks it is current), so no stale compiled
 # driver is ever loaded from a cache. Recompute with kernel_sources_fingerprint().
-SOURCES_FINGERPRINT = "397404e11d95f9df"
-INLINED_MODULES = ("activations", "floats", "kquants", "legacy", "ternary", "vector_f32",
-                   "vector_ir")
+SOURCES_FINGERPRINT = "571f67a37db193f7"
+INLINED_MODULES = ("activations", "floats", "km_rows", "kquants", "legacy", "ternary",
+                   "vector_f32", "vector_ir", "vector_km")
 
 
 def kernel_sources_fingerprint() -> str:
@@ -52,6 +54,8 @@ Q5_K, Q6_K, TQ1_0, TQ2_0 = (int(GGMLType.Q5_K), int(GGMLType.Q6_K), int(GGMLType
 KERNEL_TYPES = frozenset(GGMLType(k) for k in (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
                                                Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, TQ1_0, TQ2_0))
 FLOAT_TYPES = frozenset({GGMLType.F32, GGMLType.F16, GGMLType.BF16})
+# gguflite's KM v2 types have no ggml id: pseudo kinds >= 1000, defined in km_rows.
+KM2, KM3, KM4 = km.KM2_KIND, km.KM3_KIND, km.KM4_KIND
 
 
 @njit(cache=True)
@@ -63,7 +67,10 @@ def is_float(kind):
 # so the kernel is inlined into the loop (no call and no reference counting per row) ----------
 @njit(cache=True, fastmath=True)
 def rows_dot(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd):
-    """y[lo:hi] = W[lo:hi] @ x, switching on the type once per run of rows."""
+    """y[lo:hi] = W[lo:hi] @ x, switching on the type once per run of rows.
+
+    For the KM kinds, xq / xd / xsd cover x padded with zeros to a multiple of 64 (_prepare).
+    """
     nb = n // 32
     if kind == Q4_K:
         for r in range(lo, hi):
@@ -101,6 +108,15 @@ def rows_dot(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd):
     elif kind == TQ1_0:
         for r in range(lo, hi):
             y[r] = tq.dot_tq1_0(w, r * row_bytes, nb, xq, xd, xsd)
+    elif kind == KM4:
+        for r in range(lo, hi):
+            y[r] = km.dot_km4(w, r * row_bytes, km.padded_cols(n) // 32, xq, xd, xsd)
+    elif kind == KM3:
+        for r in range(lo, hi):
+            y[r] = km.dot_km3(w, r * row_bytes, km.padded_cols(n) // 32, xq, xd, xsd)
+    elif kind == KM2:
+        for r in range(lo, hi):
+            y[r] = km.dot_km2(w, r * row_bytes, km.padded_cols(n) // 32, xq, xd, xsd)
     elif kind == F16:
         for r in range(lo, hi):
             y[r] = fl.dot_f16(w, r * row_bytes, n, x)
@@ -142,6 +158,12 @@ def rows_deq(kind, w, row_bytes, n, ids, first, lo, hi, flat):
             tq.deq_tq2_0(w, p, nb, flat, k * n)
         elif kind == TQ1_0:
             tq.deq_tq1_0(w, p, nb, flat, k * n)
+        elif kind == KM4:
+            km.deq_km4(w, p, n, flat, k * n)
+        elif kind == KM3:
+            km.deq_km3(w, p, n, flat, k * n)
+        elif kind == KM2:
+            km.deq_km2(w, p, n, flat, k * n)
         elif kind == F16:
             fl.deq_f16(w, p, n, flat, k * n)
         elif kind == BF16:
@@ -154,19 +176,24 @@ CHUNK_ROWS = 16  # rows per parallel work item (the type switch runs once per it
 
 
 def scratch_bytes(n: int) -> int:
-    """Bytes of the activation scratch for in_features n: xq (n) | xd (n // 32) | xsd (n // 16)."""
-    return n + 4 * (n // 32) + 4 * (n // 16)
+    """Bytes of the activation scratch for in_features n: xq (n_p) | xd (n_p // 32) |
+    xsd (n_p // 16), with n_p = n rounded up to a multiple of 64 (KM rows are padded to 64)."""
+    n_p = (n + 63) // 64 * 64
+    return n_p + 4 * (n_p // 32) + 4 * (n_p // 16)
 
 
 @njit(cache=True)
 def _prepare(kind, x, scratch):
-    """Views of the scratch buffer (xq, xd, xsd), filled with the quantized x for int8 types."""
-    n = x.size
+    """Views of the scratch buffer (xq, xd, xsd), filled with the quantized x for int8 types;
+    for the KM kinds, x is padded with zeros to a multiple of 64 first."""
+    n = km.padded_cols(x.size) if km.is_km_kind(kind) else x.size
     nb = n // 32
     xq = scratch[:n].view(np.int8)
     xd = scratch[n : n + 4 * nb].view(np.float32)
     xsd = scratch[n + 4 * nb : n + 12 * nb].view(np.float32)
-    if not is_float(kind):
+    if km.is_km_kind(kind):
+        km.quantize_act_padded(x, xq, xd, xsd)
+    elif not is_float(kind):
         quantize_act(x, xq, xd, xsd)
     return xq, xd, xsd
 
@@ -177,7 +204,7 @@ def matvec_one(kind, w, y, row_bytes, x, scratch):
 
     Parameters
     ----------
-    kind : int, the GGMLType id
+    kind : int, the GGMLType id or a KM pseudo kind
     w : flat uint8 array, W as (y.size, row_bytes) bytes
     y : (rows,) float32 output
     x : (n,) float32 activation
@@ -197,7 +224,7 @@ def matvec_group(kind, ws, ys, row_bytes, x, scratch):
 
     Parameters
     ----------
-    kind : int, the GGMLType id of every weight
+    kind : int, the GGMLType id (or KM pseudo kind) of every weight
     ws : 4-tuple of flat uint8 arrays, W_m as (rows_m, row_bytes) bytes; unused slots empty
     ys : 4-tuple of (rows_m,) float32 outputs; unused slots empty
     x : (n,) float32 activation

@@ -1,108 +1,109 @@
-"""``KMLinear``: the ``Linear`` interface over gguflite's k-means codebook tensors (KM2/3/4).
+"""``KMLinear``: a ``Linear`` over gguflite's KM v2 tensors (KM2 / KM3 / KM4).
 
-A KM tensor (spec/extensions-km.md) has no ggml type id, so it does not go through
-``Linear(data, ggml_type, shape)``; it is read with :func:`gguflite.quants.km.from_gguf` and
-wrapped here. Decode uses the fused codebook mat-vec of :mod:`gguflite.quants.km_numba`
-(eight codes looked up in registers per step, float32 activations, exact weights); prefill
-decodes the weight exactly and multiplies with BLAS.
+A KM tensor (spec/extensions-km.md, :mod:`gguflite.quants.km`) has no ggml type id: it is read
+with :func:`gguflite.quants.km.from_gguf` (a zero-copy, validated view of the mapped file) and
+runs in the same parallel drivers as every ggml type, under a pseudo kind id (km_rows.KM_KINDS:
+1002 / 1003 / 1004). So KM weights take part in ``Linear.matvec_many`` groups and in the fused
+single-call decode step (runtime/llama_decode.py) exactly like Q4_K weights:
+
+- decode: the fused int8 mat-vec of km_rows (vpshufb codebook lookup, vpmaddubsw), the
+  activation padded with zeros to a multiple of 64 columns inside the driver;
+- prefill (``BLAS_MIN_TOKENS`` tokens and more): float32 tiles dequantized exactly, then BLAS;
+- ``rows(ids)``: embedding rows, exactly dequantized.
+
+    kml = KMLinear.from_gguf(f, "blk.0.ffn_down.weight", shape=(576, 1536))
+    y = kml.matvec(x)                    # (1536,) -> (576,)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ...errors import ModelError
 from ...quants import km as _km
-from ...quants import km_numba as _km_nb
-from .linear import _F32, BLAS_MIN_TOKENS, Linear, _kernel_array
+from . import dispatch
+from .km_rows import KM_KINDS, row_bytes
+from .linear import Linear, _kernel_array
+from .threads import ensure_threading_layer
+
+KM_TYPE_NAMES = tuple(f"KM{b}" for b in sorted(KM_KINDS))
+"""The KM types the kernels run in place (``gguflite info`` lists them as native)."""
 
 
-class KMLinear:
-    """y = W @ x for a KM tensor, with the methods of ``Linear`` (matvec, matmul, dequantize).
+class KMLinear(Linear):
+    """y = W @ x for a KM tensor, in place on its stored rows (a ``Linear`` with a KM kind).
 
     Parameters
     ----------
-    kmt : the KM tensor (codes and codebooks, typically zero-copy views of a mapped file).
+    kmt : gguflite.quants.km.KMTensor
+        ``bits``, ``shape`` (rows, cols) and ``data``, the (rows, row_bytes) uint8 rows, typically
+        a read-only view of a mapped file; nothing is copied when ``data`` is C-contiguous.
     name : the tensor name, for error messages.
     """
 
-    __slots__ = ("name", "bits", "out_features", "in_features", "_kmt", "_codes", "_book",
-                 "_xshape")
+    __slots__ = ("bits",)
 
-    def __init__(self, kmt: _km.KMTensor, *, name: str = "weight"):
+    def __init__(self, kmt: Any, *, name: str = "weight"):
+        # Linear.__init__ is not called: it needs a ggml type id. The same slots are set here.
+        bits = int(kmt.bits)
+        if bits not in KM_KINDS:
+            raise ModelError(f"{name}: KM bits must be 2, 3 or 4, got {bits}")
+        rows, cols = (int(s) for s in kmt.shape)
+        if rows < 0 or cols <= 0:
+            raise ModelError(f"{name}: a KM weight needs a shape (out, in) with in > 0, "
+                             f"got {(rows, cols)}")
+        rb = row_bytes(cols, bits)
+        data = np.asarray(kmt.data)
+        if data.nbytes != rows * rb or data.dtype.itemsize != 1:
+            raise ModelError(f"{name}: KM{bits} rows of {cols} columns are {rb} bytes each; got "
+                             f"{data.dtype} data of shape {data.shape} for {rows} rows")
+        if not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data)
+        flat = data.reshape(-1).view(np.uint8).view()  # a view we may mark read-only
+        flat.setflags(write=False)
         self.name = name
-        self.bits = kmt.bits
-        self.out_features, self.in_features = (int(s) for s in kmt.shape)
-        self._kmt = kmt
-        self._codes = np.ascontiguousarray(kmt.codes).view(np.uint8)  # (rows, packed_bytes)
-        self._book = kmt.codebook_f32()  # (n_codebooks, 2**bits) float32, converted once
-        self._xshape = (self.in_features,)
+        self.type = None  # no ggml type; ``kind`` selects the row kernels
+        self.bits = bits
+        self.kind = KM_KINDS[bits]
+        self.out_features, self.in_features = rows, cols
+        self.row_bytes = rb
+        self._w = flat
+        self._scratch = np.zeros(dispatch.scratch_bytes(cols), np.uint8)
+        self._xshape = (cols,)
+        ensure_threading_layer()
 
     @classmethod
     def from_gguf(cls, f: Any, name: str, shape: tuple[int, int] | None = None) -> KMLinear:
-        """The KM tensor ``name`` of an open GGUFFile (see ``km.km_tensor_names``); with
-        ``shape``, a ModelError unless the stored tensor has that (out, in) shape."""
+        """The KM tensor ``name`` of an open GGUFFile (see ``km.km_tensor_names``), zero-copy;
+        with ``shape``, a ModelError unless the stored tensor has that (out, in) shape."""
         kmt = _km.from_gguf(f, name)
         if shape is not None and tuple(kmt.shape) != tuple(shape):
             raise ModelError(f"KM tensor {name!r} has shape {tuple(kmt.shape)}, expected "
                              f"{tuple(shape)} from the metadata")
         return cls(kmt, name=name)
 
-    @staticmethod
-    def matvec_many(linears: Sequence[Any], x: np.ndarray,
-                    outs: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
-        """Several products of one activation; ``Linear.matvec_many`` takes KM members too."""
-        return Linear.matvec_many(linears, x, outs=outs)
-
     def __repr__(self) -> str:
         return (f"KMLinear({self.name!r}, KM{self.bits}, out={self.out_features}, "
                 f"in={self.in_features})")
 
-    def matvec(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """(in,) float32 -> (out,) float32."""
-        if (x.__class__ is not np.ndarray or x.dtype is not _F32 or x.shape != self._xshape
-                or not x.flags.c_contiguous):
-            x = np.ascontiguousarray(x, dtype=np.float32)
-            if x.shape != self._xshape:
-                raise ModelError(f"{self.name}: activation of shape {x.shape}, expected "
-                                 f"({self.in_features},)")
-        if out is None:
-            out = np.empty(self.out_features, np.float32)
-        elif (out.__class__ is not np.ndarray or out.dtype is not _F32
-              or out.shape != (self.out_features,) or not out.flags.c_contiguous
-              or not out.flags.writeable):
-            raise ModelError(f"{self.name}: out must be a writable C-contiguous float32 array of "
-                             f"shape ({self.out_features},)")
-        if self.out_features and self.in_features:
-            _km_nb.km_matvec(self._codes, self._book, x, out, self._kmt.group_rows,
-                             self._kmt.group_cols)
-        else:
-            out[:] = 0.0
-        return out
+    @property
+    def type_name(self) -> str:
+        """'KM2', 'KM3' or 'KM4'."""
+        return f"KM{self.bits}"
 
-    def matmul(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """(n_tok, in) float32 -> (n_tok, out) float32: one mat-vec per token below
-        ``BLAS_MIN_TOKENS`` tokens, else the exactly decoded weight times X with BLAS."""
-        X = _kernel_array(X, np.float32)
-        if X.ndim != 2 or X.shape[1] != self.in_features:
-            raise ModelError(f"{self.name}: activations of shape {X.shape}, expected "
-                             f"(n_tok, {self.in_features})")
-        n_tok = X.shape[0]
-        if out is None:
-            out = np.empty((n_tok, self.out_features), np.float32)
-        elif out.shape != (n_tok, self.out_features) or out.dtype != np.float32:
-            raise ModelError(f"{self.name}: out must be float32 of shape "
-                             f"({n_tok}, {self.out_features})")
-        if n_tok < BLAS_MIN_TOKENS:
-            for t in range(n_tok):
-                out[t] = self.matvec(X[t])
-            return out
-        np.matmul(X, self.dequantize().T, out=out)
-        return out
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Rows ``ids`` (n,) of W as float32 (n, in), exactly dequantized (embedding lookup).
 
-    def dequantize(self) -> np.ndarray:
-        """(out, in) float32, exact (the stored codebook values)."""
-        return self._kmt.dequantize()
+        Raises ModelError for an id outside [0, out_features).
+        """
+        ids = _kernel_array(ids, np.int64).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.out_features):
+            bad = ids[(ids < 0) | (ids >= self.out_features)][0]
+            raise ModelError(f"{self.name}: row id {int(bad)} outside [0, {self.out_features})")
+        out = np.empty((ids.size, self.in_features), np.float32)
+        if ids.size:
+            dispatch.dequant_rows(self.kind, self._w, self.row_bytes, self.in_features, ids, 0,
+                                  out)
+        return out
