@@ -29,6 +29,7 @@ from gguflite.constants import GGML_QUANTIZATION_VERSION, GGMLType
 from gguflite.constants import GGUFValueType as T
 from gguflite.errors import ConversionError, QuantizationError, UnsupportedTypeError
 from gguflite.quants.base import registered
+from gguflite.quants.ternary import is_ternary
 
 from . import llama
 from .checkpoint import Checkpoint, open_checkpoint
@@ -78,6 +79,7 @@ class Plan:
     metadata: list[tuple[str, Any, T, T | None]]
     checkpoint: Checkpoint = field(repr=False)
     importance: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    notes: list[str] = field(default_factory=list)  # filled while writing, e.g. lossless ternary
 
     @property
     def bytes_in(self) -> int:
@@ -180,10 +182,7 @@ def stored_nbytes(ttype: str, shape: tuple[int, ...]) -> int:
     if is_km(ttype):
         from gguflite.quants import km
 
-        bits = int(ttype[2])
-        rows = math.prod(shape[:-1])
-        # per-row codebooks: codes (rows, packed) I8 + books (rows, 2**bits) F16
-        return rows * (km.packed_bytes(shape[-1], bits) + 2 * (1 << bits))
+        return math.prod(shape[:-1]) * km.row_bytes(shape[-1], int(ttype[2]))
     codec = quants.get_codec(ttype)
     return math.prod(shape) // codec.block_size * codec.type_size
 
@@ -191,39 +190,31 @@ def stored_nbytes(ttype: str, shape: tuple[int, ...]) -> int:
 def add_km_tensor(writer: Any, name: str, ttype: str, rows: int, cols: int,
                   read_rows: Callable[[int, int], np.ndarray],
                   importance: np.ndarray | None) -> None:
-    """Declare KM tensor ``name`` (one codebook per row) as its two companion tensors + keys.
+    """Declare KM tensor ``name`` as its companion tensor ``<name>.km`` (I8 rows) + keys.
 
-    The codes producer k-means-quantizes the rows in chunks (rows are independent with
-    per-row codebooks) and leaves the codebooks for the ``.kmb`` producer, which the writer
-    calls next.
+    The producer quantizes the rows in chunks (KM rows are independent).
     """
     from gguflite.quants import km
 
     bits = int(ttype[2])
-    packed = km.packed_bytes(cols, bits)
-    books: dict[str, np.ndarray] = {}
+    nbytes = km.row_bytes(cols, bits)
 
-    def codes() -> np.ndarray:
-        out = np.empty((rows, packed), dtype=np.uint8)  # (rows, packed codes)
-        book = np.empty((rows, 1 << bits), dtype=np.float16)  # (rows, 2**bits)
-        step = max(1, CHUNK_BYTES // (4 * cols))
+    def rows_data() -> np.ndarray:
+        out = np.empty((rows, nbytes), dtype=np.uint8)  # (rows, row_bytes)
+        step = max(1, CHUNK_BYTES // (4 * max(cols, 1)))
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
             try:
-                kmt = km.quantize(read_rows(r0, r1), bits, importance=importance, name=name)
+                out[r0:r1] = km.quantize(read_rows(r0, r1), bits, importance=importance,
+                                         name=name).data
             except QuantizationError as exc:
                 raise ConversionError(str(exc)) from None
-            assert (kmt.group_rows, kmt.group_cols) == (1, cols)
-            out[r0:r1], book[r0:r1] = kmt.codes, kmt.codebook
-        books[name] = book
         return out.view(np.int8)
 
-    writer.add_tensor(name + km.CODES_SUFFIX, shape=(rows, packed), type=GGMLType.I8, data=codes)
-    writer.add_tensor(name + km.BOOK_SUFFIX, shape=(rows, 1 << bits), type=GGMLType.F16,
-                      data=lambda: books.pop(name))
+    writer.add_tensor(name + km.COMPANION_SUFFIX, shape=(rows, nbytes), type=GGMLType.I8,
+                      data=rows_data)
     writer.add(f"{km.KEY_PREFIX}{name}.bits", bits, T.UINT32)
     writer.add(f"{km.KEY_PREFIX}{name}.shape", [rows, cols], T.ARRAY, T.UINT64)
-    writer.add(f"{km.KEY_PREFIX}{name}.group", [1, cols], T.ARRAY, T.UINT32)
 
 
 # -- planning ----------------------------------------------------------------------------------
@@ -298,7 +289,7 @@ def make_recipe(type: str, *, tensor_types: Sequence[str] = (),  # noqa: A002
     rules = tuple(parse_tensor_type(s, known) for s in tensor_types)
     return Recipe(type.lower(), rules, output_type and output_type.lower(),
                   embedding_type and embedding_type.lower(), fallback_type.lower(),
-                  {n: c.block_size for n, c in codecs.items()})
+                  {n: 1 if is_km(n) else c.block_size for n, c in codecs.items()})  # KM: any row
 
 
 def plan_conversion(src: str | Path, *, type: str = "f16",  # noqa: A002
@@ -389,6 +380,24 @@ def _row_reader(plan: Plan, t: PlannedTensor) -> Callable[[int, int], np.ndarray
     return read_permuted
 
 
+TERNARY_TYPES = ("tq1_0", "tq2_0")
+
+
+def _note_ternary(plan: Plan, t: PlannedTensor, scales: set[float | None]) -> None:
+    """Tell whether ternary tensor ``t`` was re-encoded losslessly (its weights were already
+    trits times one fp16 scale, as BitNet-style checkpoints store them) or ternarized."""
+    nonzero = scales - {0.0}
+    if None not in scales and len(nonzero) <= 1:
+        scale = next(iter(nonzero), 0.0)
+        msg = (f"{t.name}: weights are already ternary x {scale:g}; re-encoded losslessly as "
+               f"{t.type.upper()}")
+    else:
+        msg = (f"{t.name}: weights are not ternary x one scale; ternarized to {t.type.upper()} "
+               "(lossy)")
+    log.info(msg)
+    plan.notes.append(msg)
+
+
 def make_producer(plan: Plan, t: PlannedTensor,
                   on_start: Callable[[str], None] | None = None) -> Callable[[], np.ndarray]:
     """A zero-argument function returning the encoded bytes of ``t`` (called by the writer)."""
@@ -407,9 +416,15 @@ def make_producer(plan: Plan, t: PlannedTensor,
         read = _row_reader(plan, t)
         out = np.empty((rows, codec.row_nbytes(cols)), dtype=np.uint8)  # (rows, row bytes)
         step = max(1, CHUNK_BYTES // (4 * cols))
+        scales: set[float | None] = set()  # ternary targets: is each chunk trits * one scale?
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
-            out[r0:r1] = _encode_rows(read(r0, r1), t, imp)  # (r1 - r0, row bytes)
+            x = read(r0, r1)  # (r1 - r0, cols) float32
+            if t.type in TERNARY_TYPES:
+                scales.add(is_ternary(x))
+            out[r0:r1] = _encode_rows(x, t, imp)  # (r1 - r0, row bytes)
+        if t.type in TERNARY_TYPES:
+            _note_ternary(plan, t, scales)
         return out
 
     return produce

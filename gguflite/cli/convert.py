@@ -70,3 +70,5 @@ def convert(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...]
     plan = run_convert(src, out, progress=not no_progress, **options)
     click.echo(f"wrote {out}: {len(plan.tensors)} tensors, {human_bytes(Path(out).stat().st_size)}"
                f" ({plan.recipe.base})", err=True)
+    for note in plan.notes:
+        click.echo(note, err=True)
