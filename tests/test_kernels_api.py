@@ -107,14 +107,13 @@ def test_call_errors():
 
 _PORTABLE_CHECK = textwrap.dedent("""
     import numpy as np
-    from gguflite.runtime.kernels import PORTABLE, kquants, legacy, ternary
+    from gguflite.runtime.kernels import PORTABLE, kquants, legacy
     from gguflite.runtime.kernels.activations import quantize_act
     from test_kernels_matvec import quantized_x, rand_weight, reference
     assert PORTABLE
     rng = np.random.default_rng(7)
     for name, fn in [("Q8_0", legacy.dot_q8_0), ("Q4_1", legacy.dot_q4_1),
-                     ("Q4_K", kquants.dot_q4_k), ("Q6_K", kquants.dot_q6_k),
-                     ("TQ1_0", ternary.dot_tq1_0)]:
+                     ("Q4_K", kquants.dot_q4_k), ("Q6_K", kquants.dot_q6_k)]:
         raw = rand_weight(rng, name, 9, 512)
         x = rng.standard_normal(512).astype(np.float32)
         xq, xd, xsd = np.empty(512, np.int8), np.empty(16, np.float32), np.empty(32, np.float32)

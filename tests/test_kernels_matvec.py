@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from gguflite.runtime.kernels import BLAS_MIN_TOKENS, NATIVE_TYPES, Linear, get_rows
 from gguflite.runtime.kernels.activations import quantize_act, quantize_act_ref
+from gguflite.runtime.kernels.ternary import quantize_act_k_ref
 
 from gguflite.constants import GGML_TYPE_TRAITS, GGMLType
 
@@ -67,10 +68,11 @@ def reference(raw: np.ndarray, name: str) -> np.ndarray:
     return gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[name])
 
 
-def quantized_x(x: np.ndarray) -> np.ndarray:
-    """The activation the int8 kernels actually multiply: dx * xq, float64."""
-    q, d, _ = quantize_act_ref(x)
-    return (q.reshape(*x.shape[:-1], -1, 32) * d[..., None].astype(np.float64)).reshape(x.shape)
+def quantized_x(x: np.ndarray, block: int = 32) -> np.ndarray:
+    """The activation the int8 kernels actually multiply: dx * xq, float64, one scale per
+    ``block`` elements (256 for the ternary kernels: ternary.quantize_act_k)."""
+    q, d, _ = quantize_act_ref(x) if block == 32 else quantize_act_k_ref(x)
+    return (q.reshape(*x.shape[:-1], -1, block) * d[..., None].astype(np.float64)).reshape(x.shape)
 
 
 def rel_err(y: np.ndarray, ref: np.ndarray) -> float:
@@ -110,7 +112,7 @@ def test_matvec_matches_reference(name, out_f, in_f):
     if name in FLOAT_TYPES:
         assert rel_err(y, exact) <= 2e-6
     else:
-        assert rel_err(y, ref_w @ quantized_x(x)) <= 2e-6
+        assert rel_err(y, ref_w @ quantized_x(x, 256 if name.startswith("TQ") else 32)) <= 2e-6
         assert rel_err(y, exact) <= 3e-2
     # out= writes in place and returns the same buffer
     buf = np.full(out_f, np.nan, np.float32)

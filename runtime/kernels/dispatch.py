@@ -27,7 +27,7 @@ from .activations import quantize_act
 # inline the row kernels of the modules below. This fingerprint of their text makes any edit
 # there change this file too (test_kernels_api checks it is current), so no stale compiled
 # driver is ever loaded from a cache. Recompute with kernel_sources_fingerprint().
-SOURCES_FINGERPRINT = "571f67a37db193f7"
+SOURCES_FINGERPRINT = "a89c150bc8be3c4e"
 INLINED_MODULES = ("activations", "floats", "km_rows", "kquants", "legacy", "ternary",
                    "vector_f32", "vector_ir", "vector_km")
 
@@ -193,6 +193,8 @@ def _prepare(kind, x, scratch):
     xsd = scratch[n + 4 * nb : n + 12 * nb].view(np.float32)
     if km.is_km_kind(kind):
         km.quantize_act_padded(x, xq, xd, xsd)
+    elif kind == TQ1_0 or kind == TQ2_0:  # one scale per 256, as llama.cpp's Q8_K
+        tq.quantize_act_k(x, xq, xd, xsd)
     elif not is_float(kind):
         quantize_act(x, xq, xd, xsd)
     return xq, xd, xsd

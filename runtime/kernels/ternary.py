@@ -1,6 +1,11 @@
 """Row kernels of the ternary types TQ1_0 and TQ2_0 (256-element blocks, w = d * (t - 1)).
 
-Same contract as legacy.py. Trits t in {0, 1, 2} are the unsigned lanes u, the offset is -1.
+Same contract as legacy.py, except for the activation: like llama.cpp (whose ternary dot
+products take Q8_K activations), the mat-vec quantizes x with one scale per 256 elements
+(:func:`quantize_act_k`), so the 8 groups of a block share all their factors and the kernels
+add the int16 pair products of a whole block (vector_ir.I16x16) before one pmaddwd and one
+int -> float conversion per block. Trits t in {0, 1, 2} are the unsigned lanes u, the offset
+-1 is subtracted in int16 as the activation's 16-element sums.
 
     TQ2_0: qs[64] | d: f16.  Element 128c + 32l + m = (qs[32c + m] >> 2l) & 3.
     TQ1_0: qs[48] | qh[4] | d: f16. Five trits per byte in base-3 fixed point: the trit n of
@@ -12,115 +17,172 @@ Same contract as legacy.py. Trits t in {0, 1, 2} are the unsigned lanes u, the o
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
-from .vector_f32 import ldf, pair_sums8, vfma, vsplat
+from .vector_f32 import ldf
 from .vector_ir import (
+    add16,
     band,
-    dot_u8,
     dup16,
     f16,
     fma2,
     hsum,
     load_u8x32,
-    mul8,
-    mul_halves,
+    madd_ones,
+    maddubs,
+    pow3_halves,
     shr,
     store_affine,
-    tq1_tail,
-    trit,
+    sub16_at,
+    tq1_qh_merge,
+    trit_avg,
     vzero,
 )
 
 TQ1_0_BYTES = 48 + 4 + 2
 TQ2_0_BYTES = 64 + 2
-_POW3 = (1, 3, 9, 27, 81)
+INV127 = np.float32(1.0 / 127.0)
 
 
+# -- the activation, one scale per 256 (llama.cpp's Q8_K, in the scratch of dispatch) -----------
+@njit(cache=True)  # no fastmath: must match quantize_act_k_ref exactly
+def quantize_act_k(x, xq, xd, xsd):
+    """Quantize one activation vector per 256-block, into the buffers of quantize_act.
+
+    For each block b of 256 activations:
+
+        xd[b]             = max |x| * (1 / 127)         float32 scale (0 for an all-zero block)
+        xq[256b + i]      = rint(x[256b + i] / xd[b])   int8 in [-127, 127]
+        xsd16[16b + h]    = sum(xq[256b + 16h : 256b + 16h + 16])   int16, h = 0..15
+
+    where xsd16 is the int16 view of xsd (its first n // 16 int16; the rest is unused), and
+    xd[n // 256 :] is unused.
+
+    Parameters
+    ----------
+    x : (n,) float32, n a multiple of 256
+    xq : (n,) int8, output
+    xd : (n // 32,) float32, output: block scales in xd[: n // 256]
+    xsd : (n // 16,) float32, output: the int16 sums in its first 2 * (n // 16) bytes
+    """
+    xs16 = xsd.view(np.int16)
+    for b in range(x.size // 256):
+        amax = np.float32(0.0)
+        for i in range(256):
+            amax = max(amax, abs(x[256 * b + i]))
+        d = amax * INV127
+        inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
+        for h in range(16):
+            s = 0
+            for i in range(256 * b + 16 * h, 256 * b + 16 * h + 16):
+                q = np.int32(np.rint(x[i] * inv))
+                xq[i] = q
+                s += q
+            xs16[16 * b + h] = s
+        xd[b] = d
+
+
+def quantize_act_k_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Plain NumPy reference of :func:`quantize_act_k` for (..., n) float32 input.
+
+    Returns xq (..., n) int8, xd (..., n // 256) float32, sums (..., n // 16) int16.
+    """
+    x = np.asarray(x, np.float32)
+    blocks = x.reshape(*x.shape[:-1], -1, 256)  # (..., nb, 256)
+    d = (np.abs(blocks).max(-1) * INV127).astype(np.float32)  # (..., nb)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d > 0, np.float32(1.0) / d, np.float32(0.0)).astype(np.float32)
+    q = np.rint(blocks * inv[..., None]).astype(np.int8)  # (..., nb, 256)
+    sums = q.reshape(*q.shape[:-1], 16, 16).astype(np.int32).sum(-1).astype(np.int16)
+    return q.reshape(x.shape), d, sums.reshape(*x.shape[:-1], -1)
+
+
+# -- the mat-vec row kernels ----------------------------------------------------------------------
 @njit(cache=True, fastmath=True, inline="always")
-def _tq2_u(w, b, k):
-    """Trits of group k (0..7) of the TQ2_0 block at byte b: (32,) in {0, 1, 2}."""
-    return band(shr(load_u8x32(w, b + 32 * (k // 4)), 2 * (k % 4)), 3)
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def _tq1_u(w, b, k):
-    """Trits of group k (0..7) of the TQ1_0 block at byte b: (32,) in {0, 1, 2}."""
-    if k < 5:
-        return trit(mul8(load_u8x32(w, b), _POW3[k]))
-    if k == 5:
-        return trit(mul_halves(dup16(w, b + 32), 1, 3))
-    if k == 6:
-        return trit(mul_halves(dup16(w, b + 32), 9, 27))
-    return trit(tq1_tail(w, b + 32, b + 48))
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def _tq_group(acc, u, xq, xd, G, d):
-    s = d * ldf(xd, G)
-    return fma2(acc, dot_u8(u, xq, 32 * G), s, s)
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def dot_tq1_0(w, p, nb, xq, xd, xsd):
-    """TQ1_0 row dot; the 8 groups of a block are written out (no vector merges across
-    branches, which Numba would route through memory)."""
-    acc0 = vzero()
-    acc1 = vzero()
-    biasv = vzero()
-    for i in range(nb // 8):
-        b = p + TQ1_0_BYTES * i
-        d = f16(w, b + TQ1_0_BYTES - 2)
-        G = 8 * i
-        v = load_u8x32(w, b)
-        acc0 = _tq_group(acc0, trit(v), xq, xd, G, d)
-        acc1 = _tq_group(acc1, trit(mul8(v, 3)), xq, xd, G + 1, d)
-        acc0 = _tq_group(acc0, trit(mul8(v, 9)), xq, xd, G + 2, d)
-        acc1 = _tq_group(acc1, trit(mul8(v, 27)), xq, xd, G + 3, d)
-        acc0 = _tq_group(acc0, trit(mul8(v, 81)), xq, xd, G + 4, d)
-        v2 = dup16(w, b + 32)
-        acc1 = _tq_group(acc1, trit(mul_halves(v2, 1, 3)), xq, xd, G + 5, d)
-        acc0 = _tq_group(acc0, trit(mul_halves(v2, 9, 27)), xq, xd, G + 6, d)
-        acc1 = _tq_group(acc1, trit(tq1_tail(w, b + 32, b + 48)), xq, xd, G + 7, d)
-        biasv = vfma(biasv, pair_sums8(xsd, 2 * G), vsplat(-d))  # o = -1
-    return hsum(acc0) + hsum(acc1) + hsum(biasv)
+def _block_end(acc, s16, xd, xsd, b, d):
+    """acc + d * xd[b] * (sum of s16 - the activation sums of block b)."""
+    dot = madd_ones(sub16_at(s16, xsd, 8 * b))  # (8,) i32; xsd as int16: 16 per block
+    s = d * ldf(xd, b)
+    return fma2(acc, dot, s, s)
 
 
 @njit(cache=True, fastmath=True, inline="always")
 def dot_tq2_0(w, p, nb, xq, xd, xsd):
-    acc0 = vzero()
-    acc1 = vzero()
-    biasv = vzero()
+    """TQ2_0 row dot with quantize_act_k activations; per 32-byte chunk of qs, 4 groups:
+    u_l = (qs >> 2l) & 3 (one vpsrlw + vpand each), each times its 32 activations."""
+    acc = vzero()
     for i in range(nb // 8):
         b = p + TQ2_0_BYTES * i
-        d = f16(w, b + TQ2_0_BYTES - 2)
-        G = 8 * i
-        for c in range(2):
-            v = load_u8x32(w, b + 32 * c)
-            acc0 = _tq_group(acc0, band(v, 3), xq, xd, G + 4 * c, d)
-            acc1 = _tq_group(acc1, band(shr(v, 2), 3), xq, xd, G + 4 * c + 1, d)
-            acc0 = _tq_group(acc0, band(shr(v, 4), 3), xq, xd, G + 4 * c + 2, d)
-            acc1 = _tq_group(acc1, shr(v, 6), xq, xd, G + 4 * c + 3, d)
-        biasv = vfma(biasv, pair_sums8(xsd, 2 * G), vsplat(-d))  # o = -1
-    return hsum(acc0) + hsum(acc1) + hsum(biasv)
+        x = 256 * i
+        v = load_u8x32(w, b)
+        s0 = add16(maddubs(band(v, 3), xq, x), maddubs(band(shr(v, 2), 3), xq, x + 32))
+        s1 = add16(maddubs(band(shr(v, 4), 3), xq, x + 64), maddubs(shr(v, 6), xq, x + 96))
+        v = load_u8x32(w, b + 32)
+        s0 = add16(s0, add16(maddubs(band(v, 3), xq, x + 128),
+                             maddubs(band(shr(v, 2), 3), xq, x + 160)))
+        s1 = add16(s1, add16(maddubs(band(shr(v, 4), 3), xq, x + 192),
+                             maddubs(shr(v, 6), xq, x + 224)))
+        acc = _block_end(acc, add16(s0, s1), xd, xsd, i, f16(w, b + TQ2_0_BYTES - 2))
+    return hsum(acc)
 
 
-@njit(cache=True)
-def _deq_tq(w, p, nb, dst, off, is_tq1):
-    bytes_per = TQ1_0_BYTES if is_tq1 else TQ2_0_BYTES
+@njit(cache=True, fastmath=True, inline="always")
+def _tq1_packed(w, b):
+    """The 8 groups of the TQ1_0 block at byte b, trits still packed: 8 U8x32 whose top base-3
+    digit (trit_avg) is the trit. The powers of 3 are byte shifts and adds (pow3_halves)."""
+    q0 = load_u8x32(w, b)  # groups 0..4: qs[0:32] * 3**n
+    q1 = pow3_halves(q0, 1, 1)  # 2 byte adds
+    q2 = pow3_halves(q0, 2, 2)  # a shift, a mask, an add
+    q3 = pow3_halves(q2, 1, 1)
+    q4 = pow3_halves(q3, 1, 1)
+    y1 = pow3_halves(dup16(w, b + 32), 0, 1)  # group 5: qs[32:48] * [1, 3]
+    y2 = pow3_halves(y1, 2, 2)  # group 6: * [9, 27]
+    y3 = tq1_qh_merge(pow3_halves(y2, 2, 2), w, b + 48)  # group 7: * 81 | qh * 3**n
+    return q0, q1, q2, q3, q4, y1, y2, y3
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def dot_tq1_0(w, p, nb, xq, xd, xsd):
+    """TQ1_0 row dot with quantize_act_k activations: no multiply but the vpmaddubsw."""
+    acc = vzero()
     for i in range(nb // 8):
-        b = p + bytes_per * i
-        d = f16(w, b + bytes_per - 2)
-        for k in range(8):
-            u = _tq1_u(w, b, k) if is_tq1 else _tq2_u(w, b, k)
-            store_affine(dst, off + 256 * i + 32 * k, u, -1, d, 0.0, d, 0.0)
+        b = p + TQ1_0_BYTES * i
+        x = 256 * i
+        g = _tq1_packed(w, b)
+        s0 = add16(maddubs(trit_avg(g[0]), xq, x), maddubs(trit_avg(g[1]), xq, x + 32))
+        s1 = add16(maddubs(trit_avg(g[2]), xq, x + 64), maddubs(trit_avg(g[3]), xq, x + 96))
+        s0 = add16(s0, add16(maddubs(trit_avg(g[4]), xq, x + 128),
+                             maddubs(trit_avg(g[5]), xq, x + 160)))
+        s1 = add16(s1, add16(maddubs(trit_avg(g[6]), xq, x + 192),
+                             maddubs(trit_avg(g[7]), xq, x + 224)))
+        acc = _block_end(acc, add16(s0, s1), xd, xsd, i, f16(w, b + TQ1_0_BYTES - 2))
+    return hsum(acc)
 
 
+# -- dequantization (prefill through BLAS, row gathers) --------------------------------------------
 @njit(cache=True)
 def deq_tq1_0(w, p, nb, dst, off):
-    _deq_tq(w, p, nb, dst, off, True)
+    for i in range(nb // 8):
+        b = p + TQ1_0_BYTES * i
+        d = f16(w, b + TQ1_0_BYTES - 2)
+        g = _tq1_packed(w, b)
+        o = off + 256 * i
+        store_affine(dst, o, trit_avg(g[0]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o + 32, trit_avg(g[1]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o + 64, trit_avg(g[2]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o + 96, trit_avg(g[3]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o + 128, trit_avg(g[4]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o + 160, trit_avg(g[5]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o + 192, trit_avg(g[6]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o + 224, trit_avg(g[7]), -1, d, 0.0, d, 0.0)
 
 
 @njit(cache=True)
 def deq_tq2_0(w, p, nb, dst, off):
-    _deq_tq(w, p, nb, dst, off, False)
+    for i in range(nb // 8):
+        b = p + TQ2_0_BYTES * i
+        d = f16(w, b + TQ2_0_BYTES - 2)
+        for k in range(8):  # group k: (qs[32 (k // 4) + m] >> 2 (k % 4)) & 3
+            u = band(shr(load_u8x32(w, b + 32 * (k // 4)), 2 * (k % 4)), 3)
+            store_affine(dst, off + 256 * i + 32 * k, u, -1, d, 0.0, d, 0.0)

@@ -108,6 +108,15 @@ def _x86(builder, name: str, ret: ir.Type, args):
     return builder.call(fn, args)
 
 
+def _opaque(builder, v):
+    """``v`` through an empty inline-asm statement on x86 (no instruction; portable: ``v``): an
+    optimization barrier that keeps LLVM from folding a chain of cheap byte steps into one
+    multiply, which x86 can only do through vpmullw on widened halves."""
+    if PORTABLE:
+        return v
+    return builder.asm(ir.FunctionType(v.type, [v.type]), "", "=x,0", [v], False)
+
+
 def _pairsum_i16_to_i32(builder, v16):
     """<32 x i16> -> <16 x i32>: lane k = v[2k] + v[2k+1] (sign-extended)."""
     even = builder.sext(builder.shuffle_vector(v16, v16, _idx(range(0, 32, 2))), V32x16)
@@ -275,27 +284,6 @@ def bits32(typingctx, a, off):
     return U8x32(a, off), codegen
 
 
-@intrinsic
-def tq1_tail(typingctx, a, off_qs, off_qh):
-    """The last TQ1_0 group, trits still packed: lanes 0..15 = qs[32 + i] * 81 (mod 256),
-    lane 16 + 4n + j = qh[j] * 3**n (mod 256)."""
-
-    def codegen(context, builder, sig, args):
-        arr, o1, o2 = args
-        p1 = _ptr(context, builder, sig.args[0], arr,
-                  _as_intp(context, builder, sig.args[1], o1), V8x16)
-        p2 = _ptr(context, builder, sig.args[0], arr,
-                  _as_intp(context, builder, sig.args[2], o2), ir.VectorType(I8, 4))
-        qs = builder.load(p1, align=1)  # (16,)
-        qh = builder.load(p2, align=1)  # (4,)
-        qh16 = builder.shuffle_vector(qh, qh, _idx([i % 4 for i in range(16)]))  # (16,)
-        v = builder.shuffle_vector(qs, qh16, _idx(range(32)))
-        mul = _const(V8x32, [81] * 16 + [3 ** (i // 4) for i in range(16)])
-        return builder.mul(v, mul)
-
-    return U8x32(a, off_qs, off_qh), codegen
-
-
 def _u8_binop(op: str):
     def typer(typingctx, v, k):
         def codegen(context, builder, sig, args):
@@ -318,33 +306,6 @@ shl = intrinsic(_u8_binop("shl"))  # left shift
 band = intrinsic(_u8_binop("and_"))  # bitwise and
 bor = intrinsic(_u8_binop("or_"))  # bitwise or
 mul8 = intrinsic(_u8_binop("mul"))  # wrapping multiply
-
-
-@intrinsic
-def mul_halves(typingctx, v, m0, m1):
-    """Wrapping u8 multiply: lanes 0..15 by ``m0``, lanes 16..31 by ``m1``."""
-
-    def codegen(context, builder, sig, args):
-        vec, a, b = args
-        a8 = builder.trunc(context.cast(builder, a, sig.args[1], types.int64), I8)
-        b8 = builder.trunc(context.cast(builder, b, sig.args[2], types.int64), I8)
-        va, vb = _splat(builder, a8, V8x32), _splat(builder, b8, V8x32)
-        mul = builder.shuffle_vector(va, vb, _idx(list(range(16)) + list(range(48, 64))))
-        return builder.mul(vec, mul)
-
-    return U8x32(v, m0, m1), codegen
-
-
-@intrinsic
-def trit(typingctx, v):
-    """TQ1_0 trit extraction: lane = (lane * 3) >> 8 computed in 16 bits (0, 1 or 2)."""
-
-    def codegen(context, builder, sig, args):
-        (vec,) = args
-        w = builder.mul(builder.zext(vec, V16x32), _const(V16x32, [3] * 32))
-        return builder.trunc(builder.lshr(w, _const(V16x32, [8] * 32)), V8x32)
-
-    return U8x32(v), codegen
 
 
 # -- dot products with the int8 activations (results I32x8) -------------------------------------
@@ -447,3 +408,155 @@ def bit_set(typingctx, v, mask):
         return builder.zext(hit, V8x32)
 
     return U8x32(v, mask), codegen
+
+
+# -- int16 accumulation over a whole 256-block (the ternary kernels) -----------------------------
+# With one activation scale per 256 weights (ternary.quantize_act_k), the 8 groups of a block
+# share every factor but the integers, so their pmaddubsw pair sums add up in int16 and one
+# pmaddwd + one int -> float conversion serve the whole block:
+#
+#     I16x16  <16 x i16>  lane j = sum over groups of u[2j] * x[2j] + u[2j+1] * x[2j+1]
+#
+# Bound: u <= 3 (a TQ2_0 code may be 3 in a corrupt block), |x| <= 127: one pair <= 762, the 8
+# groups of a block <= 6096, minus the 16-element activation sums (<= 2032) <= 8128 < 32767,
+# so no lane saturates or wraps, and the AVX2 and portable lowerings agree exactly.
+I16x16 = Vec("I16x16", V16x16)
+
+
+@intrinsic
+def maddubs(typingctx, u, xq, xoff):
+    """Pair sums of 32 unsigned weights (each <= 3) times ``xq[xoff:xoff+32]`` (int8):
+    lane j = u[2j] * x[2j] + u[2j+1] * x[2j+1] (vpmaddubsw; never saturates at these bounds)."""
+
+    def codegen(context, builder, sig, args):
+        uv, xarr, xo = args
+        s = builder.load(_ptr(context, builder, sig.args[1], xarr,
+                              _as_intp(context, builder, sig.args[2], xo), V8x32), align=1)
+        if not PORTABLE:
+            return _x86(builder, "llvm.x86.avx2.pmadd.ub.sw", V16x16, [uv, s])
+        prod = builder.mul(builder.zext(uv, V16x32), builder.sext(s, V16x32))  # (32,) i16
+        even = builder.shuffle_vector(prod, prod, _idx(range(0, 32, 2)))
+        odd = builder.shuffle_vector(prod, prod, _idx(range(1, 32, 2)))
+        return builder.add(even, odd)  # (16,) i16, exact
+
+    return I16x16(u, xq, xoff), codegen
+
+
+@intrinsic
+def add16(typingctx, a, b):
+    """a + b lane by lane (I16x16, wrapping; the callers stay within the bound above)."""
+
+    def codegen(context, builder, sig, args):
+        return builder.add(args[0], args[1])
+
+    return I16x16(a, b), codegen
+
+
+@intrinsic
+def sub16_at(typingctx, acc, a, off):
+    """acc - the 16 int16 at element offset ``off`` of array ``a`` (any dtype: the bytes are
+    reinterpreted, e.g. int16 sums stored in a float32 scratch view)."""
+
+    def codegen(context, builder, sig, args):
+        v = _load(context, builder, sig, args[1], args[2], V16x16, k=1)
+        return builder.sub(args[0], v)
+
+    return I16x16(acc, a, off), codegen
+
+
+@intrinsic
+def madd_ones(typingctx, v):
+    """<16 x i16> -> I32x8: lane k = v[2k] + v[2k+1] (vpmaddwd with ones)."""
+
+    def codegen(context, builder, sig, args):
+        (vec,) = args
+        if not PORTABLE:
+            return _x86(builder, "llvm.x86.avx2.pmadd.wd", V32x8,
+                        [vec, _const(V16x16, [1] * 16)])
+        even = builder.sext(builder.shuffle_vector(vec, vec, _idx(range(0, 16, 2))), V32x8)
+        odd = builder.sext(builder.shuffle_vector(vec, vec, _idx(range(1, 16, 2))), V32x8)
+        return builder.add(even, odd)
+
+    return I32x8(v), codegen
+
+
+# Lane-wise u8 add (wrapping), with a scalar or a U8x32 right operand, like shr / band above.
+add8 = intrinsic(_u8_binop("add"))
+
+
+@intrinsic
+def trit_avg(typingctx, v):
+    """TQ1_0 trit extraction, lane = (lane * 3) >> 8 (0, 1 or 2), without a multiply: with
+    q' = max(q - 1, 0), a = avg(q', 0) and t = avg(q', a), where avg(p, r) = (p + r + 1) >> 1
+    (vpavgb), the top two bits of t are the trit, for every byte q (the tests check all 256)."""
+
+    def codegen(context, builder, sig, args):
+        (q,) = args
+        usub = builder.module.declare_intrinsic("llvm.usub.sat.v32i8",
+                                                fnty=ir.FunctionType(V8x32, [V8x32, V8x32]))
+        qm = _opaque(builder, builder.call(usub, [q, _const(V8x32, [1] * 32)]))  # vpsubusb
+
+        def avg(p, r):  # (p + r + 1) >> 1 in 16 bits, the pattern x86 lowers to vpavgb
+            s = builder.add(builder.add(builder.zext(p, V16x32), builder.zext(r, V16x32)),
+                            _const(V16x32, [1] * 32))
+            return _opaque(builder, builder.trunc(builder.lshr(s, _const(V16x32, [1] * 32)),
+                                                  V8x32))
+
+        t = avg(qm, avg(qm, ir.Constant(V8x32, None)))
+        return builder.lshr(t, _const(V8x32, [6] * 32))
+
+    return U8x32(v), codegen
+
+
+@intrinsic(prefer_literal=True)
+def pow3_halves(typingctx, v, n0, n1):
+    """Wrapping u8 ``v * 3**k`` with shifts and adds (x86 has no byte multiply): lanes 0..15
+    by 3**n0, lanes 16..31 by 3**n1, for integer constants 0 <= n0, n1 <= 4.
+
+        v * 9 = (v << 3) + v        (a byte shift is vpsllw + vpand)
+        v * 3 = v + v + v           (on a subset of lanes: v + ((v + v) & mask))
+    """
+    if not all(isinstance(t, types.IntegerLiteral) for t in (n0, n1)):
+        return None
+    ns0 = [n0.literal_value] * 16 + [n1.literal_value] * 16
+    if not all(0 <= n <= 4 for n in ns0):
+        return None
+
+    def codegen(context, builder, sig, args):
+        out = args[0]
+        ns = list(ns0)
+        while any(ns):
+            if min(ns) >= 2:  # every lane times 9
+                out = builder.add(builder.shl(out, _const(V8x32, [3] * 32)), out)
+                ns = [n - 2 for n in ns]
+                out = _opaque(builder, out)
+            elif min(ns) >= 1:  # every lane times 3
+                out = builder.add(out, builder.add(out, out))
+                ns = [n - 1 for n in ns]
+                out = _opaque(builder, out)
+            else:  # times 3 where still needed
+                live = _const(V8x32, [255 if n else 0 for n in ns])
+                out = builder.add(out, builder.and_(builder.add(out, out), live))
+                ns = [max(n - 1, 0) for n in ns]
+                out = _opaque(builder, out)
+        return out
+
+    return U8x32(v, n0, n1), codegen
+
+
+@intrinsic
+def tq1_qh_merge(typingctx, y, a, off_qh):
+    """The last TQ1_0 group, trits still packed: lanes 0..15 of ``y`` (qs[32 + i] * 81, mod
+    256), then lane 16 + 4n + j = qh[j] * 3**n (mod 256) from the 4 bytes at ``off_qh``."""
+
+    def codegen(context, builder, sig, args):
+        yv, arr, o = args
+        p = _ptr(context, builder, sig.args[1], arr, _as_intp(context, builder, sig.args[2], o),
+                 ir.VectorType(I8, 4))
+        qh = builder.load(p, align=1)  # (4,)
+        qh16 = builder.shuffle_vector(qh, qh, _idx([i % 4 for i in range(16)]))  # (16,)
+        qh16 = builder.mul(qh16, _const(V8x16, [3 ** (i // 4) for i in range(16)]))
+        lo = builder.shuffle_vector(yv, yv, _idx(range(16)))  # (16,)
+        return builder.shuffle_vector(lo, qh16, _idx(range(32)))
+
+    return U8x32(y, a, off_qh), codegen
