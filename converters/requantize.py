@@ -78,15 +78,13 @@ def plan_requantize(f: gguflite.GGUFFile, *, type: str,  # noqa: A002
     from gguflite.quants import km
 
     kms = {n: km.from_gguf(f, n) for n in km.km_tensor_names(f)}
-    companions = {n + sfx: n for n in kms for sfx in (km.CODES_SUFFIX, km.BOOK_SUFFIX)}
+    companions = {n + km.COMPANION_SUFFIX: n for n in kms}
     n_layers = _n_layers(f)
     tied = "output.weight" not in f.tensors and "output.weight" not in kms
     entries = []
     for tname, ti in f.tensors.items():
         if tname in companions:
             name = companions[tname]
-            if not tname.endswith(km.CODES_SUFFIX):
-                continue  # one entry per KM tensor, at its codes tensor
             kmt = kms[name]
             shape, src, nbytes = kmt.shape, f"KM{kmt.bits}", kmt.nbytes
         else:
@@ -118,12 +116,8 @@ def _row_reader(f: gguflite.GGUFFile, e: RequantEntry) -> Callable[[int, int], n
     if e.src_is_km:
         from gguflite.quants import km
 
-        kmt = km.from_gguf(f, e.name)
-        if (kmt.group_rows, kmt.group_cols) == (1, cols):  # per-row codebooks: rows decode alone
-            return lambda r0, r1: km.KMTensor(kmt.bits, (r1 - r0, cols), 1, cols,
-                                              kmt.codes[r0:r1], kmt.codebook[r0:r1]).dequantize()
-        whole: list[np.ndarray] = []
-        return lambda r0, r1: (whole or whole.append(kmt.dequantize()) or whole)[0][r0:r1]
+        kmt = km.from_gguf(f, e.name)  # KM rows decode alone
+        return lambda r0, r1: km.dequantize_rows_fast(kmt.data[r0:r1], kmt.bits, cols)
     src_codec = quants.get_codec(e.src_type.lower())
     raw = f.raw(e.name).reshape(math.prod(e.shape[:-1]), -1)  # (rows, src row bytes)
     return lambda r0, r1: src_codec.dequantize(raw[r0:r1], (r1 - r0, cols), name=e.name)
@@ -206,11 +200,10 @@ def requantize(src: str | Path, out: str | Path, *, type: str,  # noqa: A002
             if "general.file_type" not in f.metadata:
                 w.add("general.file_type", int(recipe.file_type), T.UINT32)
             for e in entries:
-                if e.copied and e.src_is_km:  # companions copied byte for byte, keys kept
-                    for sfx in (km.CODES_SUFFIX, km.BOOK_SUFFIX):
-                        ti = f.tensors[e.name + sfx]
-                        w.add_tensor(ti.name, shape=ti.shape, type=ti.type,
-                                     data=lambda n=ti.name: f.raw(n))
+                if e.copied and e.src_is_km:  # companion copied byte for byte, keys kept
+                    ti = f.tensors[e.name + km.COMPANION_SUFFIX]
+                    w.add_tensor(ti.name, shape=ti.shape, type=ti.type,
+                                 data=lambda n=ti.name: f.raw(n))
                 elif is_km(e.type):
                     add_km_tensor(w, e.name, e.type, math.prod(e.shape[:-1]), e.shape[-1],
                                   _row_reader(f, e), importance.get(e.name))

@@ -150,12 +150,12 @@ PER_TOKEN_KEYS: tuple[str, ...] = (
     "tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
 )
 
-# gguflite's own keys (spec section 7): the KM codebook extension (spec/extensions-km.md).
+# gguflite's own keys (spec section 7): the KM codebook extension, version 2
+# (spec/extensions-km.md).
 # ``{name}`` is the logical tensor name, e.g. gguflite.km.blk.0.ffn_down.weight.bits.
 GGUFLITE_KM_KEYS: dict[str, KeySpec] = {
     "bits":  KeySpec(("u32",), "2, 3 or 4"),
     "shape": KeySpec(("[u64]",), "rows, cols of the logical tensor"),
-    "group": KeySpec(("[u32]",), "rows, cols served by one codebook"),
 }
 KM_PREFIX = "gguflite.km."
 

@@ -151,8 +151,7 @@ def _check_deterministic(name: str, x: np.ndarray) -> None:
 
 
 STABLE = [n for n in CODECS if get_codec(n).requantize_stable]
-UNSTABLE = [n for n in CODECS
-            if get_codec(n).requantize_stable is False and get_codec(n).ggml_type is not None]
+UNSTABLE = [n for n in CODECS if get_codec(n).requantize_stable is False]
 
 
 @pytest.mark.parametrize("name", STABLE)
@@ -173,26 +172,9 @@ def _check_requantize(name: str, x: np.ndarray) -> None:
     assert bad.size == 0, f"{name}: block {bad[0]} changes when re-quantized"
 
 
-ROW_CODECS = [n for n in CODECS if get_codec(n).ggml_type is None]
-
-
-@pytest.mark.parametrize("name", ROW_CODECS)
-def test_row_codecs_requantize_to_the_same_values(name: str) -> None:
-    """gguflite's own row codecs (KM) document unstable bytes but stable decoded values."""
-    @SETTINGS
-    @given(data=st.data())
-    def check(data) -> None:
-        x = data.draw(tensors(name, well_scaled=True))
-        y = dequantize(quantize(x, name), name, x.shape)
-        y2 = dequantize(quantize(y, name), name, x.shape)
-        assert np.array_equal(y, y2), f"{name}: decoded values change when re-quantized"
-
-    check()
-
-
 # Pinned counterexamples for the types documented unstable: blocks whose range (~1e-6) is tiny
 # next to their magnitude (up to 8). ggml itself gives different bytes when re-quantizing its
-# own output.
+# own output; so does KM (gguflite's own type: its start on decoded values is a uniform grid).
 def near_constant_blocks(n_values: int) -> np.ndarray:
     rng = np.random.default_rng(0)
     base = rng.uniform(-8, 8, (n_values // 32, 1))

@@ -160,7 +160,7 @@ def test_km_sources_are_decoded_or_copied(tmp_path):
         assert q.tensors["blk.0.attn_q.weight"].type == GGMLType.Q8_0
         assert bytes(q.raw("blk.0.attn_q.weight")) == quants.quantize(decoded, "q8_0").tobytes()
         assert not [k for k in q.metadata if k.startswith(km.KEY_PREFIX)]  # stale keys gone
-        assert "blk.0.attn_q.weight.kmc" not in q.tensors
+        assert "blk.0.attn_q.weight" + km.COMPANION_SUFFIX not in q.tensors
         for name in s.tensors:  # same recipe: companions copied byte for byte
             assert bytes(c.raw(name)) == bytes(s.raw(name)), name
         assert km.km_tensor_names(c) == ["blk.0.attn_q.weight"]

@@ -158,18 +158,25 @@ SEMANTIC_CASES = [
     # no general.architecture
     ("no_architecture", "V25", W,
      lambda p: p.write_bytes(one_f32_tensor())),
-    # a KM tensor whose bits key says 3 while its companions were packed with 4 bits
+    # a KM tensor whose bits key says 3 while its rows were packed with 4 bits (row length)
     ("km_bits_mismatch", "V26", E, lambda p: _km_file(p, bits_key=3)),
-    # a KM tensor whose codebook companion is missing
-    ("km_missing_codebook", "V26", E, lambda p: _km_file(p, drop=".kmb")),
+    # a KM tensor whose companion tensor <name>.km is missing
+    ("km_missing_companion", "V26", E, lambda p: _km_file(p, drop=".km")),
+    # a KM row whose codebook is not non-decreasing (entry 5 set to 0)
+    ("km_codebook_descending", "V26", E, lambda p: _km_file(p, poke=(3, 4 + 5, 0))),
 ]
 
 
-def _km_file(path: Path, *, bits_key: int = 4, drop: str = "") -> Path:
-    """A KM4 tensor (spec/extensions-km.md) with one defect, or none."""
+def _km_file(path: Path, *, bits_key: int = 4, drop: str = "",
+             poke: tuple[int, int, int] | None = None) -> Path:
+    """A KM4 tensor (spec/extensions-km.md) with one defect, or none (poke: row, byte, value)."""
     from gguflite.quants import km
 
     kmt = km.quantize(np.linspace(-1, 1, 8 * 64, dtype=np.float32).reshape(8, 64), 4)
+    if poke is not None:
+        data = kmt.data.copy()
+        data[poke[0], poke[1]] = poke[2]
+        kmt = km.KMTensor(kmt.bits, kmt.shape, data)
     with GGUFWriter(path) as w:
         w.add("general.architecture", "test", T.STRING)
         for name, shape, ttype, data in km.to_gguf_tensors("x.weight", kmt):

@@ -1,29 +1,24 @@
-"""KM2 / KM3 / KM4: gguflite's k-means codebook tensors (non-uniform weight quantization).
+"""KM2 / KM3 / KM4 (KM v2): affine 32-weight blocks over a learned per-row codebook.
 
-Each weight is a 2-, 3- or 4-bit index into a small learned table of ``2**bits`` values (a
-codebook), in the spirit of Deep Compression (k-means weight sharing) and SqueezeLLM
-(sensitivity-weighted k-means per output channel). A codebook serves one group of
-``group_rows`` rows x ``group_cols`` columns; the default is one codebook per row, the
-granularity benchmarks/results/km.md measured best for its bits per weight.
+KM v2 is Q4_K's structure (per 32 weights a 6-bit scale and a 6-bit min under per-row fp16
+super-scales) with the uniform levels 0..K-1 replaced by a learned per-row codebook of
+``K = 2**bits`` integers in 0..127 (a 1-D k-means of the block-normalised weights, in the
+spirit of SqueezeLLM's per-channel sensitivity-weighted k-means)::
+
+    W[r, c] = (d_r * s_rb) * cb_r[q_rc] - dmin_r * m_rb        b = c // 32
+
+With the codebook set to uniform levels this *is* a Q4_K-like grid; the quantizer starts there
+and accepts only changes that lower the row's (importance-weighted) squared error.
 
     >>> kmt = km.quantize(w, 4, importance=imatrix_column)   # w (rows, cols) float32
     >>> w2 = kmt.dequantize()                                 # (rows, cols) float32
-    >>> y = km.matvec(kmt, x)                                 # fused decode + dot
     >>> km.add_to_writer(writer, "blk.0.ffn_down.weight", kmt)
 
-In a file a KM tensor ``<name>`` is two companion tensors of standard ggml types plus three
-keys (spec/extensions-km.md), so every GGUF reader can still read the file:
-
-- ``<name>.kmc``: I8, shape (rows, packed_bytes): the packed codes, one row contiguous;
-- ``<name>.kmb``: F16 (or F32), shape (n_codebooks, 2**bits): the codebooks, ascending;
-- ``gguflite.km.<name>.bits`` (UINT32), ``.shape`` (UINT64[2]: rows, cols) and ``.group``
-  (UINT32[2]: group_rows, group_cols).
-
-``gguflite.quants.quantize(w, "km4")`` also works: it returns a self-contained uint8 row
-format, per row the 2**bits F16 codebook entries followed by the row's packed codes.
-
-The k-means is the same algorithm in NumPy (``reference=True``, plain vectorised code) and in
-Numba (:mod:`.km_numba`); tests prove they agree bit for bit.
+Rows are byte strings of ``row_bytes(cols, bits)`` (layout drawn in :mod:`.km_numba`,
+normative in spec/extensions-km.md). In a file a KM tensor ``<name>`` is one I8 companion
+tensor ``<name>.km`` of shape (rows, row_bytes) plus the keys ``gguflite.km.<name>.bits``
+(UINT32) and ``gguflite.km.<name>.shape`` (UINT64[2]), so every GGUF reader reads the file.
+``gguflite.quants.quantize(w, "km4")`` returns the same (rows, row_bytes) rows.
 """
 
 from __future__ import annotations
@@ -38,115 +33,161 @@ from ..constants import GGMLType, GGUFValueType
 from ..errors import MetadataError, QuantizationError, TensorInfoError
 from . import km_numba as _nb
 from .base import Codec
-from .km_numba import codes_per_unit
 
-CODES_SUFFIX = ".kmc"
-BOOK_SUFFIX = ".kmb"
+COMPANION_SUFFIX = ".km"
 KEY_PREFIX = "gguflite.km."
 BITS = (2, 3, 4)
-INITS = {"optimal": _nb.INIT_OPTIMAL, "quantile": _nb.INIT_QUANTILE,
-         "kmeans++": _nb.INIT_KMEANSPP}
+QK = 32  # weights per block
+CHUNK = 64  # columns per chunk: two blocks sharing 3 bytes of scales and mins
 IMPORTANCE_FLOOR = 1e-6  # importance + 1e-6 * mean(importance): no column is ignored outright
-_F16_MAX = 65504.0
+MAX_ITER = 8  # codebook / block-search rounds after the start (each must lower the error)
+# |w| above this overflows an fp16 super-scale: dmin = max min / 63 <= 65504
+MAX_ABS = 65504.0 * 63 / 2
 
 
-def packed_bytes(cols: int, bits: int) -> int:
-    """Bytes of one packed row of ``cols`` codes: KM4 ceil(c/2), KM2 ceil(c/4), KM3 3*ceil(c/8)."""
-    per, nb = codes_per_unit(bits)
-    return (cols + per - 1) // per * nb
+def row_bytes(cols: int, bits: int) -> int:
+    """Bytes of one KM row: 4 (d, dmin) + 2**bits (codebook) + ceil(cols/64) * (3 + 8*bits)."""
+    return 4 + (1 << bits) + -(-cols // CHUNK) * (3 + 8 * bits)
 
 
 @dataclass(frozen=True)
 class KMTensor:
-    """A k-means quantized matrix.
+    """A KM v2 matrix.
 
     Attributes
     ----------
     bits : int
-        2, 3 or 4; the codebooks have ``2**bits`` entries.
+        2, 3 or 4.
     shape : (rows, cols)
-    group_rows, group_cols : int
-        Rows and columns sharing one codebook (1 <= group_rows <= rows, same for cols;
-        ``group_cols`` is ``cols`` or a multiple of 8).
-    codes : (rows, packed_bytes(cols, bits)) uint8
-        Packed codes (layout in :mod:`.km_numba`).
-    codebook : (n_row_groups * n_col_groups, 2**bits) float16 or float32
-        Codebook ``(r // group_rows) * n_col_groups + c // group_cols`` serves weight (r, c).
+    data : (rows, row_bytes(cols, bits)) uint8
+        The rows (typically a read-only view of a mapped file).
     """
 
     bits: int
     shape: tuple[int, int]
-    group_rows: int
-    group_cols: int
-    codes: np.ndarray
-    codebook: np.ndarray
-
-    @property
-    def n_col_groups(self) -> int:
-        return -(-self.shape[1] // self.group_cols)
+    data: np.ndarray
 
     @property
     def nbytes(self) -> int:
-        """Bytes stored: codes plus codebooks."""
-        return int(self.codes.nbytes + self.codebook.nbytes)
+        """Bytes stored (everything: super-scales, codebooks, block scales, codes)."""
+        return int(self.data.nbytes)
 
     @property
-    def bits_per_weight(self) -> float:
-        """Stored bits per weight, codebooks included."""
+    def bpw(self) -> float:
+        """Stored bits per weight."""
         n = self.shape[0] * self.shape[1]
         return 8.0 * self.nbytes / n if n else float("nan")
 
-    def codebook_f32(self) -> np.ndarray:
-        """(n_codebooks, 2**bits) float32 copy of the codebooks (what the kernels take)."""
-        return np.ascontiguousarray(self.codebook, dtype=np.float32)
+    bits_per_weight = bpw
 
     def dequantize(self, *, reference: bool = False) -> np.ndarray:
-        """(rows, cols) float32 weights."""
-        rows, cols = self.shape
-        if rows == 0 or cols == 0:
-            return np.zeros(self.shape, np.float32)
-        if reference:
-            return _dequantize_reference(self)
-        codes = np.ascontiguousarray(self.codes).view(np.uint8)
-        return _nb.unpack_dequantize(codes, self.codebook_f32(), cols, self.group_rows,
-                                     self.group_cols, self.bits)
+        """(rows, cols) float32 weights (Numba, or the NumPy reference: equal bit for bit)."""
+        fn = dequantize_rows if reference else dequantize_rows_fast
+        return fn(self.data, self.bits, self.shape[1])
+
+
+# -- decoding ----------------------------------------------------------------------------------
+def _check_rows(data: np.ndarray, bits: int, cols: int) -> np.ndarray:
+    raw = np.asarray(data)
+    if raw.dtype != np.uint8:
+        raw = raw.view(np.uint8)
+    if bits not in BITS:
+        raise QuantizationError(f"KM bits must be 2, 3 or 4, got {bits!r}")
+    if raw.ndim != 2 or raw.shape[1] != row_bytes(cols, bits):
+        raise QuantizationError(f"KM{bits} rows of {cols} columns are {row_bytes(cols, bits)} "
+                                f"bytes each; got data of shape {raw.shape}")
+    return raw
+
+
+def unpack_codes(chunks: np.ndarray, bits: int) -> np.ndarray:
+    """(n, n_chunks, 8*bits) code bytes -> (n, n_chunks * 64) codes (NumPy reference)."""
+    b = chunks.astype(np.int64)
+    n, nc = b.shape[:2]
+    if bits == 4:
+        q = np.concatenate([b & 15, b >> 4], axis=2)  # (n, nc, 64): q_i, then q_{32+i}
+    else:
+        lo = b[..., :16]  # (n, nc, 16): bits 1..0 of q_{16u+i} at bits 2u+1..2u
+        q = np.concatenate([(lo >> (2 * u)) & 3 for u in range(4)], axis=2)  # (n, nc, 64)
+        if bits == 3:
+            hi = b[..., 16:24]  # (n, nc, 8): bit u of byte i = bit 2 of q_{8u+i}
+            q |= np.concatenate([((hi >> u) & 1) << 2 for u in range(8)], axis=2)
+    return q.reshape(n, nc * CHUNK)
+
+
+def pack_codes(q: np.ndarray, bits: int) -> np.ndarray:
+    """(n, n_chunks * 64) codes -> (n, n_chunks, 8*bits) uint8 (NumPy reference)."""
+    n = q.shape[0]
+    c = np.asarray(q, np.int64).reshape(n, -1, CHUNK)  # (n, nc, 64)
+    if bits == 4:
+        return (c[..., :32] | c[..., 32:] << 4).astype(np.uint8)
+    lo = sum((c[..., 16 * u:16 * u + 16] & 3) << (2 * u) for u in range(4))  # (n, nc, 16)
+    if bits == 2:
+        return lo.astype(np.uint8)
+    hi = sum(((c[..., 8 * u:8 * u + 8] >> 2) & 1) << u for u in range(8))  # (n, nc, 8)
+    return np.concatenate([lo, hi], axis=2).astype(np.uint8)
+
+
+def split_rows(data: np.ndarray, bits: int, cols: int) -> dict[str, np.ndarray]:
+    """Fields of (n, row_bytes) rows: d, dmin (n,) f32; cb (n, K); s, m (n, nb); q (n, nb*32)."""
+    raw = _check_rows(data, bits, cols)
+    n, k = raw.shape[0], 1 << bits
+    nc = -(-cols // CHUNK)
+    d = np.ascontiguousarray(raw[:, 0:2]).view("<f2").astype(np.float32)[:, 0]  # (n,)
+    dmin = np.ascontiguousarray(raw[:, 2:4]).view("<f2").astype(np.float32)[:, 0]
+    cb = raw[:, 4:4 + k].astype(np.int64)  # (n, K)
+    chunks = raw[:, 4 + k:].reshape(n, nc, 3 + 8 * bits)  # (n, nc, 3 + 8 bits)
+    v = chunks[..., 0].astype(np.int64) | chunks[..., 1].astype(np.int64) << 8 | (
+        chunks[..., 2].astype(np.int64) << 16)  # (n, nc): m1 | s1 | m0 | s0, 6 bits each
+    s = np.stack([v & 63, (v >> 12) & 63], axis=2).reshape(n, 2 * nc)  # (n, nb)
+    m = np.stack([(v >> 6) & 63, (v >> 18) & 63], axis=2).reshape(n, 2 * nc)
+    return dict(d=d, dmin=dmin, cb=cb, s=s, m=m, q=unpack_codes(chunks[..., 3:], bits))
+
+
+def encode_rows(d: np.ndarray, dmin: np.ndarray, cb: np.ndarray, s: np.ndarray, m: np.ndarray,
+                q: np.ndarray, bits: int) -> np.ndarray:
+    """Inverse of :func:`split_rows` (NumPy reference; used to build rows by hand)."""
+    n = cb.shape[0]
+    s, m = np.asarray(s, np.int64), np.asarray(m, np.int64)
+    sm = s[:, 0::2] | m[:, 0::2] << 6 | s[:, 1::2] << 12 | m[:, 1::2] << 18  # (n, nc)
+    scales = np.stack([sm & 255, (sm >> 8) & 255, sm >> 16], axis=2).astype(np.uint8)
+    head = [np.asarray(d, "<f2").reshape(n, 1).view(np.uint8),
+            np.asarray(dmin, "<f2").reshape(n, 1).view(np.uint8),
+            np.asarray(cb, np.uint8).reshape(n, 1 << bits)]
+    body = np.concatenate([scales, pack_codes(q, bits)], axis=2).reshape(n, -1)
+    return np.concatenate(head + [body], axis=1)
+
+
+def dequantize_rows(data: np.ndarray, bits: int, cols: int) -> np.ndarray:
+    """(n, row_bytes) uint8 -> (n, cols) float32: the plain NumPy reference decoder."""
+    f = split_rows(data, bits, cols)
+    n = f["cb"].shape[0]
+    a = f["d"][:, None] * f["s"].astype(np.float32)  # (n, nb) d * s
+    b = f["dmin"][:, None] * f["m"].astype(np.float32)  # (n, nb) dmin * m
+    cbq = np.take_along_axis(f["cb"], f["q"], axis=1).astype(np.float32)  # (n, nb * 32)
+    w = np.repeat(a, QK, axis=1) * cbq - np.repeat(b, QK, axis=1)  # (n, nb * 32)
+    return np.ascontiguousarray(w[:, :cols].astype(np.float32)).reshape(n, cols)
+
+
+def dequantize_rows_fast(data: np.ndarray, bits: int, cols: int) -> np.ndarray:
+    """Numba twin of :func:`dequantize_rows` (parallel over rows, equal bit for bit)."""
+    raw = _check_rows(data, bits, cols)
+    out = np.empty((raw.shape[0], cols), np.float32)
+    if raw.shape[0] and cols:
+        _nb.dequantize_rows(raw, bits, cols, out)
+    return out
+
+
+def matvec(kmt: KMTensor, x: np.ndarray) -> np.ndarray:
+    """``W @ x`` (simple exact reference, float64 sums): (cols,) -> (rows,) float32."""
+    xv = np.asarray(x, np.float64)
+    if xv.shape != (kmt.shape[1],):
+        raise QuantizationError(f"matvec: x must have shape ({kmt.shape[1]},), got {xv.shape}")
+    return (kmt.dequantize().astype(np.float64) @ xv).astype(np.float32)
 
 
 # -- quantizing ------------------------------------------------------------------------------
-def _parse_granularity(granularity: str | tuple[int, int], rows: int, cols: int,
-                       name: str) -> tuple[int, int]:
-    """'tensor' | 'row' | 'rows<N>' | 'cols<N>' | (group_rows, group_cols), 0 = all."""
-    if isinstance(granularity, str):
-        g = granularity.lower()
-        try:
-            if g == "tensor":
-                gr, gc = 0, 0
-            elif g == "row":
-                gr, gc = 1, 0
-            elif g.startswith("rows"):
-                gr, gc = int(g[4:]), 0
-            elif g.startswith("cols"):
-                gr, gc = 1, int(g[4:])
-            else:
-                raise ValueError(g)
-        except ValueError:
-            raise QuantizationError(
-                f"{name}: granularity {granularity!r} is not 'tensor', 'row', 'rows<N>', "
-                "'cols<N>' or a (group_rows, group_cols) pair") from None
-    else:
-        gr, gc = (int(v) for v in granularity)
-    if gr < 0 or gc < 0:
-        raise QuantizationError(f"{name}: group sizes must be >= 0 (0 = all), got ({gr}, {gc})")
-    gr = max(1, min(gr or rows, rows))
-    gc = max(1, min(gc or cols, cols))
-    if gc < cols and gc % 8:
-        raise QuantizationError(f"{name}: group_cols {gc} must be a multiple of 8 (the KM3 "
-                                f"packing unit) or cover the whole row of {cols}")
-    return gr, gc
-
-
 def _check_input(w: np.ndarray, importance: np.ndarray | None, name: str
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
     x = np.asarray(w, dtype=np.float32)
     if x.ndim == 1:
         x = x.reshape(1, -1)
@@ -161,335 +202,81 @@ def _check_input(w: np.ndarray, importance: np.ndarray | None, name: str
             raise QuantizationError(
                 f"{name}: non-finite value {x[bad]!r} at index {tuple(int(i) for i in bad)}; "
                 "nothing was quantized")
-    cols = x.shape[1]
+        big = np.abs(x) > MAX_ABS
+        if big.any():
+            bad = np.unravel_index(int(np.argmax(big.reshape(-1))), x.shape)
+            raise QuantizationError(
+                f"{name}: value {x[bad]!r} at index {tuple(int(i) for i in bad)} is beyond the KM "
+                f"range (|w| <= {MAX_ABS:g}: the fp16 super-scales would overflow)")
     if importance is None:
-        imp = np.ones(cols, np.float32)
-    else:
-        imp = np.ascontiguousarray(importance, dtype=np.float32)
-        if imp.shape != (cols,):
-            raise QuantizationError(f"{name}: importance must have shape ({cols},) (one value "
-                                    f"per column), got {imp.shape}")
-        if imp.size and not (np.isfinite(imp).all() and (imp >= 0).all()):
-            j = int(np.argmin(np.isfinite(imp) & (imp >= 0)))
-            raise QuantizationError(f"{name}: importance[{j}] = {imp[j]!r}; importance must be "
-                                    "finite and >= 0")
-        mean = float(imp.mean(dtype=np.float64)) if imp.size else 0.0
-        imp = (imp + np.float32(IMPORTANCE_FLOOR * mean)) if mean > 0 else np.ones_like(imp)
-    return x, imp
+        return x, None
+    cols = x.shape[1]
+    imp = np.ascontiguousarray(importance, dtype=np.float32)
+    if imp.shape != (cols,):
+        raise QuantizationError(f"{name}: importance must have shape ({cols},) (one value per "
+                                f"column), got {imp.shape}")
+    if imp.size and not (np.isfinite(imp).all() and (imp >= 0).all()):
+        j = int(np.argmin(np.isfinite(imp) & (imp >= 0)))
+        raise QuantizationError(f"{name}: importance[{j}] = {imp[j]!r}; importance must be "
+                                "finite and >= 0")
+    mean = float(imp.mean(dtype=np.float64)) if imp.size else 0.0
+    if not mean > 0:
+        return x, None
+    return x, (imp + np.float32(IMPORTANCE_FLOOR * mean)).astype(np.float32)
 
 
-def quantize(
-    w: np.ndarray,
-    bits: int,
-    *,
-    importance: np.ndarray | None = None,
-    seed: int = 0,
-    granularity: str | tuple[int, int] = "row",
-    init: str = "optimal",
-    max_iter: int = 100,
-    tol: float = 1e-6,
-    dp_points: int = 256,
-    codebook_type: str = "f16",
-    reference: bool = False,
-    name: str = "tensor",
-) -> KMTensor:
-    """k-means quantize a (rows, cols) float matrix to ``bits`` bits per weight (+ codebooks).
+def quantize(w: np.ndarray, bits: int, *, importance: np.ndarray | None = None,
+             max_iter: int = MAX_ITER, name: str = "tensor") -> KMTensor:
+    """Quantize a (rows, cols) float matrix to KM``bits``.
 
     Parameters
     ----------
     w : (rows, cols) float
-        Finite weights (a 1-D array is one row). Any row length.
+        Finite weights, |w| <= MAX_ABS (a 1-D array is one row). Any row length.
     bits : {2, 3, 4}
     importance : (cols,) float, optional
-        Per-column importance (an imatrix: mean squared input activation). The k-means then
-        minimises ``sum a[c] * (w[r, c] - w2[r, c])**2`` within each group, with
-        ``a = importance + 1e-6 * mean(importance)`` (so no column is ignored outright).
-    seed : int
-        Seeds k-means++ (``init="kmeans++"``); the result is a pure function of the inputs.
-    granularity : str or (group_rows, group_cols)
-        'row' (default), 'tensor', 'rows<N>' (N rows share a codebook), 'cols<N>' (a codebook
-        per row per N columns), or a pair where 0 means all.
-    init : {'optimal', 'quantile', 'kmeans++'}
-        'optimal' starts Lloyd from the exact weighted optimum (dynamic programming, O(K m
-        log m) per group); the others are the classic starts.
-    max_iter, tol : Lloyd's stopping rule (centroid moves <= tol * value range).
-    dp_points : int
-        'optimal' is exact for groups of at most this many distinct values (>= 64); larger
-        groups are cut into runs first (see :func:`.km_numba.kmeans_1d`) and Lloyd polishes.
-    codebook_type : {'f16', 'f32'}
-    reference : bool
-        Run the NumPy reference instead of the Numba kernels (same result, much slower).
+        Per-column importance (an imatrix: mean squared input activation). The quantizer then
+        minimises ``sum_c a_c (w[r, c] - w2[r, c])**2`` per row with
+        ``a = importance + 1e-6 * mean(importance)``; without it, the plain squared error.
+    max_iter : int
+        Rounds of (codebook Lloyd step, per-block scale search) after the Q4_K-like start;
+        0 keeps the start (the uniform codebook). Each round must lower the error to be kept.
     name : str
         Tensor name used in error messages.
+
+    The result is a pure function of the inputs (rows are independent; no randomness).
     """
     if bits not in BITS:
         raise QuantizationError(f"{name}: bits must be 2, 3 or 4, got {bits!r}")
-    if init not in INITS:
-        raise QuantizationError(f"{name}: init must be one of {sorted(INITS)}, got {init!r}")
-    if codebook_type not in ("f16", "f32"):
-        raise QuantizationError(f"{name}: codebook_type must be 'f16' or 'f32'")
-    if not (isinstance(seed, int | np.integer) and 0 <= seed < 2**63):
-        raise QuantizationError(f"{name}: seed must be an integer in [0, 2**63)")
+    if not (isinstance(max_iter, int | np.integer) and 0 <= max_iter <= 1000):
+        raise QuantizationError(f"{name}: max_iter must be an integer in [0, 1000]")
     x, imp = _check_input(w, importance, name)
     rows, cols = x.shape
-    gr, gc = _parse_granularity(granularity, rows, cols, name)
-    k = 1 << bits
-    book_dtype = np.float16 if codebook_type == "f16" else np.float32
-    if rows == 0 or cols == 0:
-        n_cb = -(-rows // gr) * -(-cols // gc)
-        return KMTensor(bits, (rows, cols), gr, gc,
-                        np.zeros((rows, packed_bytes(cols, bits)), np.uint8),
-                        np.zeros((n_cb, k), book_dtype))
-    if not 64 <= dp_points <= 1 << 20:
-        raise QuantizationError(f"{name}: dp_points must be in [64, 2**20], got {dp_points}")
-    args = (gr, gc, k, INITS[init], int(seed), int(max_iter), float(tol), int(dp_points))
-    if reference:
-        centroids, _ = kmeans_fit_reference(x, imp, *args)
-    else:
-        centroids, _ = _nb.kmeans_fit(x, imp, *args)  # (n_cb, k) float64
-    if book_dtype is np.float16 and np.abs(centroids).max() > _F16_MAX:
-        raise QuantizationError(f"{name}: a centroid exceeds the float16 range (|c| > 65504); "
-                                "use codebook_type='f32'")
-    book = np.sort(centroids.astype(book_dtype), axis=1)  # (n_cb, k) stored values, ascending
-    book32 = book.astype(np.float32)
-    if reference:
-        codes = assign_pack_reference(x, book32, gr, gc, bits)
-    else:
-        codes = _nb.assign_pack(x, book32, gr, gc, bits)  # (rows, packed_bytes) uint8
-    return KMTensor(bits, (rows, cols), gr, gc, codes, book)
-
-
-# -- the NumPy reference ---------------------------------------------------------------------
-def _splitmix(state: int) -> tuple[int, float]:
-    """splitmix64 with Python integers (identical to the Numba kernel's)."""
-    mask = (1 << 64) - 1
-    state = (state + 0x9E3779B97F4A7C15) & mask
-    z = state
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-    z ^= z >> 31
-    return state, float(z >> 11) * (1.0 / 9007199254740992.0)
-
-
-def kmeans_1d_reference(x: np.ndarray, w: np.ndarray, k: int, init: int, seed: int, group: int,
-                        max_iter: int, tol: float, dp_points: int) -> tuple[np.ndarray, int]:
-    """NumPy twin of :func:`.km_numba.kmeans_1d`: (m,) values, (m,) weights -> (k,) centroids."""
-    m = x.shape[0]
-    if m == 0:
-        return np.zeros(k), 0
-    order = np.argsort(x, kind="stable")
-    xs = x[order].astype(np.float64)  # (m,) ascending
-    ws = w[order].astype(np.float64)
-    if not np.cumsum(ws)[-1] > 0.0:
-        ws[:] = 1.0
-    wx = ws * xs
-    p0 = np.concatenate(([0.0], np.cumsum(ws)))  # (m + 1,) prefix sums (sequential, as C)
-    p1 = np.concatenate(([0.0], np.cumsum(wx)))
-    p2 = np.concatenate(([0.0], np.cumsum(wx * xs)))
-    total = p0[m]
-    distinct = xs[np.concatenate(([True], xs[1:] != xs[:-1]))]
-    if distinct.size <= k:
-        return np.concatenate((distinct, np.full(k - distinct.size, xs[-1]))), 0
-
-    span = xs[-1] - xs[0]
-    if init == _nb.INIT_OPTIMAL:
-        if distinct.size <= dp_points:
-            last = np.append(xs[1:] != xs[:-1], True)  # (m,) last copy of each distinct value
-            ends = np.flatnonzero(last) + 1  # (nd,)
-        else:  # half equal-count, half equal-width runs
-            half = dp_points // 2
-            t = np.arange(1, half)
-            ends = np.unique(np.concatenate((np.arange(1, half + 1) * m // half,
-                                             np.searchsorted(xs, xs[0] + span * t / half,
-                                                             "right"))))
-        c = optimal_1d_reference(*(np.concatenate(([0.0], p[ends])) for p in (p0, p1, p2)), k)
-    elif init == _nb.INIT_QUANTILE:
-        t = (np.arange(k) + 0.5) / k * total
-        c = xs[np.minimum(np.searchsorted(p0[1:], t, "left"), m - 1)]
-    else:
-        state = (seed * 0x9E3779B97F4A7C15 + group) & ((1 << 64) - 1)
-        state, u = _splitmix(state)
-        c = np.empty(k)
-        c[0] = xs[min(int(np.searchsorted(p0[1:], u * total, "right")), m - 1)]
-        d = (xs - c[0]) * (xs - c[0])  # (m,) squared distance to the nearest centroid
-        for j in range(1, k):
-            s = np.cumsum(ws * d)
-            state, u = _splitmix(state)
-            c[j] = xs[min(int(np.searchsorted(s, u * s[-1], "right")), m - 1)]
-            d = np.minimum(d, (xs - c[j]) * (xs - c[j]))
-        c = np.sort(c)
-
-    it = 0
-    while it < max_iter:
-        it += 1
-        ends = np.append(np.searchsorted(xs, (c[:-1] + c[1:]) * 0.5, "right"), m)  # (k,)
-        starts = np.concatenate(([0], ends[:-1]))
-        sw = p0[ends] - p0[starts]
-        s1 = p1[ends] - p1[starts]
-        full = (ends > starts) & (sw > 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cn = np.where(full, s1 / sw, np.nan)
-            sse = np.where(full & (xs[np.minimum(starts, m - 1)] != xs[np.maximum(ends - 1, 0)]),
-                           (p2[ends] - p2[starts]) - s1 * s1 / sw, -1.0)
-        n_empty = int((~full).sum())
-        for i in np.flatnonzero(~full):
-            worst = int(np.argmax(sse))
-            if sse[worst] < 0.0:
-                cn[i] = c[i]
-                continue
-            a, b = starts[worst], ends[worst]
-            mid = (a + b) >> 1
-            cn[worst] = (p1[mid] - p1[a]) / (p0[mid] - p0[a]) if p0[mid] > p0[a] else xs[a]
-            cn[i] = (p1[b] - p1[mid]) / (p0[b] - p0[mid]) if p0[b] > p0[mid] else xs[b - 1]
-            sse[worst] = -1.0
-        cn = np.sort(cn)
-        shift = np.abs(cn - c).max()
-        c = cn
-        if n_empty == 0 and shift <= tol * span:
-            break
-    return c, it
-
-
-def optimal_1d_reference(u0: np.ndarray, u1: np.ndarray, u2: np.ndarray, k: int
-                         ) -> np.ndarray:
-    """NumPy twin of :func:`.km_numba.optimal_1d`: prefix sums (n + 1,) -> (k,) means."""
-    n = u0.shape[0] - 1
-
-    def cost(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
-        sw = u0[b] - u0[a]
-        s1 = u1[b] - u1[a]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(sw > 0.0, (u2[b] - u2[a]) - s1 * s1 / sw, 0.0)
-
-    prev = cost(0, np.arange(n + 1))  # (n + 1,) D[0][i]
-    arg = np.zeros((k, n + 1), np.int64)
-    for layer in range(1, k):
-        cur = prev.copy()
-        stack = [(layer + 1, n, layer, n - 1)]
-        while stack:
-            ilo, ihi, jlo, jhi = stack.pop()
-            if ilo > ihi:
-                continue
-            mid = (ilo + ihi) >> 1
-            js = np.arange(jlo, min(jhi, mid - 1) + 1)
-            v = prev[js] + cost(js, mid)  # (candidates,)
-            best = int(js[np.argmin(v)]) if js.size else jlo
-            cur[mid] = v.min() if js.size else np.inf
-            arg[layer, mid] = best
-            stack.append((mid + 1, ihi, best, jhi))
-            stack.append((ilo, mid - 1, jlo, best))
-        prev = cur
-    out = np.empty(k)
-    hi = n
-    for layer in range(k - 1, -1, -1):
-        lo = arg[layer, hi] if layer > 0 else 0
-        sw = u0[hi] - u0[lo]
-        out[layer] = (u1[hi] - u1[lo]) / sw if sw > 0.0 else 0.0
-        hi = lo
-    return out
-
-
-def kmeans_fit_reference(w: np.ndarray, imp: np.ndarray, group_rows: int, group_cols: int,
-                         k: int, init: int, seed: int, max_iter: int, tol: float, dp_points: int
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """NumPy twin of :func:`.km_numba.kmeans_fit` (same arguments and results)."""
-    rows, cols = w.shape
-    n_rg, n_cg = -(-rows // group_rows), -(-cols // group_cols)
-    out = np.empty((n_rg * n_cg, k))
-    iters = np.zeros(n_rg * n_cg, np.int64)
-    for g in range(n_rg * n_cg):
-        r0, c0 = (g // n_cg) * group_rows, (g % n_cg) * group_cols
-        block = w[r0:r0 + group_rows, c0:c0 + group_cols]  # (gr, gc)
-        wt = np.broadcast_to(imp[c0:c0 + group_cols], block.shape)
-        out[g], iters[g] = kmeans_1d_reference(block.reshape(-1), wt.reshape(-1), k, init, seed,
-                                               g, max_iter, tol, dp_points)
-    return out, iters
-
-
-def _group_index(rows: int, cols: int, gr: int, gc: int) -> np.ndarray:
-    """(rows, cols) int64: the codebook serving each weight."""
-    n_cg = -(-cols // gc)
-    return (np.arange(rows)[:, None] // gr) * n_cg + np.arange(cols)[None, :] // gc
-
-
-def assign_pack_reference(w: np.ndarray, codebook: np.ndarray, group_rows: int, group_cols: int,
-                          bits: int) -> np.ndarray:
-    """NumPy twin of :func:`.km_numba.assign_pack`."""
-    rows, cols = w.shape
-    book = codebook.astype(np.float64)
-    mids = (book[:, :-1] + book[:, 1:]) * 0.5  # (n_cb, k - 1)
-    gi = _group_index(rows, cols, group_rows, group_cols)  # (rows, cols)
-    q = (w.astype(np.float64)[..., None] > mids[gi]).sum(-1)  # (rows, cols) codes
-    return pack_codes(q, bits)
-
-
-def pack_codes(q: np.ndarray, bits: int) -> np.ndarray:
-    """(rows, cols) codes -> (rows, packed_bytes) uint8 (layout drawn in :mod:`.km_numba`)."""
-    rows, cols = q.shape
-    per, nb = codes_per_unit(bits)
-    n_units = -(-cols // per)
-    qp = np.zeros((rows, n_units * per), np.uint32)
-    qp[:, :cols] = q
-    u = qp.reshape(rows, n_units, per)  # (rows, units, codes per unit)
-    word = (u << (bits * np.arange(per, dtype=np.uint32))).sum(-1, dtype=np.uint32)
-    # (rows, units): one 8-bit (KM2, KM4) or 24-bit little-endian (KM3) word per unit
-    out = (word[..., None] >> (8 * np.arange(nb, dtype=np.uint32))) & 0xFF  # (rows, units, nb)
-    return out.astype(np.uint8).reshape(rows, n_units * nb)
-
-
-def unpack_codes(codes: np.ndarray, cols: int, bits: int) -> np.ndarray:
-    """(rows, packed_bytes) uint8 -> (rows, cols) uint8 codes."""
-    rows = codes.shape[0]
-    per, nb = codes_per_unit(bits)
-    b = np.asarray(codes).view(np.uint8).astype(np.uint32).reshape(rows, -1, nb)
-    word = (b << (8 * np.arange(nb, dtype=np.uint32))).sum(-1, dtype=np.uint32)  # (rows, units)
-    q = (word[..., None] >> (bits * np.arange(per, dtype=np.uint32))) & ((1 << bits) - 1)
-    return q.reshape(rows, -1)[:, :cols].astype(np.uint8)
-
-
-def _dequantize_reference(kmt: KMTensor) -> np.ndarray:
-    rows, cols = kmt.shape
-    q = unpack_codes(kmt.codes, cols, kmt.bits)  # (rows, cols)
-    gi = _group_index(rows, cols, kmt.group_rows, kmt.group_cols)
-    return kmt.codebook.astype(np.float32)[gi, q]
-
-
-def matvec_reference(kmt: KMTensor, x: np.ndarray) -> np.ndarray:
-    """``W @ x`` in float64 from the decoded weights: (cols,) -> (rows,) float64."""
-    return _dequantize_reference(kmt).astype(np.float64) @ np.asarray(x, np.float64)
-
-
-def matvec(kmt: KMTensor, x: np.ndarray, out: np.ndarray | None = None,
-           codebook_f32: np.ndarray | None = None) -> np.ndarray:
-    """``W @ x`` by the fused Numba kernel: (cols,) float32 -> (rows,) float32."""
-    rows, cols = kmt.shape
-    xv = np.ascontiguousarray(x, dtype=np.float32)
-    if xv.shape != (cols,):
-        raise QuantizationError(f"matvec: x must have shape ({cols},), got {xv.shape}")
-    if out is None:
-        out = np.empty(rows, np.float32)
-    book = kmt.codebook_f32() if codebook_f32 is None else codebook_f32
+    out = np.zeros((rows, row_bytes(cols, bits)), np.uint8)
     if rows and cols:
-        _nb.km_matvec(kmt.codes.view(np.uint8), book, xv, out, kmt.group_rows, kmt.group_cols)
-    else:
-        out[:] = 0.0
-    return out
+        use = imp is not None
+        errs = np.empty((rows, 2), np.float64)
+        _nb.quantize_rows(_readonly(x), _readonly(imp if use else np.ones(cols, np.float32)),
+                          use, bits, int(max_iter), out, errs)
+    return KMTensor(bits, (rows, cols), out)
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view, so each kernel compiles once (Numba specialises on writability)."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
 
 
 # -- GGUF storage ----------------------------------------------------------------------------
-TensorSpec = tuple[str, tuple[int, ...], GGMLType, np.ndarray]
 MetadataItem = tuple[str, Any, GGUFValueType, "GGUFValueType | None"]
 
 
-def to_gguf_tensors(name: str, kmt: KMTensor) -> list[TensorSpec]:
-    """The companion tensors of ``name``: [(tensor name, shape, type, data)], for add_tensor."""
-    book_type = GGMLType.F16 if kmt.codebook.dtype == np.float16 else GGMLType.F32
-    return [
-        (name + CODES_SUFFIX, tuple(kmt.codes.shape), GGMLType.I8,
-         np.ascontiguousarray(kmt.codes).view(np.int8)),
-        (name + BOOK_SUFFIX, tuple(kmt.codebook.shape), book_type,
-         np.ascontiguousarray(kmt.codebook)),
-    ]
+def to_gguf_tensors(name: str, kmt: KMTensor) -> list[tuple[str, tuple[int, int], GGMLType,
+                                                             np.ndarray]]:
+    """The companion tensor of ``name``: [(tensor name, shape, type, data)], for add_tensor."""
+    data = np.ascontiguousarray(kmt.data).view(np.int8)
+    return [(name + COMPANION_SUFFIX, tuple(data.shape), GGMLType.I8, data)]
 
 
 def metadata_items(name: str, kmt: KMTensor) -> list[MetadataItem]:
@@ -498,7 +285,6 @@ def metadata_items(name: str, kmt: KMTensor) -> list[MetadataItem]:
     return [
         (f"{KEY_PREFIX}{name}.bits", kmt.bits, T.UINT32, None),
         (f"{KEY_PREFIX}{name}.shape", list(kmt.shape), T.ARRAY, T.UINT64),
-        (f"{KEY_PREFIX}{name}.group", [kmt.group_rows, kmt.group_cols], T.ARRAY, T.UINT32),
     ]
 
 
@@ -510,19 +296,15 @@ def add_to_writer(writer: Any, name: str, kmt: KMTensor) -> None:
 
 
 def km_tensor_names(f: Any) -> list[str]:
-    """Names of the KM tensors of an open GGUFFile, in file order of their codes tensors."""
-    names = []
-    for tname in f.tensors:
-        if tname.endswith(CODES_SUFFIX):
-            base = tname[: -len(CODES_SUFFIX)]
-            if f"{KEY_PREFIX}{base}.bits" in f.metadata:
-                names.append(base)
-    return names
+    """Names of the KM tensors of an open GGUFFile, in file order of their companions."""
+    n = len(COMPANION_SUFFIX)
+    return [t[:-n] for t in f.tensors
+            if t.endswith(COMPANION_SUFFIX) and f"{KEY_PREFIX}{t[:-n]}.bits" in f.metadata]
 
 
 def is_km_tensor(f: Any, name: str) -> bool:
-    """True when ``name`` is stored as KM companion tensors (and not as a plain tensor)."""
-    return (name not in f.tensors and name + CODES_SUFFIX in f.tensors
+    """True when ``name`` is stored as a KM companion (and not as a plain tensor)."""
+    return (name not in f.tensors and name + COMPANION_SUFFIX in f.tensors
             and f"{KEY_PREFIX}{name}.bits" in f.metadata)
 
 
@@ -537,91 +319,105 @@ def _key(f: Any, key: str, vtype: GGUFValueType, etype: GGUFValueType | None = N
     return f.metadata[key]
 
 
+def check_rows(data: np.ndarray, bits: int, name: str, offset: int | None = None) -> None:
+    """Rule KM5 on (rows, row_bytes) rows: finite d and dmin, codebooks <= 127, non-decreasing.
+
+    Raises TensorInfoError naming the tensor, the row and the byte offset of the bad row.
+    """
+    k = 1 << bits
+    if data.shape[0] == 0:
+        return
+    hd = np.ascontiguousarray(data[:, 0:4]).view("<u2")  # (rows, 2) fp16 bits of d, dmin
+    cb = data[:, 4:4 + k]  # (rows, K)
+    bad_scale = ((hd & 0x7C00) == 0x7C00).any(axis=1)  # exponent all ones: inf or NaN
+    bad_cb = (cb > 127).any(axis=1) | (np.diff(cb.astype(np.int16), axis=1) < 0).any(axis=1)
+    bad = bad_scale | bad_cb
+    if bad.any():
+        r = int(np.argmax(bad))
+        what = ("d or dmin is not a finite fp16" if bad_scale[r] else
+                f"codebook {cb[r].tolist()} is not non-decreasing in 0..127")
+        raise TensorInfoError(
+            f"KM tensor {name!r}: row {r}: {what} (rule KM5)", rule="KM5",
+            offset=None if offset is None else offset + r * data.shape[1])
+
+
 def from_gguf(f: Any, name: str) -> KMTensor:
-    """Read KM tensor ``name`` from an open GGUFFile (zero-copy, read-only arrays).
+    """Read KM tensor ``name`` from an open GGUFFile (zero-copy, read-only, validated).
 
     Raises ``MetadataError`` / ``TensorInfoError`` naming the key or tensor and the rule
-    (KM1..KM4 of spec/extensions-km.md) when the companions do not fit together.
+    (KM1..KM5 of spec/extensions-km.md) when the companion does not fit the keys.
     """
     T = GGUFValueType
     bits = int(_key(f, f"{KEY_PREFIX}{name}.bits", T.UINT32))
     shape = _key(f, f"{KEY_PREFIX}{name}.shape", T.ARRAY, T.UINT64)
-    group = _key(f, f"{KEY_PREFIX}{name}.group", T.ARRAY, T.UINT32)
-    if bits not in BITS or len(shape) != 2 or len(group) != 2:
-        raise MetadataError(f"KM tensor {name!r}: bits {bits} must be 2, 3 or 4 and shape and "
-                            "group must have 2 entries (rule KM2)", rule="KM2")
+    if bits not in BITS or len(shape) != 2:
+        raise MetadataError(f"KM tensor {name!r}: bits {bits} must be 2, 3 or 4 and shape must "
+                            "have 2 entries (rule KM2)", rule="KM2")
     rows, cols = int(shape[0]), int(shape[1])
-    gr, gc = int(group[0]), int(group[1])
-    if not (1 <= gr <= max(rows, 1) and 1 <= gc <= max(cols, 1)
-            and (gc == max(cols, 1) or gc % 8 == 0)):
-        raise MetadataError(f"KM tensor {name!r}: group ({gr}, {gc}) does not fit shape "
-                            f"({rows}, {cols}) (rule KM2)", rule="KM2")
-    k = 1 << bits
-    n_cb = -(-rows // gr) * -(-cols // gc)
-    want = {
-        name + CODES_SUFFIX: ((GGMLType.I8,), (rows, packed_bytes(cols, bits))),
-        name + BOOK_SUFFIX: ((GGMLType.F16, GGMLType.F32), (n_cb, k)),
-    }
-    arrays = []
-    for tname, (types, tshape) in want.items():
-        if tname not in f.tensors:
-            raise TensorInfoError(f"KM tensor {name!r}: companion tensor {tname!r} is missing "
-                                  "(rule KM3)", rule="KM3")
-        ti = f.tensors[tname]
-        if ti.type not in types or tuple(ti.shape) != tshape:
-            raise TensorInfoError(
-                f"KM tensor {name!r}: {tname!r} is {ti.type.name} {tuple(ti.shape)}, expected "
-                f"{'/'.join(t.name for t in types)} {tshape} (rule KM4)", rule="KM4",
-                offset=ti.file_offset)
-        arrays.append(f.array(tname))
-    codes, book = arrays
-    return KMTensor(bits, (rows, cols), gr, gc, codes.view(np.uint8), book)
+    tname = name + COMPANION_SUFFIX
+    if tname not in f.tensors:
+        raise TensorInfoError(f"KM tensor {name!r}: companion tensor {tname!r} is missing "
+                              "(rule KM3)", rule="KM3")
+    ti = f.tensors[tname]
+    want = (rows, row_bytes(cols, bits))
+    if ti.type != GGMLType.I8 or tuple(ti.shape) != want:
+        raise TensorInfoError(
+            f"KM tensor {name!r}: {tname!r} is {ti.type.name} {tuple(ti.shape)}, expected I8 "
+            f"{want} (row_bytes({cols}, {bits}) = {want[1]}; rule KM4)", rule="KM4",
+            offset=ti.file_offset)
+    data = f.array(tname).view(np.uint8)
+    check_rows(data, bits, name, ti.file_offset)
+    return KMTensor(bits, (rows, cols), data)
 
 
-# -- the codec-registry view: self-contained rows --------------------------------------------
+# -- the codec-registry view: the same rows ----------------------------------------------------
 class _KMCodec(Codec):
-    """``quantize(w, "km4")``: per-row codebooks, each row = 2**bits F16 entries + codes.
+    """``quantize(w, "km4")`` -> (rows, row_bytes) uint8, the file's rows.
 
-    ``block_size`` / ``type_size`` describe the codes only (8 codes in ``bits`` bytes), so
-    ``types()`` lists KM at its nominal bits; ``row_nbytes`` adds the codebook.
+    ``block_size`` / ``type_size`` describe one 64-column chunk (3 bytes of scales + codes), so
+    ``types()`` lists KM near its bits per weight; ``row_nbytes`` adds the 4 + 2**bits bytes of
+    super-scales and codebook. Any row length works (the last chunk is padded).
+
+    Bound (``max_error``): no a-priori bound follows from the block alone (the codebook and the
+    super-scales are per row). Every weight decodes to a value within the span of its tensor
+    widened to include 0, so ``|x - x'| <= 2 * (max(hi, 0) - min(lo, 0))`` plus fp16 rounding
+    of the super-scales; tests/test_quants_km.py checks the tighter per-block grid bound.
+
+    Requantizing is not stable in bytes or values (``requantize_stable = False``): the start
+    on decoded values (a uniform grid) need not lead the local search back to the same codebook.
     """
 
     bits = 0
-    block_size = 8
-    # Bytes are not stable: re-quantizing a decoded row finds the same decoded values (each of
-    # its <= 2**bits distinct values is its own optimal centroid) but may order or fill the
-    # unused codebook entries differently. tests/test_quants_properties.py checks the values.
+    block_size = CHUNK
+    uses_importance = True
     requantize_stable = False
 
     @classmethod
     def max_error(cls, blocks: np.ndarray) -> np.ndarray:
-        """Bound for blocks that together form whole rows (a whole tensor, as quantize sees).
-
-        Every centroid is a weighted mean of its row's values, so it lies within the tensor's
-        [min, max]; each value maps to a centroid, so no error exceeds max - min, plus the fp16
-        rounding of the centroid (half an ulp: 2**-11 relative). There is no tighter a-priori
-        per-block bound: a constant block can map to a centroid shared with far-away values.
-        """
         b = np.asarray(blocks, dtype=np.float64)
         if b.size == 0:
             return np.zeros(b.shape[0])
-        lo, hi = float(b.min()), float(b.max())
-        bound = (hi - lo) + 2.0**-11 * max(abs(lo), abs(hi))
-        return np.full(b.shape[0], bound * (1 + 1e-6) + np.finfo(np.float32).tiny)
+        lo, hi = min(float(b.min()), 0.0), max(float(b.max()), 0.0)
+        bound = 2.0 * (hi - lo) * (1 + 2.0**-9) + np.finfo(np.float32).tiny
+        return np.full(b.shape[0], bound)
 
     @classmethod
     def row_nbytes(cls, n_per_row: int) -> int:
-        return 2 * (1 << cls.bits) + packed_bytes(n_per_row, cls.bits)
+        return row_bytes(n_per_row, cls.bits)
 
     @classmethod
     def quantize(cls, array: np.ndarray, *, importance: np.ndarray | None = None,
                  reference: bool = False, name: str = "tensor") -> np.ndarray:
         x = np.asarray(array, dtype=np.float32)
         lead, n = (x.shape[:-1], x.shape[-1]) if x.ndim else ((), 1)
-        kmt = quantize(x.reshape(-1, n), cls.bits, importance=importance, reference=reference,
-                       name=name)
-        book = kmt.codebook.view(np.uint8).reshape(kmt.shape[0], -1)  # (rows, 2 * 2**bits)
-        return np.concatenate([book, kmt.codes], axis=1).reshape(*lead, cls.row_nbytes(n))
+        if reference:
+            from .km_reference import quantize_rows_reference
+
+            x2, imp = _check_input(x.reshape(-1, n), importance, name)
+            data = quantize_rows_reference(x2, imp, cls.bits, MAX_ITER)
+        else:
+            data = quantize(x.reshape(-1, n), cls.bits, importance=importance, name=name).data
+        return data.reshape(*lead, cls.row_nbytes(n))
 
     @classmethod
     def dequantize(cls, packed: np.ndarray, shape: Sequence[int], *, reference: bool = False,
@@ -633,26 +429,23 @@ class _KMCodec(Codec):
         if raw.size != rows * cls.row_nbytes(n):
             raise QuantizationError(f"{name}: {cls.name} data of shape {shape} needs "
                                     f"{rows * cls.row_nbytes(n)} bytes, got {raw.size}")
-        r = raw.reshape(rows, cls.row_nbytes(n))
-        nb = 2 * (1 << cls.bits)
-        book = np.ascontiguousarray(r[:, :nb]).view(np.float16)  # (rows, 2**bits)
-        kmt = KMTensor(cls.bits, (rows, n), 1, max(n, 1), np.ascontiguousarray(r[:, nb:]), book)
-        return kmt.dequantize(reference=reference).reshape(shape)
+        fn = dequantize_rows if reference else dequantize_rows_fast
+        return fn(raw.reshape(rows, cls.row_nbytes(n)), cls.bits, n).reshape(shape)
 
 
 class KM2(_KMCodec):
     name = "km2"
     bits = 2
-    type_size = 2
+    type_size = 3 + 8 * 2
 
 
 class KM3(_KMCodec):
     name = "km3"
     bits = 3
-    type_size = 3
+    type_size = 3 + 8 * 3
 
 
 class KM4(_KMCodec):
     name = "km4"
     bits = 4
-    type_size = 4
+    type_size = 3 + 8 * 4

@@ -1,25 +1,28 @@
-"""Numba kernels of the k-means codebook types KM2 / KM3 / KM4 (see :mod:`.km`).
+"""Numba kernels of KM v2 (see :mod:`.km` for the API and spec/extensions-km.md for the layout).
 
-Four kernels, each parallel over disjoint outputs and each with a NumPy twin in :mod:`.km`
-that a test proves equal bit for bit:
+One KM v2 row (``bits`` b, ``K = 2**b`` codebook entries, ``cols_p`` = cols rounded up to 64)::
 
-- :func:`kmeans_fit`: weighted 1-D k-means (Lloyd) for every codebook group;
-- :func:`assign_pack`: nearest-centroid codes for every row, packed;
-- :func:`unpack_dequantize`: codes + codebooks -> float32 weights;
-- :func:`km_matvec`: the fused dequantize-dot mat-vec ``out = W @ x``.
+    offset 0    d      fp16      super-scale of the block scales
+    offset 2    dmin   fp16      super-scale of the block mins
+    offset 4    cb[K]  uint8     codebook, 0 <= cb[k] <= 127, non-decreasing
+    offset 4+K  chunk j = 0 .. cols_p/64 - 1, each 3 + 8*b bytes:
+        3 bytes   v = byte0 | byte1 << 8 | byte2 << 16
+                  bits  23..18 | 17..12 | 11..6 | 5..0
+                        m1     | s1     | m0    | s0      (block A = cols 64j..+31: s0, m0;
+                                                          block B = cols 64j+32..+63: s1, m1)
+        8*b bytes of codes q_t, t = 0..63 (local column):
+          b=4: byte i (0..31) = q_{32+i} << 4 | q_i
+          b=2: byte i (0..15) = q_{48+i} << 6 | q_{32+i} << 4 | q_{16+i} << 2 | q_i
+          b=3: 16 bytes as b=2 holding the low two bits, then 8 bytes: bit u of byte i
+               (i = 0..7, u = 0..7) is bit 2 of q_{8u+i}
 
-1-D k-means on sorted data is cheap: with centroids sorted, cluster ``k`` is the slice of the
-sorted values between two midpoints (a binary search), and its weighted mean is a difference of
-prefix sums. One Lloyd iteration costs O(K log m), not O(K m); the O(m log m) sort dominates.
+    W[c] = (d * s) * cb[q_c] - dmin * m        float32, in this order of operations
 
-Packed code layout (one row; columns ``j``, codes ``q[j]`` in ``0 .. 2**bits - 1``)::
-
-    KM4: byte i = q[2i]       | q[2i+1] << 4                       (2 codes per byte)
-    KM2: byte i = q[4i] | q[4i+1] << 2 | q[4i+2] << 4 | q[4i+3] << 6 (4 codes per byte)
-    KM3: bytes 3i, 3i+1, 3i+2 hold the 24-bit little-endian word
-         v = q[8i] | q[8i+1] << 3 | ... | q[8i+7] << 21             (8 codes per 3 bytes)
-
-Columns past the row's end inside the last unit carry code 0.
+The quantizer (:func:`quantize_rows`, parallel over rows, each row independent so the result
+does not depend on the thread count) starts where Q4_K starts (ggml's ``make_qkx2/3_quants``
+per 32-block on the uniform codebook ``cb[k] = k * (127 // (K-1))``), then alternates a
+weighted Lloyd step on the codebook in the block-normalised domain with a per-block local
+search of the 6-bit (s, m), keeping a change only when the row's weighted squared error drops.
 """
 
 from __future__ import annotations
@@ -27,539 +30,405 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import _km_simd as _simd
+from .kquants_numba import F16_TABLE, _make_qkx, fp32_to_fp16, nearest_int
 
-INIT_QUANTILE = 0
-INIT_KMEANSPP = 1
-INIT_OPTIMAL = 2
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_TWO_M53 = 1.0 / 9007199254740992.0  # 2**-53
+_opts = dict(cache=True, error_model="numpy")
+F32 = np.float32
+_ZERO = np.float32(0.0)
+_ONE = np.float32(1.0)
+_F16_TINY = np.float32(2.0**-24)  # smallest positive fp16 (subnormal)
+
+QK = 32  # weights per block (one 6-bit scale and min)
+CHUNK = 64  # columns per chunk (two blocks sharing 3 bytes of scales)
 
 
-@njit(cache=True)
-def codes_per_unit(bits: int) -> tuple[int, int]:
-    """(codes, bytes) of one packing unit: KM2 (4, 1), KM3 (8, 3), KM4 (2, 1)."""
+@njit(**_opts)
+def row_bytes_nb(cols, bits):
+    """Bytes of one row: 4 + K + n_chunks * (3 + 8 * bits)."""
+    return 4 + (1 << bits) + (cols + CHUNK - 1) // CHUNK * (3 + 8 * bits)
+
+
+# -- code packing ------------------------------------------------------------------------------
+@njit(**_opts)
+def _pack_chunk(q, t0, bits, out, o):
+    """Pack the 64 codes q[t0 .. t0+63] into out[o .. o + 8*bits - 1] (layout above)."""
     if bits == 4:
-        return 2, 1
-    if bits == 2:
-        return 4, 1
-    return 8, 3
-
-
-# -- the random numbers of k-means++ (splitmix64; identical in the NumPy reference) --------------
-@njit(cache=True, inline="always")
-def _splitmix_next(state: np.uint64) -> tuple[np.uint64, float]:
-    """One splitmix64 step: (new state, a float64 uniform in [0, 1))."""
-    state = state + _GOLDEN
-    z = state
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    z = z ^ (z >> np.uint64(31))
-    return state, float(z >> np.uint64(11)) * _TWO_M53
-
-
-@njit(cache=True, inline="always")
-def _search_right(a: np.ndarray, lo: int, hi: int, v: float) -> int:
-    """First index i in [lo, hi) with a[i] > v (hi when none): np.searchsorted(..., 'right')."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] <= v:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(cache=True, inline="always")
-def _search_left(a: np.ndarray, lo: int, hi: int, v: float) -> int:
-    """First index i in [lo, hi) with a[i] >= v: np.searchsorted(..., 'left')."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] < v:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(cache=True)
-def _sort_small(c: np.ndarray) -> None:
-    """Insertion sort in place (K <= 16 values)."""
-    for i in range(1, c.shape[0]):
-        v = c[i]
-        j = i - 1
-        while j >= 0 and c[j] > v:
-            c[j + 1] = c[j]
-            j -= 1
-        c[j + 1] = v
-
-
-@njit(cache=True, inline="always")
-def _seg_cost(u0: np.ndarray, u1: np.ndarray, u2: np.ndarray, a: int, b: int) -> float:
-    """Weighted SSE of points [a, b) about their weighted mean, from prefix sums."""
-    sw = u0[b] - u0[a]
-    if not sw > 0.0:
-        return 0.0
-    s1 = u1[b] - u1[a]
-    return (u2[b] - u2[a]) - s1 * s1 / sw
-
-
-@njit(cache=True)
-def optimal_1d(u0: np.ndarray, u1: np.ndarray, u2: np.ndarray, k: int, out: np.ndarray) -> None:
-    """Globally optimal weighted 1-D k-means of n > k sorted distinct points (Ckmeans.1d.dp).
-
-    ``D[l][i]`` = least SSE of the first i points in l + 1 clusters =
-    ``min_j D[l-1][j] + cost(j, i)``; the best j is non-decreasing in i, so each layer is
-    solved by divide and conquer in O(n log n). The first minimal j wins ties.
-
-    Parameters
-    ----------
-    u0, u1, u2 : (n + 1,) float64
-        Prefix sums of w, w*x and w*x*x over the points in ascending order.
-    out : (k,) float64
-        Receives the cluster means, ascending.
-    """
-    n = u0.shape[0] - 1
-    prev = np.empty(n + 1)  # (n + 1,) D[l-1][.]
-    cur = np.empty(n + 1)
-    arg = np.zeros((k, n + 1), np.int64)  # (k, n + 1) best split points
-    for i in range(n + 1):
-        prev[i] = _seg_cost(u0, u1, u2, 0, i)
-    stack = np.empty((130, 4), np.int64)  # (ilo, ihi, jlo, jhi) intervals, depth <= 2 log2 n
-    for layer in range(1, k):
-        top = 0
-        stack[0, 0] = layer + 1
-        stack[0, 1] = n
-        stack[0, 2] = layer
-        stack[0, 3] = n - 1
-        top = 1
-        while top > 0:
-            top -= 1
-            ilo = stack[top, 0]
-            ihi = stack[top, 1]
-            jlo = stack[top, 2]
-            jhi = stack[top, 3]
-            if ilo > ihi:
-                continue
-            mid = (ilo + ihi) >> 1
-            best = jlo
-            bv = np.inf
-            for j in range(jlo, min(jhi, mid - 1) + 1):
-                v = prev[j] + _seg_cost(u0, u1, u2, j, mid)
-                if v < bv:
-                    bv = v
-                    best = j
-            cur[mid] = bv
-            arg[layer, mid] = best
-            stack[top, 0] = mid + 1
-            stack[top, 1] = ihi
-            stack[top, 2] = best
-            stack[top, 3] = jhi
-            stack[top + 1, 0] = ilo
-            stack[top + 1, 1] = mid - 1
-            stack[top + 1, 2] = jlo
-            stack[top + 1, 3] = best
-            top += 2
-        for i in range(layer + 1, n + 1):
-            prev[i] = cur[i]
-    hi = n
-    for layer in range(k - 1, -1, -1):
-        lo = arg[layer, hi] if layer > 0 else 0
-        sw = u0[hi] - u0[lo]
-        out[layer] = (u1[hi] - u1[lo]) / sw if sw > 0.0 else 0.0
-        hi = lo
-
-
-@njit(cache=True)
-def kmeans_1d(x: np.ndarray, w: np.ndarray, k: int, init: int, seed: int, group: int,
-              max_iter: int, tol: float, dp_points: int, out: np.ndarray) -> int:
-    """Weighted 1-D k-means of one group; writes ``k`` sorted centroids to ``out``.
-
-    Parameters
-    ----------
-    x, w : (m,) float64
-        Values and their weights (>= 0; all-zero weights count as all ones).
-    k : int
-        Number of centroids (2 ** bits).
-    init : int
-        ``INIT_OPTIMAL`` (the exact optimum by dynamic programming, :func:`optimal_1d`),
-        ``INIT_QUANTILE`` (weighted quantiles (i + 0.5) / k) or ``INIT_KMEANSPP`` (weighted
-        D^2 sampling with splitmix64 seeded by ``seed`` and ``group``).
-    max_iter, tol : int, float
-        Lloyd stops when no centroid moves more than ``tol * (max(x) - min(x))``.
-    dp_points : int
-        ``INIT_OPTIMAL`` is exact for groups of at most ``dp_points`` distinct values; larger
-        groups are cut into at most ``dp_points - 1`` runs (half equal-count, half equal-width)
-        and the optimum over cuts at run ends seeds Lloyd.
-    out : (k,) float64
-        Receives the centroids, ascending. A group with at most k distinct values gets those
-        values exactly (the last one repeated); an empty group gets zeros.
-
-    Returns
-    -------
-    int
-        Lloyd iterations run.
-    """
-    m = x.shape[0]
-    if m == 0:
-        out[:] = 0.0
-        return 0
-    uniform = True
-    for i in range(1, m):
-        if w[i] != w[0]:
-            uniform = False
-            break
-    if uniform:  # sorting values alone is much faster than a stable argsort
-        xs = np.sort(x)  # (m,) ascending
-        ws = w.copy()  # (m,)
+        for i in range(32):
+            out[o + i] = np.uint8(q[t0 + i] | (q[t0 + 32 + i] << 4))
     else:
-        order = np.argsort(x, kind="mergesort")
-        xs = x[order]
-        ws = w[order]
+        for i in range(16):
+            out[o + i] = np.uint8((q[t0 + i] & 3) | ((q[t0 + 16 + i] & 3) << 2)
+                                  | ((q[t0 + 32 + i] & 3) << 4) | ((q[t0 + 48 + i] & 3) << 6))
+        if bits == 3:
+            for i in range(8):
+                v = 0
+                for u in range(8):
+                    v |= ((q[t0 + 8 * u + i] >> 2) & 1) << u
+                out[o + 16 + i] = np.uint8(v)
+
+
+@njit(**_opts)
+def _unpack_chunk(row, o, bits, q, t0):
+    """Inverse of :func:`_pack_chunk`: row[o ..] -> q[t0 .. t0+63]."""
+    if bits == 4:
+        for i in range(32):
+            b = np.int64(row[o + i])
+            q[t0 + i] = b & 15
+            q[t0 + 32 + i] = b >> 4
+    else:
+        for i in range(16):
+            b = np.int64(row[o + i])
+            for u in range(4):
+                q[t0 + 16 * u + i] = (b >> (2 * u)) & 3
+        if bits == 3:
+            for i in range(8):
+                b = np.int64(row[o + 16 + i])
+                for u in range(8):
+                    q[t0 + 8 * u + i] |= ((b >> u) & 1) << 2
+
+
+@njit(parallel=True, **_opts)
+def dequantize_rows(data, bits, cols, out):
+    """(n, row_bytes) uint8 rows -> out (n, cols) float32, exactly the spec's formula."""
+    k = 1 << bits
+    n_chunks = (cols + CHUNK - 1) // CHUNK
+    cbytes = 3 + 8 * bits
+    for r in prange(data.shape[0]):
+        row = data[r]
+        d = F16_TABLE[np.int64(row[0]) | (np.int64(row[1]) << 8)]
+        dmin = F16_TABLE[np.int64(row[2]) | (np.int64(row[3]) << 8)]
+        cb = np.empty(k, np.float32)
+        for j in range(k):
+            cb[j] = np.float32(row[4 + j])
+        q = np.zeros(CHUNK, np.int64)
+        for c in range(n_chunks):
+            o = 4 + k + c * cbytes
+            v = np.int64(row[o]) | (np.int64(row[o + 1]) << 8) | (np.int64(row[o + 2]) << 16)
+            _unpack_chunk(row, o + 3, bits, q, 0)
+            for h in range(2):
+                a = d * np.float32((v >> (12 * h)) & 63)
+                b = dmin * np.float32((v >> (12 * h + 6)) & 63)
+                for t in range(QK):
+                    col = c * CHUNK + h * QK + t
+                    if col < cols:
+                        out[r, col] = a * cb[q[h * QK + t]] - b
+
+
+# -- the quantizer: one block -------------------------------------------------------------------
+@njit(**_opts)
+def _assign(u, lut):
+    """Index of the codebook entry nearest to u, branch-free.
+
+    Codebook entries are integers, so every midpoint between neighbours is a multiple of 1/2;
+    lut[t] is the nearest entry for u in [t/2, t/2 + 1/2), t = floor(2u) clamped to 0..255
+    (a u exactly on a midpoint goes up; both neighbours are then equally near).
+    """
+    t = np.int64(np.floor(np.float32(2.0) * min(max(u, _ZERO), np.float32(127.75))))
+    return lut[t]
+
+
+@njit(**_opts)
+def _eval_block(x, e, i0, n, a, b, cbf, lut, q):
+    """Weighted squared error of block x[i0:i0+n] under scale a, min b; nearest codes into q."""
+    err = 0.0
+    ia = _ONE / a if a > _ZERO else _ZERO
+    for i in range(i0, i0 + n):
+        j = _assign((x[i] + b) * ia, lut)
+        q[i] = j
+        diff = np.float64(a * cbf[j] - b - x[i])
+        err += e[i] * diff * diff
+    return err
+
+
+@njit(**_opts)
+def _fit_block(x, e, i0, n, d, dmin, cbf, lut, s0, m0, q, qt):
+    """Local search of the block's 6-bit (s, m) given d, dmin and the codebook.
+
+    Starts at (s0, m0); tries the rounded weighted least-squares (scale, min) of the current
+    codes (2x2 normal equations, as make_qkx2 does) and scales s +- 1, 2 with the best min.
+    Writes the best codes into q[i0:i0+n]; returns (s, m, error).
+    """
+    bs, bm = s0, m0
+    best = _eval_block(x, e, i0, n, d * np.float32(bs), dmin * np.float32(bm), cbf, lut, q)
+    if n == 0:
+        return bs, bm, best
+    for _ in range(4):
+        sw = 0.0
+        sc = 0.0
+        scc = 0.0
+        sx = 0.0
+        scx = 0.0
+        for i in range(i0, i0 + n):
+            c = np.float64(cbf[q[i]])
+            w = e[i]
+            sw += w
+            sc += w * c
+            scc += w * c * c
+            sx += w * x[i]
+            scx += w * c * x[i]
+        det = scc * sw - sc * sc
+        # minimise sum e (A c - B - x)^2:  A scc - B sc = scx,  A sc - B sw = sx
+        if det > 0.0:
+            aa = (scx * sw - sx * sc) / det
+            bb = (aa * sc - sx) / sw
+            if bb < 0.0:
+                bb = 0.0
+                aa = scx / scc
+        elif scc > 0.0:
+            aa = scx / scc
+            bb = 0.0
+        else:
+            aa = 0.0
+            bb = -sx / sw if sw > 0.0 else 0.0
+        improved = False
+        sf = aa / d if d > _ZERO else 0.0
+        for ds in range(-2, 3):
+            s = min(63, max(0, np.int64(np.floor(sf)) + ds))
+            if ds == -2 or ds == 2:
+                s = min(63, max(0, bs + ds // 2))
+            a = d * np.float32(s)
+            # the best min for this scale and the current codes, then its two roundings
+            bopt = (np.float64(a) * sc - sx) / sw if sw > 0.0 else 0.0
+            mf = bopt / dmin if dmin > _ZERO else 0.0
+            m_lo = min(63, max(0, np.int64(np.floor(mf))))
+            for m in (m_lo, min(63, m_lo + 1)):
+                if s == bs and m == bm:
+                    continue
+                err = _eval_block(x, e, i0, n, a, dmin * np.float32(m), cbf, lut, qt)
+                if err < best:
+                    best = err
+                    bs, bm = s, m
+                    improved = True
+                    for i in range(i0, i0 + n):
+                        q[i] = qt[i]
+        if not improved:
+            break
+    return bs, bm, best
+
+
+# -- the quantizer: one row ---------------------------------------------------------------------
+@njit(**_opts)
+def _tables(cb, k, cbf, lut):
+    """cbf: the codebook as float32; lut: see :func:`_assign`."""
+    for j in range(k):
+        cbf[j] = np.float32(cb[j])
+    j = 0
+    for t in range(256):
+        # nearest entry to t/2 + 1/4: move up while the next entry is nearer (ties go up)
+        while j + 1 < k and cb[j] + cb[j + 1] <= t:
+            j += 1
+        lut[t] = j
+
+
+@njit(**_opts)
+def _fit_all(x, e, cols, d, dmin, cb, k, sc, mn, q, qt, cbf, lut, berr):
+    """Every block's local search; returns the row's weighted squared error."""
+    _tables(cb, k, cbf, lut)
     total = 0.0
-    for i in range(m):
-        total += ws[i]
-    if not total > 0.0:
-        ws[:] = 1.0
-    p0 = np.zeros(m + 1)  # prefix sums of w, w*x, w*x*x
-    p1 = np.zeros(m + 1)
-    p2 = np.zeros(m + 1)
-    for i in range(m):
-        wx = ws[i] * xs[i]
-        p0[i + 1] = p0[i] + ws[i]
-        p1[i + 1] = p1[i] + wx
-        p2[i + 1] = p2[i] + wx * xs[i]
-    total = p0[m]
-
-    # few distinct values: they are the codebook, exactly
-    nd = 1
-    for i in range(1, m):
-        if xs[i] != xs[i - 1]:
-            nd += 1
-    if nd <= k:
-        out[0] = xs[0]
-        j = 0
-        for i in range(1, m):
-            if xs[i] != xs[i - 1]:
-                j += 1
-                out[j] = xs[i]
-        for i in range(nd, k):
-            out[i] = xs[m - 1]
-        return 0
-
-    span = xs[m - 1] - xs[0]
-    c = np.empty(k)  # (k,) current centroids, ascending
-    if init == INIT_OPTIMAL:
-        # the DP runs on prefix sums at "edges": the ends of the distinct values, or, past
-        # dp_points of them, dp_points/2 equal-count and dp_points/2 - 1 equal-width edges
-        if nd <= dp_points:
-            edges = np.empty(nd, np.int64)
-            j = 0
-            for i in range(1, m + 1):
-                if i == m or xs[i] != xs[i - 1]:
-                    edges[j] = i
-                    j += 1
-        else:
-            half = dp_points // 2
-            cand = np.empty(2 * half - 1, np.int64)
-            for t in range(1, half + 1):
-                cand[t - 1] = (t * m) // half
-            for t in range(1, half):
-                cand[half + t - 1] = _search_right(xs, 0, m, xs[0] + span * t / half)
-            cand.sort()
-            edges = np.empty(2 * half - 1, np.int64)
-            j = 0
-            for i in range(2 * half - 1):
-                if j == 0 or cand[i] != edges[j - 1]:
-                    edges[j] = cand[i]
-                    j += 1
-            edges = edges[:j]
-        n = edges.shape[0]
-        u0 = np.empty(n + 1)
-        u1 = np.empty(n + 1)
-        u2 = np.empty(n + 1)
-        u0[0] = 0.0
-        u1[0] = 0.0
-        u2[0] = 0.0
-        for j in range(n):
-            u0[j + 1] = p0[edges[j]]
-            u1[j + 1] = p1[edges[j]]
-            u2[j + 1] = p2[edges[j]]
-        optimal_1d(u0, u1, u2, k, c)
-    elif init == INIT_QUANTILE:
-        for i in range(k):
-            t = (i + 0.5) / k * total
-            idx = _search_left(p0, 1, m + 1, t) - 1
-            c[i] = xs[min(idx, m - 1)]
-    else:
-        state = np.uint64(seed) * _GOLDEN + np.uint64(group)
-        state, u = _splitmix_next(state)
-        idx = _search_right(p0, 1, m + 1, u * total) - 1
-        c[0] = xs[min(idx, m - 1)]
-        d = np.empty(m)  # (m,) squared distance to the nearest chosen centroid
-        for i in range(m):
-            d[i] = (xs[i] - c[0]) * (xs[i] - c[0])
-        s = np.empty(m + 1)  # prefix sums of w * d
-        for j in range(1, k):
-            s[0] = 0.0
-            for i in range(m):
-                s[i + 1] = s[i] + ws[i] * d[i]
-            state, u = _splitmix_next(state)
-            idx = _search_right(s, 1, m + 1, u * s[m]) - 1
-            c[j] = xs[min(idx, m - 1)]
-            for i in range(m):
-                dd = (xs[i] - c[j]) * (xs[i] - c[j])
-                if dd < d[i]:
-                    d[i] = dd
-        _sort_small(c)
-
-    cn = np.empty(k)  # (k,) new centroids
-    start = np.empty(k, np.int64)
-    end = np.empty(k, np.int64)
-    sse = np.empty(k)
-    it = 0
-    while it < max_iter:
-        it += 1
-        # clusters are slices of the sorted values between midpoints (ties go left)
-        lo = 0
-        for i in range(k - 1):
-            e = _search_right(xs, lo, m, (c[i] + c[i + 1]) * 0.5)
-            start[i] = lo
-            end[i] = e
-            lo = e
-        start[k - 1] = lo
-        end[k - 1] = m
-        n_empty = 0
-        for i in range(k):
-            a = start[i]
-            b = end[i]
-            sw = p0[b] - p0[a]
-            if b > a and sw > 0.0:
-                s1 = p1[b] - p1[a]
-                cn[i] = s1 / sw
-                sse[i] = (p2[b] - p2[a]) - s1 * s1 / sw if xs[a] != xs[b - 1] else -1.0
-            else:
-                cn[i] = np.nan
-                sse[i] = -1.0
-                n_empty += 1
-        # an empty cluster splits the worst splittable one at its middle element
-        for i in range(k):
-            if cn[i] == cn[i]:
-                continue
-            worst = -1
-            for j in range(k):
-                if sse[j] >= 0.0 and (worst < 0 or sse[j] > sse[worst]):
-                    worst = j
-            if worst < 0:
-                cn[i] = c[i]
-                continue
-            a = start[worst]
-            b = end[worst]
-            mid = (a + b) >> 1
-            cn[worst] = (p1[mid] - p1[a]) / (p0[mid] - p0[a]) if p0[mid] > p0[a] else xs[a]
-            cn[i] = (p1[b] - p1[mid]) / (p0[b] - p0[mid]) if p0[b] > p0[mid] else xs[b - 1]
-            sse[worst] = -1.0
-        _sort_small(cn)
-        shift = 0.0
-        for i in range(k):
-            dv = abs(cn[i] - c[i])
-            if dv > shift:
-                shift = dv
-            c[i] = cn[i]
-        if n_empty == 0 and shift <= tol * span:
-            break
-    out[:] = c
-    return it
+    for b in range(sc.shape[0]):
+        i0 = b * QK
+        n = max(0, min(QK, cols - i0))
+        sc[b], mn[b], berr[b] = _fit_block(x, e, i0, n, d, dmin, cbf, lut, sc[b], mn[b], q,
+                                           qt)
+        total += berr[b]
+    return total
 
 
-@njit(cache=True, parallel=True)
-def kmeans_fit(w: np.ndarray, imp: np.ndarray, group_rows: int, group_cols: int, k: int,
-               init: int, seed: int, max_iter: int, tol: float, dp_points: int
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """k-means codebooks for every (row group, column group) of a matrix.
+@njit(**_opts)
+def _super_scale(v, w, nb):
+    """fp16 value of the per-row super-scale for the block values v[:nb] (>= 0) on 0..63.
 
-    Parameters
-    ----------
-    w : (rows, cols) float32
-        Weights (finite; checked by the caller).
-    imp : (cols,) float32
-        Per-column importance (all ones for plain k-means).
-    group_rows, group_cols : int
-        Rows and columns sharing one codebook (>= 1).
-
-    Returns
-    -------
-    centroids : (n_row_groups * n_col_groups, k) float64, each row ascending
-    iters : (n_row_groups * n_col_groups,) int64, Lloyd iterations per group
+    Tries max/(63 + 0.1 t), t = -4..4 (ggml make_qp_quants' candidates), each rounded to fp16
+    and the next fp16 up (small subnormal values round far), and keeps the one with the least
+    sum w_b (v_b - D * round(v_b / D))^2.
     """
-    rows, cols = w.shape
-    n_rg = (rows + group_rows - 1) // group_rows
-    n_cg = (cols + group_cols - 1) // group_cols
-    out = np.empty((n_rg * n_cg, k))
-    iters = np.zeros(n_rg * n_cg, np.int64)
-    for g in prange(n_rg * n_cg):
-        r0 = (g // n_cg) * group_rows
-        r1 = min(rows, r0 + group_rows)
-        c0 = (g % n_cg) * group_cols
-        c1 = min(cols, c0 + group_cols)
-        nc = c1 - c0
-        x = np.empty((r1 - r0) * nc)  # (m,) the group's values, row-major
-        wt = np.empty((r1 - r0) * nc)
-        for r in range(r0, r1):
-            for j in range(nc):
-                x[(r - r0) * nc + j] = w[r, c0 + j]
-                wt[(r - r0) * nc + j] = imp[c0 + j]
-        iters[g] = kmeans_1d(x, wt, k, init, seed, g, max_iter, tol, dp_points, out[g])
-    return out, iters
+    vmax = _ZERO
+    for b in range(nb):
+        vmax = max(vmax, v[b])
+    if not vmax > _ZERO:
+        return _ZERO
+    best = np.inf
+    dbest = _ZERO
+    for t in range(-4, 5):
+        h = fp32_to_fp16(vmax / (np.float32(63.0) + np.float32(0.1) * np.float32(t)))
+        for up in range(2):
+            dc = F16_TABLE[h + up]
+            if not dc > _ZERO:
+                dc = _F16_TINY  # underflow: the smallest fp16 still represents vmax coarsely
+            err = 0.0
+            for b in range(nb):
+                lv = min(63, max(0, nearest_int(v[b] / dc)))
+                diff = np.float64(v[b]) - np.float64(dc) * lv
+                err += w[b] * diff * diff
+            if err < best:
+                best = err
+                dbest = dc
+    return dbest
 
 
-@njit(cache=True, parallel=True)
-def assign_pack(w: np.ndarray, codebook: np.ndarray, group_rows: int, group_cols: int,
-                bits: int) -> np.ndarray:
-    """Nearest-centroid codes of every weight, packed (see the module docstring).
+@njit(**_opts)
+def _init_row(x, fw, e, cols, k, step, rmin, rdelta, nstep, cb, sc, mn, q, qt, cbf, lut,
+              berr, lev, aux, bs, bm, bw):
+    """Q4_K's start: make_qkx per block with fit weights fw, 6-bit scales, local search.
 
-    Parameters
-    ----------
-    w : (rows, cols) float32
-    codebook : (n_codebooks, 2**bits) float32, each row ascending (the stored values)
-    group_rows, group_cols : int
+    Returns (d, dmin, error) and fills cb (uniform), sc, mn, q.
+    """
+    nb = sc.shape[0]
+    for j in range(k):
+        cb[j] = j * step
+    for b in range(nb):
+        i0 = b * QK
+        n = max(0, min(QK, cols - i0))
+        bw[b] = 0.0
+        if n == 0:
+            bs[b] = _ZERO
+            bm[b] = _ZERO
+            continue
+        scale, the_min = _make_qkx(x[i0:i0 + n], fw[i0:i0 + n], k - 1, rmin, rdelta, nstep,
+                                   lev, aux)
+        bs[b] = scale / np.float32(step)  # per codebook unit
+        bm[b] = the_min
+        for i in range(i0, i0 + n):
+            bw[b] += fw[i]
+    d = _super_scale(bs, bw, nb)
+    dmin = _super_scale(bm, bw, nb)
+    for b in range(nb):
+        sc[b] = min(63, max(0, nearest_int(bs[b] / d))) if d > _ZERO else 0
+        mn[b] = min(63, max(0, nearest_int(bm[b] / dmin))) if dmin > _ZERO else 0
+    err = _fit_all(x, e, cols, d, dmin, cb, k, sc, mn, q, qt, cbf, lut, berr)
+    return d, dmin, err
 
-    Returns
-    -------
-    (rows, packed_bytes) uint8
-        A weight exactly halfway between two centroids takes the lower code.
+
+@njit(**_opts)
+def _codebook_step(x, e, cols, d, dmin, k, sc, mn, q, cb, sw, su):
+    """Weighted Lloyd update of the codebook in the normalised domain u = (x + dmin m)/(d s).
+
+    Entry j becomes the mean of its u (weights e * (d s)^2), rounded to 0..127, then sorted.
+    """
+    for j in range(k):
+        sw[j] = 0.0
+        su[j] = 0.0
+    for b in range(sc.shape[0]):
+        a = d * np.float32(sc[b])
+        if not a > _ZERO:
+            continue
+        bb = dmin * np.float32(mn[b])
+        a2 = np.float64(a) * a
+        for i in range(b * QK, min(cols, b * QK + QK)):
+            w = e[i] * a2
+            sw[q[i]] += w
+            su[q[i]] += w * ((np.float64(x[i]) + bb) / a)
+    for j in range(k):
+        if sw[j] > 0.0:
+            cb[j] = min(127, max(0, np.int64(np.floor(su[j] / sw[j] + 0.5))))
+    cb.sort()
+
+
+@njit(**_opts)
+def _write_row(d, dmin, cb, k, sc, mn, q, bits, out):
+    h = fp32_to_fp16(d)
+    out[0] = np.uint8(h & 255)
+    out[1] = np.uint8(h >> 8)
+    h = fp32_to_fp16(dmin)
+    out[2] = np.uint8(h & 255)
+    out[3] = np.uint8(h >> 8)
+    for j in range(k):
+        out[4 + j] = np.uint8(cb[j])
+    cbytes = 3 + 8 * bits
+    for c in range(sc.shape[0] // 2):
+        o = 4 + k + c * cbytes
+        v = (sc[2 * c] | (mn[2 * c] << 6) | (sc[2 * c + 1] << 12) | (mn[2 * c + 1] << 18))
+        out[o] = np.uint8(v & 255)
+        out[o + 1] = np.uint8((v >> 8) & 255)
+        out[o + 2] = np.uint8(v >> 16)
+        _pack_chunk(q, c * CHUNK, bits, out, o + 3)
+
+
+@njit(parallel=True, **_opts)
+def quantize_rows(w, imp, use_imp, bits, max_iter, out, errs):
+    """Quantize every row of w (rows, cols) float32 into out (rows, row_bytes) uint8.
+
+    imp : (cols,) float32 error weights (importance + floor; ignored unless use_imp).
+    errs : (rows, 2) float64 output: the row's weighted squared error at the uniform-grid
+        (Q4_K-like) start and at the end (end <= start by construction).
     """
     rows, cols = w.shape
     k = 1 << bits
-    per, nb = codes_per_unit(bits)
-    n_units = (cols + per - 1) // per
-    n_cg = (cols + group_cols - 1) // group_cols
-    out = np.zeros((rows, n_units * nb), np.uint8)
-    for r in prange(rows):
-        q = np.zeros(n_units * per, np.uint32)  # (padded cols,) codes of this row
-        mids = np.empty(k - 1)  # (k - 1,) float64 midpoints
-        for cg in range(n_cg):
-            t = codebook[(r // group_rows) * n_cg + cg]
-            for i in range(k - 1):
-                mids[i] = (np.float64(t[i]) + np.float64(t[i + 1])) * 0.5
-            for j in range(cg * group_cols, min(cols, (cg + 1) * group_cols)):
-                v = np.float64(w[r, j])
-                code = 0
-                for i in range(k - 1):
-                    if v > mids[i]:
-                        code += 1
-                q[j] = code
-        for u in range(n_units):
-            if bits == 4:
-                out[r, u] = q[2 * u] | (q[2 * u + 1] << 4)
-            elif bits == 2:
-                out[r, u] = q[4 * u] | (q[4 * u + 1] << 2) | (q[4 * u + 2] << 4) | (
-                    q[4 * u + 3] << 6)
-            else:
-                v = np.uint32(0)
-                for i in range(8):
-                    v |= q[8 * u + i] << (3 * i)
-                out[r, 3 * u] = v & 0xFF
-                out[r, 3 * u + 1] = (v >> 8) & 0xFF
-                out[r, 3 * u + 2] = (v >> 16) & 0xFF
-    return out
-
-
-@njit(cache=True, inline="always")
-def _code_at(row: np.ndarray, j: int, bits: int) -> int:
-    """The code of column j in one packed row (uint8 (packed_bytes,))."""
-    if bits == 4:
-        return (row[j >> 1] >> ((j & 1) * 4)) & 15
-    if bits == 2:
-        return (row[j >> 2] >> ((j & 3) * 2)) & 3
-    u = j >> 3
-    v = np.int64(row[3 * u]) | (np.int64(row[3 * u + 1]) << 8) | (np.int64(row[3 * u + 2]) << 16)
-    return (v >> (3 * (j & 7))) & 7
-
-
-@njit(cache=True, parallel=True)
-def unpack_dequantize(codes: np.ndarray, codebook: np.ndarray, cols: int, group_rows: int,
-                      group_cols: int, bits: int) -> np.ndarray:
-    """Decode: (rows, packed_bytes) uint8 + (n_codebooks, 2**bits) float32 -> (rows, cols) f32."""
-    rows = codes.shape[0]
-    n_cg = (cols + group_cols - 1) // group_cols
-    out = np.empty((rows, cols), np.float32)
-    for r in prange(rows):
-        base = (r // group_rows) * n_cg
-        for j in range(cols):
-            out[r, j] = codebook[base + j // group_cols, _code_at(codes[r], j, bits)]
-    return out
-
-
-@njit(cache=True, parallel=True, fastmath=True)
-def km_matvec(codes: np.ndarray, codebook: np.ndarray, x: np.ndarray, out: np.ndarray,
-              group_rows: int = 1, group_cols: int = 0) -> None:
-    """Fused dequantize-dot: ``out[r] = sum_j codebook[cb(r, j), code(r, j)] * x[j]``.
-
-    Parameters
-    ----------
-    codes : (rows, packed_bytes) uint8
-        Packed codes (an int8 tensor from a file: pass ``.view(np.uint8)``); read-only is fine.
-    codebook : (n_codebooks, 2**bits) float32
-        The stored codebooks converted to float32 (bits is read from its width).
-    x : (cols,) float32
-    out : (rows,) float32, written
-    group_rows, group_cols : int
-        Codebook geometry; ``group_cols = 0`` means whole rows.
-
-    Eight codes at a time are looked up in registers and fused into an ``<8 x float>``
-    accumulator (:mod:`._km_simd`); sums run in float32, reassociated, so they differ from a
-    float64 dot in the last bits only.
-    """
-    rows = codes.shape[0]
-    cols = x.shape[0]
-    k = codebook.shape[1]
-    bits = 4 if k == 16 else (3 if k == 8 else 2)
-    gc = cols if group_cols <= 0 else group_cols
-    n_cg = (cols + gc - 1) // gc
-    for r in prange(rows):
-        row = codes[r]
-        tab = np.zeros(16, np.float32)  # the codebook, padded to two <8 x float> registers
-        acc = np.float32(0.0)
-        for cg in range(n_cg):
-            t = codebook[(r // group_rows) * n_cg + cg]
-            for i in range(k):
-                tab[i] = t[i]
-            j0 = cg * gc
-            j1 = min(cols, j0 + gc)
-            acc += _dot_group(row, tab, x, j0, j1, bits)
-        out[r] = acc
-
-
-@njit(cache=True, inline="always", fastmath=True)
-def _dot_group(row, tab, x, j0, j1, bits):
-    """sum_{j0 <= j < j1} tab[code(j)] * x[j]; j0 is a multiple of 8."""
-    tlo = _simd.load8(tab, 0)
-    thi = _simd.load8(tab, 8)
-    vacc = _simd.vzero()
-    mask = (1 << bits) - 1
-    full = j0 + ((j1 - j0) & ~7)
-    if bits == 4:
-        for j in range(j0, full, 8):
-            b = j >> 1
-            word = np.uint32(row[b]) | (np.uint32(row[b + 1]) << 8) | (
-                np.uint32(row[b + 2]) << 16) | (np.uint32(row[b + 3]) << 24)
-            vacc = _simd.lut_fma(vacc, word, 4, mask, tlo, thi, x, j)
-    elif bits == 3:
-        for j in range(j0, full, 8):
-            b = (j >> 3) * 3
-            word = np.uint32(row[b]) | (np.uint32(row[b + 1]) << 8) | (
-                np.uint32(row[b + 2]) << 16)
-            vacc = _simd.lut_fma(vacc, word, 3, mask, tlo, tlo, x, j)
+    step = 127 // (k - 1)
+    n_chunks = (cols + CHUNK - 1) // CHUNK
+    cols_p = n_chunks * CHUNK
+    nb = cols_p // QK
+    if use_imp:
+        rmin, rdelta, nstep = np.float32(-0.9), np.float32(0.05), 36  # make_qkx3 (imatrix)
     else:
-        for j in range(j0, full, 8):
-            b = j >> 2
-            word = np.uint32(row[b]) | (np.uint32(row[b + 1]) << 8)
-            vacc = _simd.lut_fma(vacc, word, 2, mask, tlo, tlo, x, j)
-    acc = _simd.hsum(vacc)
-    for j in range(full, j1):
-        acc += tab[_code_at(row, j, bits)] * x[j]
-    return acc
+        rmin, rdelta, nstep = np.float32(-1.0), np.float32(0.1), 20  # make_qkx2 (Q4_K ref)
+    for r in prange(rows):
+        x = np.zeros(cols_p, np.float32)
+        e = np.zeros(cols_p, np.float64)
+        fw = np.zeros(cols_p, np.float32)
+        sum_x2 = 0.0
+        for i in range(cols):
+            x[i] = w[r, i]
+            e[i] = np.float64(imp[i]) if use_imp else 1.0
+            sum_x2 += np.float64(x[i]) * x[i]
+        sigma2 = np.float32(2.0 * sum_x2 / cols)
+        av_x = np.float32(np.sqrt(sum_x2 / cols))
+        for i in range(cols):
+            if use_imp:  # ggml's Q4_K fit weights, with sigma over the row
+                fw[i] = imp[i] * np.float32(np.sqrt(sigma2 + x[i] * x[i]))
+            else:
+                fw[i] = av_x + abs(x[i])
+        cb = np.zeros(k, np.int64)
+        cb_b = np.zeros(k, np.int64)
+        sc = np.zeros(nb, np.int64)
+        mn = np.zeros(nb, np.int64)
+        sc_b = np.zeros(nb, np.int64)
+        mn_b = np.zeros(nb, np.int64)
+        q = np.zeros(cols_p, np.int64)
+        q_b = np.zeros(cols_p, np.int64)
+        qt = np.zeros(cols_p, np.int64)
+        cbf = np.zeros(k, np.float32)
+        lut = np.zeros(256, np.int64)
+        berr = np.zeros(nb, np.float64)
+        lev = np.zeros(QK, np.uint8)
+        aux = np.zeros(QK, np.uint8)
+        bs = np.zeros(nb, np.float32)
+        bm = np.zeros(nb, np.float32)
+        bw = np.zeros(nb, np.float64)
+        sw = np.zeros(k, np.float64)
+        su = np.zeros(k, np.float64)
+        # two starts: ggml's fit weights and the error weights themselves; keep the better
+        d, dmin, best = _init_row(x, fw, e, cols, k, step, rmin, rdelta, nstep, cb_b, sc_b,
+                                  mn_b, q_b, qt, cbf, lut, berr, lev, aux, bs, bm, bw)
+        for i in range(cols):
+            fw[i] = np.float32(e[i])
+        d2, dmin2, err2 = _init_row(x, fw, e, cols, k, step, rmin, rdelta, nstep, cb, sc, mn,
+                                    q, qt, cbf, lut, berr, lev, aux, bs, bm, bw)
+        if err2 < best:
+            d, dmin, best = d2, dmin2, err2
+            cb_b[:] = cb
+            sc_b[:] = sc
+            mn_b[:] = mn
+            q_b[:] = q
+        errs[r, 0] = best
+        for _ in range(max_iter):
+            cb[:] = cb_b
+            sc[:] = sc_b
+            mn[:] = mn_b
+            q[:] = q_b
+            _codebook_step(x, e, cols, d, dmin, k, sc, mn, q, cb, sw, su)
+            err = _fit_all(x, e, cols, d, dmin, cb, k, sc, mn, q, qt, cbf, lut, berr)
+            if not err < best:
+                break
+            gain = best - err
+            best = err
+            cb_b[:] = cb
+            sc_b[:] = sc
+            mn_b[:] = mn
+            q_b[:] = q
+            if gain <= 1e-9 * best:
+                break
+        errs[r, 1] = best
+        for i in range(cols, cols_p):
+            q_b[i] = 0  # padding codes are 0
+        _write_row(d, dmin, cb_b, k, sc_b, mn_b, q_b, bits, out[r])
