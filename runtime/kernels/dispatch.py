@@ -27,7 +27,7 @@ from .activations import quantize_act
 # inline the row kernels of the modules below. This fingerprint of their text makes any edit
 # there change this file too (test_kernels_api checks it is current), so no stale compiled
 # driver is ever loaded from a cache. Recompute with kernel_sources_fingerprint().
-SOURCES_FINGERPRINT = "a89c150bc8be3c4e"
+SOURCES_FINGERPRINT = "87e17c76c230fd3c"
 INLINED_MODULES = ("activations", "floats", "km_rows", "kquants", "legacy", "ternary",
                    "vector_f32", "vector_ir", "vector_km")
 
@@ -63,8 +63,12 @@ def is_float(kind):
     return kind == F32 or kind == F16 or kind == BF16
 
 
-# -- serial row loops: one branch per type, each a direct call of an inline="always" row kernel,
-# so the kernel is inlined into the loop (no call and no reference counting per row) ----------
+# -- serial row loops: one branch per type, each a direct call of an inline="always" kernel.
+# A row-range kernel (rows_<type>: the row loop and the block loop in one function) costs no
+# reference counting per row; calling an inline="always" single-row kernel (dot_<type>) in a
+# loop leaves an atomic incref/decref of each array argument per row, which Numba's pruning
+# does not remove (measured: 1.5-1.9x slower on 576-wide rows, and both threads then hammer the
+# same counters) ----------------------------------------------------------------------------
 @njit(cache=True, fastmath=True)
 def rows_dot(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd):
     """y[lo:hi] = W[lo:hi] @ x, switching on the type once per run of rows.
@@ -73,35 +77,25 @@ def rows_dot(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd):
     """
     nb = n // 32
     if kind == Q4_K:
-        for r in range(lo, hi):
-            y[r] = kq.dot_q4_k(w, r * row_bytes, nb, xq, xd, xsd)
+        kq.rows_q4_k(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
     elif kind == Q6_K:
-        for r in range(lo, hi):
-            y[r] = kq.dot_q6_k(w, r * row_bytes, nb, xq, xd, xsd)
+        kq.rows_q6_k(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
     elif kind == Q8_0:
-        for r in range(lo, hi):
-            y[r] = lg.dot_q8_0(w, r * row_bytes, nb, xq, xd, xsd)
+        lg.rows_q8_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
     elif kind == Q4_1:
-        for r in range(lo, hi):
-            y[r] = lg.dot_q4_1(w, r * row_bytes, nb, xq, xd, xsd)
+        lg.rows_q4_1(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
     elif kind == Q4_0:
-        for r in range(lo, hi):
-            y[r] = lg.dot_q4_0(w, r * row_bytes, nb, xq, xd, xsd)
+        lg.rows_q4_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
     elif kind == Q5_0:
-        for r in range(lo, hi):
-            y[r] = lg.dot_q5_0(w, r * row_bytes, nb, xq, xd, xsd)
+        lg.rows_q5_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
     elif kind == Q5_1:
-        for r in range(lo, hi):
-            y[r] = lg.dot_q5_1(w, r * row_bytes, nb, xq, xd, xsd)
+        lg.rows_q5_1(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
     elif kind == Q5_K:
-        for r in range(lo, hi):
-            y[r] = kq.dot_q5_k(w, r * row_bytes, nb, xq, xd, xsd)
+        kq.rows_q5_k(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
     elif kind == Q3_K:
-        for r in range(lo, hi):
-            y[r] = kq.dot_q3_k(w, r * row_bytes, nb, xq, xd, xsd)
+        kq.rows_q3_k(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
     elif kind == Q2_K:
-        for r in range(lo, hi):
-            y[r] = kq.dot_q2_k(w, r * row_bytes, nb, xq, xd, xsd)
+        kq.rows_q2_k(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
     elif kind == TQ2_0:
         for r in range(lo, hi):
             y[r] = tq.dot_tq2_0(w, r * row_bytes, nb, xq, xd, xsd)
@@ -118,14 +112,11 @@ def rows_dot(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd):
         for r in range(lo, hi):
             y[r] = km.dot_km2(w, r * row_bytes, km.padded_cols(n) // 32, xq, xd, xsd)
     elif kind == F16:
-        for r in range(lo, hi):
-            y[r] = fl.dot_f16(w, r * row_bytes, n, x)
+        fl.rows_f16(w, row_bytes, n, lo, hi, y, x)
     elif kind == BF16:
-        for r in range(lo, hi):
-            y[r] = fl.dot_bf16(w, r * row_bytes, n, x)
+        fl.rows_bf16(w, row_bytes, n, lo, hi, y, x)
     else:  # F32; kinds are validated before any call
-        for r in range(lo, hi):
-            y[r] = fl.dot_f32(w, r * row_bytes, n, x)
+        fl.rows_f32(w, row_bytes, n, lo, hi, y, x)
 
 
 @njit(cache=True)

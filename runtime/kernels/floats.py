@@ -66,3 +66,51 @@ def deq_f16(w, p, n, dst, off):
 def deq_bf16(w, p, n, dst, off):
     for i in range(n):
         dst[off + i] = bf16(w, p + 2 * i)
+
+
+# -- row ranges: the row loop in the same function as the element loop, because an inlined
+# helper that takes arrays and loops costs an atomic incref/decref per array per call (see
+# legacy._rows_legacy) ------------------------------------------------------------------------
+@njit(cache=True, fastmath=True, inline="always")
+def rows_f32(w, row_bytes, n, lo, hi, y, x):
+    """y[r] = row r . x for r in [lo, hi)."""
+    n32 = n - n % 32
+    for r in range(lo, hi):
+        p = r * row_bytes
+        acc = vzero()
+        for i in range(0, n32, 32):
+            acc = fma_f32x32(acc, w, p + 4 * i, x, i)
+        tail = np.float32(0.0)
+        for i in range(n32, n):
+            tail += f32at(w, p + 4 * i) * x[i]
+        y[r] = hsum(acc) + tail
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows_f16(w, row_bytes, n, lo, hi, y, x):
+    """y[r] = row r . x for r in [lo, hi)."""
+    n32 = n - n % 32
+    for r in range(lo, hi):
+        p = r * row_bytes
+        acc = vzero()
+        for i in range(0, n32, 32):
+            acc = fma_f16x32(acc, w, p + 2 * i, x, i)
+        tail = np.float32(0.0)
+        for i in range(n32, n):
+            tail += f16(w, p + 2 * i) * x[i]
+        y[r] = hsum(acc) + tail
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows_bf16(w, row_bytes, n, lo, hi, y, x):
+    """y[r] = row r . x for r in [lo, hi)."""
+    n32 = n - n % 32
+    for r in range(lo, hi):
+        p = r * row_bytes
+        acc = vzero()
+        for i in range(0, n32, 32):
+            acc = fma_bf16x32(acc, w, p + 2 * i, x, i)
+        tail = np.float32(0.0)
+        for i in range(n32, n):
+            tail += bf16(w, p + 2 * i) * x[i]
+        y[r] = hsum(acc) + tail

@@ -103,27 +103,56 @@ def _q45_hbit(w, b, k, has_qh):
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _q45_pair(acc0, acc1, w, b, k, g, xq, sv, has_qh):
+    """Groups k, k + 1 (the low and high nibbles of the same 32 bytes) of the super-block at
+    byte b, activation group g = its first group."""
+    v = load_u8x32(w, b + (48 if has_qh else 16) + 16 * k)
+    u0 = bor(band(v, 15), _q45_hbit(w, b, k, has_qh))
+    u1 = bor(shr(v, 4), _q45_hbit(w, b, k + 1, has_qh))
+    acc0 = fma_lane(acc0, dot_u8(u0, xq, 32 * g), sv, k, k)
+    acc1 = fma_lane(acc1, dot_u8(u1, xq, 32 * g + 32), sv, k + 1, k + 1)
+    return acc0, acc1
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _q45_super(acc0, acc1, biasv, w, b, g0, xq, xd, xsd, has_qh):
+    """One Q4_K / Q5_K super-block at byte b (activation groups g0 .. g0 + 7). Straight-line:
+    inlined into a loop it adds no reference counting (see legacy._rows_legacy)."""
+    # the 8 group scales at once: (8,) d * sc[k] * dx[g0 + k]
+    sv = vmul(vmul(k4_scales(w, b + 4), load_f32x8(xd, g0)), vsplat(f16(w, b)))
+    # (8,) m[k] * dx * sum(xq) of group g0 + k, times dmin
+    biasv = vfma(biasv, vmul(k4_mins(w, b + 4), pair_sums8(xsd, 2 * g0)), vsplat(f16(w, b + 2)))
+    acc0, acc1 = _q45_pair(acc0, acc1, w, b, 0, g0, xq, sv, has_qh)
+    acc0, acc1 = _q45_pair(acc0, acc1, w, b, 2, g0 + 2, xq, sv, has_qh)
+    acc0, acc1 = _q45_pair(acc0, acc1, w, b, 4, g0 + 4, xq, sv, has_qh)
+    acc0, acc1 = _q45_pair(acc0, acc1, w, b, 6, g0 + 6, xq, sv, has_qh)
+    return acc0, acc1, biasv
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _dot_q45(w, p, nb, xq, xd, xsd, bytes_per, has_qh):
     acc0 = vzero()
     acc1 = vzero()
     biasv = vzero()
-    qoff = 48 if has_qh else 16
     for i in range(nb // 8):
-        b = p + bytes_per * i
-        g0 = 8 * i
-        # the 8 group scales at once: (8,) d * sc[k] * dx[g0 + k]
-        sv = vmul(vmul(k4_scales(w, b + 4), load_f32x8(xd, g0)), vsplat(f16(w, b)))
-        # (8,) m[k] * dx * sum(xq) of group g0 + k, times dmin
-        biasv = vfma(biasv, vmul(k4_mins(w, b + 4), pair_sums8(xsd, 2 * g0)),
-                     vsplat(f16(w, b + 2)))
-        for k in range(0, 8, 2):  # groups k, k + 1: low and high nibbles of the same 32 bytes
-            g = g0 + k
-            v = load_u8x32(w, b + qoff + 16 * k)
-            u0 = bor(band(v, 15), _q45_hbit(w, b, k, has_qh))
-            u1 = bor(shr(v, 4), _q45_hbit(w, b, k + 1, has_qh))
-            acc0 = fma_lane(acc0, dot_u8(u0, xq, 32 * g), sv, k, k)
-            acc1 = fma_lane(acc1, dot_u8(u1, xq, 32 * g + 32), sv, k + 1, k + 1)
+        acc0, acc1, biasv = _q45_super(acc0, acc1, biasv, w, p + bytes_per * i, 8 * i, xq, xd,
+                                       xsd, has_qh)
     return hsum(acc0) + hsum(acc1) - hsum(biasv)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _rows_q45(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, bytes_per, has_qh):
+    """y[r] = row r . x for r in [lo, hi), the row loop in the same function as the block loop
+    (see legacy._rows_legacy)."""
+    for r in range(lo, hi):
+        p = r * row_bytes
+        acc0 = vzero()
+        acc1 = vzero()
+        biasv = vzero()
+        for i in range(nb // 8):
+            acc0, acc1, biasv = _q45_super(acc0, acc1, biasv, w, p + bytes_per * i, 8 * i, xq,
+                                           xd, xsd, has_qh)
+        y[r] = hsum(acc0) + hsum(acc1) - hsum(biasv)
 
 
 @njit(cache=True)
@@ -144,6 +173,11 @@ def dot_q4_k(w, p, nb, xq, xd, xsd):
     return _dot_q45(w, p, nb, xq, xd, xsd, Q4_K_BYTES, False)
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def rows_q4_k(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    _rows_q45(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, Q4_K_BYTES, False)
+
+
 @njit(cache=True)
 def deq_q4_k(w, p, nb, dst, off):
     _deq_q45(w, p, nb, dst, off, Q4_K_BYTES, False)
@@ -152,6 +186,11 @@ def deq_q4_k(w, p, nb, dst, off):
 @njit(cache=True, fastmath=True, inline="always")
 def dot_q5_k(w, p, nb, xq, xd, xsd):
     return _dot_q45(w, p, nb, xq, xd, xsd, Q5_K_BYTES, True)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows_q5_k(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    _rows_q45(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, Q5_K_BYTES, True)
 
 
 @njit(cache=True)
@@ -175,23 +214,47 @@ def _q6_u(w, b, h, g):
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _q6_half(acc0, acc1, biasv, w, b, h, G, d, xq, xd, xsd):
+    """Half h of the Q6_K super-block at byte b (activation groups G .. G + 3). Straight-line."""
+    sc = i8x8_f32(w, b + 192 + 8 * h)  # (8,) scales of the 8 sixteens of this half
+    sv = vmul(vmul(sc, dup2_f32x4(xd, G)), vsplat(d))  # (8,) d * sc * dx
+    biasv = vfma(biasv, vmul(sc, load_f32x8(xsd, 2 * G)), vsplat(np.float32(-32.0) * d))
+    acc0 = fma_lane(acc0, dot_u8(_q6_u(w, b, h, 0), xq, 32 * G), sv, 0, 1)
+    acc1 = fma_lane(acc1, dot_u8(_q6_u(w, b, h, 1), xq, 32 * G + 32), sv, 2, 3)
+    acc0 = fma_lane(acc0, dot_u8(_q6_u(w, b, h, 2), xq, 32 * G + 64), sv, 4, 5)
+    acc1 = fma_lane(acc1, dot_u8(_q6_u(w, b, h, 3), xq, 32 * G + 96), sv, 6, 7)
+    return acc0, acc1, biasv
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _q6_super(acc0, acc1, biasv, w, b, i, xq, xd, xsd):
+    d = f16(w, b + 208)
+    acc0, acc1, biasv = _q6_half(acc0, acc1, biasv, w, b, 0, 8 * i, d, xq, xd, xsd)
+    return _q6_half(acc0, acc1, biasv, w, b, 1, 8 * i + 4, d, xq, xd, xsd)
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def dot_q6_k(w, p, nb, xq, xd, xsd):
     acc0 = vzero()
     acc1 = vzero()
     biasv = vzero()
     for i in range(nb // 8):
-        b = p + Q6_K_BYTES * i
-        d = f16(w, b + 208)
-        for h in range(2):
-            G = 8 * i + 4 * h
-            sc = i8x8_f32(w, b + 192 + 8 * h)  # (8,) scales of the 8 sixteens of this half
-            sv = vmul(vmul(sc, dup2_f32x4(xd, G)), vsplat(d))  # (8,) d * sc * dx
-            biasv = vfma(biasv, vmul(sc, load_f32x8(xsd, 2 * G)), vsplat(np.float32(-32.0) * d))
-            acc0 = fma_lane(acc0, dot_u8(_q6_u(w, b, h, 0), xq, 32 * G), sv, 0, 1)
-            acc1 = fma_lane(acc1, dot_u8(_q6_u(w, b, h, 1), xq, 32 * G + 32), sv, 2, 3)
-            acc0 = fma_lane(acc0, dot_u8(_q6_u(w, b, h, 2), xq, 32 * G + 64), sv, 4, 5)
-            acc1 = fma_lane(acc1, dot_u8(_q6_u(w, b, h, 3), xq, 32 * G + 96), sv, 6, 7)
+        acc0, acc1, biasv = _q6_super(acc0, acc1, biasv, w, p + Q6_K_BYTES * i, i, xq, xd, xsd)
     return hsum(acc0) + hsum(acc1) + hsum(biasv)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows_q6_k(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    """y[r] = row r . x for r in [lo, hi) (see legacy._rows_legacy for the row loop)."""
+    for r in range(lo, hi):
+        p = r * row_bytes
+        acc0 = vzero()
+        acc1 = vzero()
+        biasv = vzero()
+        for i in range(nb // 8):
+            acc0, acc1, biasv = _q6_super(acc0, acc1, biasv, w, p + Q6_K_BYTES * i, i, xq, xd,
+                                          xsd)
+        y[r] = hsum(acc0) + hsum(acc1) + hsum(biasv)
 
 
 @njit(cache=True)
@@ -240,45 +303,93 @@ def _dot_q23_half(acc0, acc1, w, qs, hm, h, G, xq, sv):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def dot_q3_k(w, p, nb, xq, xd, xsd):
-    """Q3_K: w = d * (sc - 32) * (u - 4); the 8 scales of each half super-block are unpacked as
-    one vector [g0a, g0b, g1a, g1b, g2a, g2b, g3a, g3b] (a, b: the two sixteens of group g)."""
+def _q3_super(acc0, acc1, biasv, w, b, i, xq, xd, xsd):
+    """Q3_K super-block i at byte b: w = d * (sc - 32) * (u - 4); the 8 scales of each half
+    are unpacked as one vector [g0a, g0b, g1a, g1b, g2a, g2b, g3a, g3b] (a, b: the two sixteens
+    of group g). Straight-line."""
+    d = vsplat(f16(w, b + 108))
+    # half 0 then half 1, written out so each scale unpack and bit test is a constant
+    s8 = vmul(q3k_scales(w, b + 96, 0), d)  # (8,) d * (sc - 32)
+    biasv = vfma(biasv, vmul(s8, vsplat(np.float32(-4.0))), load_f32x8(xsd, 16 * i))
+    acc0, acc1 = _dot_q23_half(acc0, acc1, w, b + 32, b, 0, 8 * i, xq,
+                               vmul(s8, dup2_f32x4(xd, 8 * i)))
+    s8 = vmul(q3k_scales(w, b + 96, 1), d)
+    biasv = vfma(biasv, vmul(s8, vsplat(np.float32(-4.0))), load_f32x8(xsd, 16 * i + 8))
+    acc0, acc1 = _dot_q23_half(acc0, acc1, w, b + 32, b, 1, 8 * i + 4, xq,
+                               vmul(s8, dup2_f32x4(xd, 8 * i + 4)))
+    return acc0, acc1, biasv
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _q2_half(acc0, acc1, biasv, w, b, h, G, d, mdmin, xq, xd, xsd):
+    """Half h of the Q2_K super-block at byte b: w = d * (sc & 15) * u - dmin * (sc >> 4)."""
+    s8 = vmul(u8x8_f32(w, b + 8 * h, 0, 15), d)  # (8,) d * (sc & 15)
+    c8 = vmul(u8x8_f32(w, b + 8 * h, 4, 15), mdmin)  # (8,) -dmin * (sc >> 4)
+    biasv = vfma(biasv, c8, load_f32x8(xsd, 2 * G))
+    acc0, acc1 = _dot_q23_half(acc0, acc1, w, b + 16, -1, h, G, xq, vmul(s8, dup2_f32x4(xd, G)))
+    return acc0, acc1, biasv
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _q2_super(acc0, acc1, biasv, w, b, i, xq, xd, xsd):
+    """Q2_K super-block i at byte b, scales as in _q3_super. Straight-line."""
+    d = vsplat(f16(w, b + 80))
+    mdmin = vsplat(-f16(w, b + 82))
+    acc0, acc1, biasv = _q2_half(acc0, acc1, biasv, w, b, 0, 8 * i, d, mdmin, xq, xd, xsd)
+    return _q2_half(acc0, acc1, biasv, w, b, 1, 8 * i + 4, d, mdmin, xq, xd, xsd)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _dot_q23(w, p, nb, xq, xd, xsd, is_q3):
     acc0 = vzero()
     acc1 = vzero()
     biasv = vzero()
     for i in range(nb // 8):
-        b = p + Q3_K_BYTES * i
-        d = vsplat(f16(w, b + 108))
-        # half 0 then half 1, written out so each scale unpack and bit test is a constant
-        s8 = vmul(q3k_scales(w, b + 96, 0), d)  # (8,) d * (sc - 32)
-        biasv = vfma(biasv, vmul(s8, vsplat(np.float32(-4.0))), load_f32x8(xsd, 16 * i))
-        acc0, acc1 = _dot_q23_half(acc0, acc1, w, b + 32, b, 0, 8 * i, xq,
-                                   vmul(s8, dup2_f32x4(xd, 8 * i)))
-        s8 = vmul(q3k_scales(w, b + 96, 1), d)
-        biasv = vfma(biasv, vmul(s8, vsplat(np.float32(-4.0))), load_f32x8(xsd, 16 * i + 8))
-        acc0, acc1 = _dot_q23_half(acc0, acc1, w, b + 32, b, 1, 8 * i + 4, xq,
-                                   vmul(s8, dup2_f32x4(xd, 8 * i + 4)))
+        if is_q3:
+            acc0, acc1, biasv = _q3_super(acc0, acc1, biasv, w, p + Q3_K_BYTES * i, i, xq, xd,
+                                          xsd)
+        else:
+            acc0, acc1, biasv = _q2_super(acc0, acc1, biasv, w, p + Q2_K_BYTES * i, i, xq, xd,
+                                          xsd)
     return hsum(acc0) + hsum(acc1) + hsum(biasv)
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _rows_q23(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, is_q3):
+    """y[r] = row r . x for r in [lo, hi) (see legacy._rows_legacy for the row loop)."""
+    for r in range(lo, hi):
+        p = r * row_bytes
+        acc0 = vzero()
+        acc1 = vzero()
+        biasv = vzero()
+        for i in range(nb // 8):
+            if is_q3:
+                acc0, acc1, biasv = _q3_super(acc0, acc1, biasv, w, p + Q3_K_BYTES * i, i, xq,
+                                              xd, xsd)
+            else:
+                acc0, acc1, biasv = _q2_super(acc0, acc1, biasv, w, p + Q2_K_BYTES * i, i, xq,
+                                              xd, xsd)
+        y[r] = hsum(acc0) + hsum(acc1) + hsum(biasv)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def dot_q3_k(w, p, nb, xq, xd, xsd):
+    return _dot_q23(w, p, nb, xq, xd, xsd, True)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows_q3_k(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    _rows_q23(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, True)
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def dot_q2_k(w, p, nb, xq, xd, xsd):
-    """Q2_K: w = d * (sc & 15) * u - dmin * (sc >> 4), scales as in dot_q3_k."""
-    acc0 = vzero()
-    acc1 = vzero()
-    biasv = vzero()
-    for i in range(nb // 8):
-        b = p + Q2_K_BYTES * i
-        d = vsplat(f16(w, b + 80))
-        mdmin = vsplat(-f16(w, b + 82))
-        for h in range(2):
-            G = 8 * i + 4 * h
-            s8 = vmul(u8x8_f32(w, b + 8 * h, 0, 15), d)  # (8,) d * (sc & 15)
-            c8 = vmul(u8x8_f32(w, b + 8 * h, 4, 15), mdmin)  # (8,) -dmin * (sc >> 4)
-            biasv = vfma(biasv, c8, load_f32x8(xsd, 2 * G))
-            acc0, acc1 = _dot_q23_half(acc0, acc1, w, b + 16, -1, h, G, xq,
-                                       vmul(s8, dup2_f32x4(xd, G)))
-    return hsum(acc0) + hsum(acc1) + hsum(biasv)
+    return _dot_q23(w, p, nb, xq, xd, xsd, False)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows_q2_k(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    _rows_q23(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, False)
 
 
 @njit(cache=True)

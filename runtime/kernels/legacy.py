@@ -57,6 +57,22 @@ def _unpack(w, b, five_bits):
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _legacy_step(acc, bias, w, b, j, xq, xd, xsd, five_bits, qoff, has_min, o):
+    """Block j of a row, its bytes at b: acc += d * dx * dot(u, xq) (F32x8), and the scalar
+    bias += (d * o | m) * dx * sum(xq). Straight-line (no loop), so inlining it into a loop
+    adds no reference counting (see rows_q8_0)."""
+    d = f16(w, b)
+    s = d * ldf(xd, j)
+    acc = fma2(acc, dot_u8(_unpack(w, b + qoff, five_bits), xq, 32 * j), s, s)
+    xs = ldf(xsd, 2 * j) + ldf(xsd, 2 * j + 1)
+    if has_min:  # c = -m
+        bias += f16(w, b + 2) * xs
+    else:
+        bias += np.float32(o) * d * xs
+    return acc, bias
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _dot_legacy(w, p, nb, xq, xd, xsd, five_bits, bytes_per, qoff, has_min, o):
     """Row dot of a 32-block type with w = d * (u + o) [+ m]; two accumulators so consecutive
     blocks do not wait on each other's fused multiply-add."""
@@ -65,33 +81,50 @@ def _dot_legacy(w, p, nb, xq, xd, xsd, five_bits, bytes_per, qoff, has_min, o):
     bias = np.float32(0.0)
     for j in range(0, nb - 1, 2):
         b = p + bytes_per * j
-        d0 = f16(w, b)
-        d1 = f16(w, b + bytes_per)
-        s0 = d0 * ldf(xd, j)
-        s1 = d1 * ldf(xd, j + 1)
-        acc0 = fma2(acc0, dot_u8(_unpack(w, b + qoff, five_bits), xq, 32 * j), s0, s0)
-        u1 = _unpack(w, b + bytes_per + qoff, five_bits)
-        acc1 = fma2(acc1, dot_u8(u1, xq, 32 * j + 32), s1, s1)
-        x0 = ldf(xsd, 2 * j) + ldf(xsd, 2 * j + 1)
-        x1 = ldf(xsd, 2 * j + 2) + ldf(xsd, 2 * j + 3)
-        if has_min:  # c = -m
-            bias += f16(w, b + 2) * x0 + f16(w, b + bytes_per + 2) * x1
-        else:
-            bias += np.float32(o) * (d0 * x0 + d1 * x1)
+        acc0, bias = _legacy_step(acc0, bias, w, b, j, xq, xd, xsd, five_bits, qoff, has_min, o)
+        acc1, bias = _legacy_step(acc1, bias, w, b + bytes_per, j + 1, xq, xd, xsd, five_bits,
+                                  qoff, has_min, o)
     if nb % 2:
-        j = nb - 1
-        b = p + bytes_per * j
-        d0 = f16(w, b)
-        s0 = d0 * ldf(xd, j)
-        acc0 = fma2(acc0, dot_u8(_unpack(w, b + qoff, five_bits), xq, 32 * j), s0, s0)
-        x0 = ldf(xsd, 2 * j) + ldf(xsd, 2 * j + 1)
-        bias += f16(w, b + 2) * x0 if has_min else np.float32(o) * d0 * x0
+        acc0, bias = _legacy_step(acc0, bias, w, p + bytes_per * (nb - 1), nb - 1, xq, xd, xsd,
+                                  five_bits, qoff, has_min, o)
     return hsum(acc0) + hsum(acc1) + bias
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _rows_legacy(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, five_bits, bytes_per, qoff, has_min,
+                 o):
+    """y[r] = row r . x for r in [lo, hi): _dot_legacy with the row loop in the same function.
+
+    Why not call _dot_legacy per row: an inline="always" helper that takes arrays and contains
+    a loop leaves an atomic incref/decref of each array per call (Numba's reference-count
+    pruning does not see across the loop); per 576-wide row that cost ~60 % of the work, and
+    with 2 threads both cores hammer the same counters.
+    """
+    for r in range(lo, hi):
+        p = r * row_bytes
+        acc0 = vzero()
+        acc1 = vzero()
+        bias = np.float32(0.0)
+        for j in range(0, nb - 1, 2):
+            b = p + bytes_per * j
+            acc0, bias = _legacy_step(acc0, bias, w, b, j, xq, xd, xsd, five_bits, qoff,
+                                      has_min, o)
+            acc1, bias = _legacy_step(acc1, bias, w, b + bytes_per, j + 1, xq, xd, xsd,
+                                      five_bits, qoff, has_min, o)
+        if nb % 2:
+            acc0, bias = _legacy_step(acc0, bias, w, p + bytes_per * (nb - 1), nb - 1, xq, xd,
+                                      xsd, five_bits, qoff, has_min, o)
+        y[r] = hsum(acc0) + hsum(acc1) + bias
 
 
 @njit(cache=True, fastmath=True, inline="always")
 def dot_q4_0(w, p, nb, xq, xd, xsd):
     return _dot_legacy(w, p, nb, xq, xd, xsd, False, Q4_0_BYTES, 2, False, -8)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows_q4_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    _rows_legacy(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, False, Q4_0_BYTES, 2, False, -8)
 
 
 @njit(cache=True)
@@ -105,6 +138,11 @@ def deq_q4_0(w, p, nb, dst, off):
 @njit(cache=True, fastmath=True, inline="always")
 def dot_q4_1(w, p, nb, xq, xd, xsd):
     return _dot_legacy(w, p, nb, xq, xd, xsd, False, Q4_1_BYTES, 4, True, 0)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows_q4_1(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    _rows_legacy(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, False, Q4_1_BYTES, 4, True, 0)
 
 
 @njit(cache=True)
@@ -121,6 +159,11 @@ def dot_q5_0(w, p, nb, xq, xd, xsd):
     return _dot_legacy(w, p, nb, xq, xd, xsd, True, Q5_0_BYTES, 2, False, -16)
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def rows_q5_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    _rows_legacy(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, True, Q5_0_BYTES, 2, False, -16)
+
+
 @njit(cache=True)
 def deq_q5_0(w, p, nb, dst, off):
     for j in range(nb):
@@ -134,6 +177,11 @@ def dot_q5_1(w, p, nb, xq, xd, xsd):
     return _dot_legacy(w, p, nb, xq, xd, xsd, True, Q5_1_BYTES, 4, True, 0)
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def rows_q5_1(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    _rows_legacy(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, True, Q5_1_BYTES, 4, True, 0)
+
+
 @njit(cache=True)
 def deq_q5_1(w, p, nb, dst, off):
     for j in range(nb):
@@ -144,21 +192,40 @@ def deq_q5_1(w, p, nb, dst, off):
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _q8_0_step(acc, w, b, j, xq, xd):
+    """Block j of a Q8_0 row, its bytes at b: acc += d * dx * dot(q, xq). Straight-line."""
+    s = f16(w, b) * ldf(xd, j)
+    return fma2(acc, dot_s8(w, b + 2, xq, 32 * j), s, s)
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def dot_q8_0(w, p, nb, xq, xd, xsd):
     acc0 = vzero()
     acc1 = vzero()
     for j in range(0, nb - 1, 2):
         b = p + Q8_0_BYTES * j
-        s0 = f16(w, b) * ldf(xd, j)
-        s1 = f16(w, b + Q8_0_BYTES) * ldf(xd, j + 1)
-        acc0 = fma2(acc0, dot_s8(w, b + 2, xq, 32 * j), s0, s0)
-        acc1 = fma2(acc1, dot_s8(w, b + Q8_0_BYTES + 2, xq, 32 * j + 32), s1, s1)
+        acc0 = _q8_0_step(acc0, w, b, j, xq, xd)
+        acc1 = _q8_0_step(acc1, w, b + Q8_0_BYTES, j + 1, xq, xd)
     if nb % 2:
-        j = nb - 1
-        b = p + Q8_0_BYTES * j
-        s0 = f16(w, b) * ldf(xd, j)
-        acc0 = fma2(acc0, dot_s8(w, b + 2, xq, 32 * j), s0, s0)
+        acc0 = _q8_0_step(acc0, w, p + Q8_0_BYTES * (nb - 1), nb - 1, xq, xd)
     return hsum(acc0) + hsum(acc1)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows_q8_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    """y[r] = row r . x for r in [lo, hi): dot_q8_0 with the row loop in the same function
+    (see _rows_legacy for why)."""
+    for r in range(lo, hi):
+        p = r * row_bytes
+        acc0 = vzero()
+        acc1 = vzero()
+        for j in range(0, nb - 1, 2):
+            b = p + Q8_0_BYTES * j
+            acc0 = _q8_0_step(acc0, w, b, j, xq, xd)
+            acc1 = _q8_0_step(acc1, w, b + Q8_0_BYTES, j + 1, xq, xd)
+        if nb % 2:
+            acc0 = _q8_0_step(acc0, w, p + Q8_0_BYTES * (nb - 1), nb - 1, xq, xd)
+        y[r] = hsum(acc0) + hsum(acc1)
 
 
 @njit(cache=True)
