@@ -33,6 +33,7 @@ from .vector_ir import (
     maddubs,
     pow3_halves,
     shr,
+    sra16,
     store_affine,
     sub16_at,
     tq1_qh_merge,
@@ -109,21 +110,25 @@ def _block_end(acc, s16, xd, xsd, b, d):
 
 @njit(cache=True, fastmath=True, inline="always")
 def dot_tq2_0(w, p, nb, xq, xd, xsd):
-    """TQ2_0 row dot with quantize_act_k activations; per 32-byte chunk of qs, 4 groups:
-    u_l = (qs >> 2l) & 3 (one vpsrlw + vpand each), each times its 32 activations."""
+    """TQ2_0 row dot with quantize_act_k activations. Per 32-byte chunk of qs, the 4 groups
+    are masked in place, qs & (3 << 2l), except the top one, qs >> 6 (vpsrlw + vpand); the
+    2-bit shifts are undone once per block on the int16 sums (sra16):
+
+        byte m of chunk c = [ u(96 + m) : 2 | u(64 + m) : 2 | u(32 + m) : 2 | u(m) : 2 ]
+                             (element offsets within the chunk's 128 elements)
+    """
     acc = vzero()
     for i in range(nb // 8):
         b = p + TQ2_0_BYTES * i
         x = 256 * i
-        v = load_u8x32(w, b)
-        s0 = add16(maddubs(band(v, 3), xq, x), maddubs(band(shr(v, 2), 3), xq, x + 32))
-        s1 = add16(maddubs(band(shr(v, 4), 3), xq, x + 64), maddubs(shr(v, 6), xq, x + 96))
-        v = load_u8x32(w, b + 32)
-        s0 = add16(s0, add16(maddubs(band(v, 3), xq, x + 128),
-                             maddubs(band(shr(v, 2), 3), xq, x + 160)))
-        s1 = add16(s1, add16(maddubs(band(shr(v, 4), 3), xq, x + 192),
-                             maddubs(shr(v, 6), xq, x + 224)))
-        acc = _block_end(acc, add16(s0, s1), xd, xsd, i, f16(w, b + TQ2_0_BYTES - 2))
+        v0 = load_u8x32(w, b)  # chunk 0: elements 0..127
+        v1 = load_u8x32(w, b + 32)  # chunk 1: elements 128..255
+        s0 = add16(maddubs(band(v0, 3), xq, x), maddubs(band(v1, 3), xq, x + 128))
+        s1 = add16(maddubs(band(v0, 12), xq, x + 32), maddubs(band(v1, 12), xq, x + 160))
+        s2 = add16(maddubs(band(v0, 48), xq, x + 64), maddubs(band(v1, 48), xq, x + 192))
+        s3 = add16(maddubs(shr(v0, 6), xq, x + 96), maddubs(shr(v1, 6), xq, x + 224))
+        s = add16(add16(s0, s3), add16(sra16(s1, 2), sra16(s2, 4)))  # (16,) i16
+        acc = _block_end(acc, s, xd, xsd, i, f16(w, b + TQ2_0_BYTES - 2))
     return hsum(acc)
 
 

@@ -419,13 +419,15 @@ def bit_set(typingctx, v, mask):
 #
 # Bound: u <= 3 (a TQ2_0 code may be 3 in a corrupt block), |x| <= 127: one pair <= 762, the 8
 # groups of a block <= 6096, minus the 16-element activation sums (<= 2032) <= 8128 < 32767,
-# so no lane saturates or wraps, and the AVX2 and portable lowerings agree exactly.
+# so no lane saturates or wraps, and the AVX2 and portable lowerings agree exactly. TQ2_0 also
+# multiplies codes left in place, u << 2 and u << 4 (<= 48: one pair <= 12192, two <= 24384),
+# and shifts those sums back with sra16 (exact: they are multiples of 4 and 16).
 I16x16 = Vec("I16x16", V16x16)
 
 
 @intrinsic
 def maddubs(typingctx, u, xq, xoff):
-    """Pair sums of 32 unsigned weights (each <= 3) times ``xq[xoff:xoff+32]`` (int8):
+    """Pair sums of 32 unsigned weights (each <= 48) times ``xq[xoff:xoff+32]`` (int8):
     lane j = u[2j] * x[2j] + u[2j+1] * x[2j+1] (vpmaddubsw; never saturates at these bounds)."""
 
     def codegen(context, builder, sig, args):
@@ -450,6 +452,17 @@ def add16(typingctx, a, b):
         return builder.add(args[0], args[1])
 
     return I16x16(a, b), codegen
+
+
+@intrinsic
+def sra16(typingctx, a, k):
+    """a >> k lane by lane, arithmetic (I16x16; ``k`` a scalar, the same for every lane)."""
+
+    def codegen(context, builder, sig, args):
+        k16 = builder.trunc(context.cast(builder, args[1], sig.args[1], types.int64), I16)
+        return builder.ashr(args[0], _splat(builder, k16, V16x16))
+
+    return I16x16(a, k), codegen
 
 
 @intrinsic
