@@ -27,7 +27,7 @@ from .activations import quantize_act
 # inline the row kernels of the modules below. This fingerprint of their text makes any edit
 # there change this file too (test_kernels_api checks it is current), so no stale compiled
 # driver is ever loaded from a cache. Recompute with kernel_sources_fingerprint().
-SOURCES_FINGERPRINT = "e6d6ff4e0664789e"
+SOURCES_FINGERPRINT = "1f6779c92c2595e1"
 INLINED_MODULES = ("activations", "floats", "km_rows", "kquants", "legacy", "ternary",
                    "vector_f32", "vector_ir", "vector_km")
 
@@ -97,11 +97,9 @@ def rows_dot(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd):
     elif kind == Q2_K:
         kq.rows_q2_k(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
     elif kind == TQ2_0:
-        for r in range(lo, hi):
-            y[r] = tq.dot_tq2_0(w, r * row_bytes, nb, xq, xd, xsd)
+        tq.rows_tq2_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
     elif kind == TQ1_0:
-        for r in range(lo, hi):
-            y[r] = tq.dot_tq1_0(w, r * row_bytes, nb, xq, xd, xsd)
+        tq.rows_tq1_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
     elif kind == KM4:
         for r in range(lo, hi):
             y[r] = km.dot_km4(w, r * row_bytes, km.padded_cols(n) // 32, xq, xd, xsd)

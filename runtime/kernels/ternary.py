@@ -109,27 +109,24 @@ def _block_end(acc, s16, xd, xsd, b, d):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def dot_tq2_0(w, p, nb, xq, xd, xsd):
-    """TQ2_0 row dot with quantize_act_k activations. Per 32-byte chunk of qs, the 4 groups
-    are masked in place, qs & (3 << 2l), except the top one, qs >> 6 (vpsrlw + vpand); the
-    2-bit shifts are undone once per block on the int16 sums (sra16):
+def _tq2_step(acc, w, b, i, xq, xd, xsd):
+    """acc + block i of a TQ2_0 row, its bytes at b. Per 32-byte chunk of qs, the 4 groups are
+    masked in place, qs & (3 << 2l), except the top one, qs >> 6 (vpsrlw + vpand); the 2-bit
+    shifts are undone once per block on the int16 sums (sra16):
 
         byte m of chunk c = [ u(96 + m) : 2 | u(64 + m) : 2 | u(32 + m) : 2 | u(m) : 2 ]
                              (element offsets within the chunk's 128 elements)
-    """
-    acc = vzero()
-    for i in range(nb // 8):
-        b = p + TQ2_0_BYTES * i
-        x = 256 * i
-        v0 = load_u8x32(w, b)  # chunk 0: elements 0..127
-        v1 = load_u8x32(w, b + 32)  # chunk 1: elements 128..255
-        s0 = add16(maddubs(band(v0, 3), xq, x), maddubs(band(v1, 3), xq, x + 128))
-        s1 = add16(maddubs(band(v0, 12), xq, x + 32), maddubs(band(v1, 12), xq, x + 160))
-        s2 = add16(maddubs(band(v0, 48), xq, x + 64), maddubs(band(v1, 48), xq, x + 192))
-        s3 = add16(maddubs(shr(v0, 6), xq, x + 96), maddubs(shr(v1, 6), xq, x + 224))
-        s = add16(add16(s0, s3), add16(sra16(s1, 2), sra16(s2, 4)))  # (16,) i16
-        acc = _block_end(acc, s, xd, xsd, i, f16(w, b + TQ2_0_BYTES - 2))
-    return hsum(acc)
+
+    Straight-line (no loop), so inlining it into a loop adds no reference counting."""
+    x = 256 * i
+    v0 = load_u8x32(w, b)  # chunk 0: elements 0..127
+    v1 = load_u8x32(w, b + 32)  # chunk 1: elements 128..255
+    s0 = add16(maddubs(band(v0, 3), xq, x), maddubs(band(v1, 3), xq, x + 128))
+    s1 = add16(maddubs(band(v0, 12), xq, x + 32), maddubs(band(v1, 12), xq, x + 160))
+    s2 = add16(maddubs(band(v0, 48), xq, x + 64), maddubs(band(v1, 48), xq, x + 192))
+    s3 = add16(maddubs(shr(v0, 6), xq, x + 96), maddubs(shr(v1, 6), xq, x + 224))
+    s = add16(add16(s0, s3), add16(sra16(s1, 2), sra16(s2, 4)))  # (16,) i16
+    return _block_end(acc, s, xd, xsd, i, f16(w, b + TQ2_0_BYTES - 2))
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -148,21 +145,59 @@ def _tq1_packed(w, b):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def dot_tq1_0(w, p, nb, xq, xd, xsd):
-    """TQ1_0 row dot with quantize_act_k activations: no multiply but the vpmaddubsw."""
+def _tq1_step(acc, w, b, i, xq, xd, xsd):
+    """acc + block i of a TQ1_0 row, its bytes at b: no multiply but the vpmaddubsw.
+    Straight-line, like _tq2_step."""
+    x = 256 * i
+    g = _tq1_packed(w, b)
+    s0 = add16(maddubs(trit_avg(g[0]), xq, x), maddubs(trit_avg(g[1]), xq, x + 32))
+    s1 = add16(maddubs(trit_avg(g[2]), xq, x + 64), maddubs(trit_avg(g[3]), xq, x + 96))
+    s0 = add16(s0, add16(maddubs(trit_avg(g[4]), xq, x + 128),
+                         maddubs(trit_avg(g[5]), xq, x + 160)))
+    s1 = add16(s1, add16(maddubs(trit_avg(g[6]), xq, x + 192),
+                         maddubs(trit_avg(g[7]), xq, x + 224)))
+    return _block_end(acc, add16(s0, s1), xd, xsd, i, f16(w, b + TQ1_0_BYTES - 2))
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def dot_tq2_0(w, p, nb, xq, xd, xsd):
+    """TQ2_0 row dot (row bytes at p, nb 32-groups) with quantize_act_k activations."""
     acc = vzero()
     for i in range(nb // 8):
-        b = p + TQ1_0_BYTES * i
-        x = 256 * i
-        g = _tq1_packed(w, b)
-        s0 = add16(maddubs(trit_avg(g[0]), xq, x), maddubs(trit_avg(g[1]), xq, x + 32))
-        s1 = add16(maddubs(trit_avg(g[2]), xq, x + 64), maddubs(trit_avg(g[3]), xq, x + 96))
-        s0 = add16(s0, add16(maddubs(trit_avg(g[4]), xq, x + 128),
-                             maddubs(trit_avg(g[5]), xq, x + 160)))
-        s1 = add16(s1, add16(maddubs(trit_avg(g[6]), xq, x + 192),
-                             maddubs(trit_avg(g[7]), xq, x + 224)))
-        acc = _block_end(acc, add16(s0, s1), xd, xsd, i, f16(w, b + TQ1_0_BYTES - 2))
+        acc = _tq2_step(acc, w, p + TQ2_0_BYTES * i, i, xq, xd, xsd)
     return hsum(acc)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def dot_tq1_0(w, p, nb, xq, xd, xsd):
+    """TQ1_0 row dot (row bytes at p, nb 32-groups) with quantize_act_k activations."""
+    acc = vzero()
+    for i in range(nb // 8):
+        acc = _tq1_step(acc, w, p + TQ1_0_BYTES * i, i, xq, xd, xsd)
+    return hsum(acc)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows_tq2_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    """y[r] = row r . x for r in [lo, hi): the row loop in the same function as the block loop,
+    so the drivers pay no reference counting per row (see legacy._rows_legacy)."""
+    for r in range(lo, hi):
+        p = r * row_bytes
+        acc = vzero()
+        for i in range(nb // 8):
+            acc = _tq2_step(acc, w, p + TQ2_0_BYTES * i, i, xq, xd, xsd)
+        y[r] = hsum(acc)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows_tq1_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    """y[r] = row r . x for r in [lo, hi), as rows_tq2_0."""
+    for r in range(lo, hi):
+        p = r * row_bytes
+        acc = vzero()
+        for i in range(nb // 8):
+            acc = _tq1_step(acc, w, p + TQ1_0_BYTES * i, i, xq, xd, xsd)
+        y[r] = hsum(acc)
 
 
 # -- dequantization (prefill through BLAS, row gathers) --------------------------------------------
