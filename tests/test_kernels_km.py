@@ -106,13 +106,16 @@ def dequantize_ref(data: np.ndarray, bits: int, cols: int) -> np.ndarray:
 
 
 def quantized_act(x: np.ndarray):
-    """xq, xd, xsd of x padded with zeros to a multiple of 64 (activations.quantize_act)."""
+    """xq, xd, xsd of x padded with zeros to a multiple of 64 (activations.quantize_act), with
+    the KM kernels' sums per 32 block: xsd[g] = xd[g] * sum(xq of block g), g < n_p // 32."""
     n_p = (x.size + 63) // 64 * 64
     xp = np.zeros(n_p, np.float32)
     xp[:x.size] = x
     xq, xd, xsd = np.empty(n_p, np.int8), np.empty(n_p // 32, np.float32), np.empty(
         n_p // 16, np.float32)
     quantize_act(xp, xq, xd, xsd)
+    sums = xq.reshape(-1, 32).astype(np.int32).sum(1).astype(np.float32)  # (n_p // 32,)
+    xsd[:n_p // 32] = xd * sums
     return xq, xd, xsd
 
 
@@ -170,8 +173,10 @@ def test_padded_activation_is_quantize_act_of_the_zero_padded_vector(cols):
     n_p = (cols + 63) // 64 * 64
     got = np.empty(n_p, np.int8), np.empty(n_p // 32, np.float32), np.empty(n_p // 16, np.float32)
     quantize_act_padded(x, *got)
-    for a, b in zip(got, quantized_act(x), strict=True):
-        np.testing.assert_array_equal(a, b)
+    want = quantized_act(x)
+    np.testing.assert_array_equal(got[0], want[0])  # xq
+    np.testing.assert_array_equal(got[1], want[1])  # xd
+    np.testing.assert_array_equal(got[2][:n_p // 32], want[2][:n_p // 32])  # sums per 32
 
 
 def test_extreme_codebook_and_activation_do_not_saturate():

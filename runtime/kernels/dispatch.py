@@ -27,7 +27,7 @@ from .activations import quantize_act
 # inline the row kernels of the modules below. This fingerprint of their text makes any edit
 # there change this file too (test_kernels_api checks it is current), so no stale compiled
 # driver is ever loaded from a cache. Recompute with kernel_sources_fingerprint().
-SOURCES_FINGERPRINT = "1f6779c92c2595e1"
+SOURCES_FINGERPRINT = "cbfa3bca5f019f97"
 INLINED_MODULES = ("activations", "floats", "km_rows", "kquants", "legacy", "ternary",
                    "vector_f32", "vector_ir", "vector_km")
 
@@ -101,14 +101,11 @@ def rows_dot(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd):
     elif kind == TQ1_0:
         tq.rows_tq1_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
     elif kind == KM4:
-        for r in range(lo, hi):
-            y[r] = km.dot_km4(w, r * row_bytes, km.padded_cols(n) // 32, xq, xd, xsd)
+        km.rows_km4(w, row_bytes, km.padded_cols(n) // 32, lo, hi, y, xq, xd, xsd)
     elif kind == KM3:
-        for r in range(lo, hi):
-            y[r] = km.dot_km3(w, r * row_bytes, km.padded_cols(n) // 32, xq, xd, xsd)
+        km.rows_km3(w, row_bytes, km.padded_cols(n) // 32, lo, hi, y, xq, xd, xsd)
     elif kind == KM2:
-        for r in range(lo, hi):
-            y[r] = km.dot_km2(w, r * row_bytes, km.padded_cols(n) // 32, xq, xd, xsd)
+        km.rows_km2(w, row_bytes, km.padded_cols(n) // 32, lo, hi, y, xq, xd, xsd)
     elif kind == F16:
         fl.rows_f16(w, row_bytes, n, lo, hi, y, x)
     elif kind == BF16:

@@ -11,7 +11,8 @@ affine 32-column blocks. Layout (spec/extensions-km.md, ``gguflite.quants.km``):
 
 Same contract as legacy.py / kquants.py: ``dot_km<b>(w, p, nb, xq, xd, xsd)`` with ``nb`` the
 number of 32-element activation blocks, which for KM is ``2 * n_chunks`` (the activation padded
-with zeros to a multiple of 64, see :func:`quantize_act_padded`), and
+with zeros to a multiple of 64, and ``xsd`` holding sums per 32, see
+:func:`quantize_act_padded`), and
 ``deq_km<b>(w, p, n, dst, off)`` writing the ``n`` real columns of the row to ``dst[off:]``.
 
 With ``x ~= dx_g * xq`` per 32-block g (activations.py), the row dot is
@@ -29,7 +30,7 @@ import numpy as np
 from numba import njit
 
 from .activations import quantize_act
-from .vector_f32 import ldf, load_f32x8, pair_sums8, vfma, vmul, vsplat
+from .vector_f32 import ldf, load_f32x8, vfma, vmul
 from .vector_ir import (
     band,
     bor,
@@ -83,9 +84,12 @@ def row_bytes(cols: int, bits: int) -> int:
 # -- activations ----------------------------------------------------------------------------------
 @njit(cache=True)
 def quantize_act_padded(x, xq, xd, xsd):
-    """quantize_act of x padded with zeros to ``xq.size`` (a multiple of 64) elements.
+    """quantize_act of x padded with zeros to ``xq.size`` (a multiple of 64) elements, with
+    the block sums per 32 instead of per 16 (the KM kernels' layout).
 
-    x : (n,) float32, any n; xq : (n_p,) int8, xd : (n_p // 32,), xsd : (n_p // 16,) outputs.
+    x : (n,) float32, any n; outputs xq : (n_p,) int8, xd : (n_p // 32,) float32 and
+    xsd : (n_p // 16,) float32 of which the first n_p // 32 are set:
+    xsd[g] = xd[g] * sum(xq[32g : 32g + 32]) (one rounding).
     A padded block quantizes exactly as its real elements would in a block of their own (zeros
     change neither the block maximum nor the sums), and pure padding blocks get xq = dx = 0.
     """
@@ -97,6 +101,11 @@ def quantize_act_padded(x, xq, xd, xsd):
         tmp = np.zeros(n_p - n32, np.float32)
         tmp[: n - n32] = x[n32:]
         quantize_act(tmp, xq[n32:], xd[n32 // 32 :], xsd[n32 // 16 :])
+    for g in range(n_p // 32):
+        s = 0
+        for i in range(32):
+            s += np.int32(xq[32 * g + i])
+        xsd[g] = xd[g] * np.float32(s)
 
 
 # -- codes of one chunk ----------------------------------------------------------------------------
@@ -134,66 +143,108 @@ def _word(w, b):
 
 
 # -- dot ------------------------------------------------------------------------------------------
+# Steps without loops, so that the row-range kernels below hold the row loop and the chunk loop
+# in one function (an inline single-row kernel with a loop, called per row, leaves an atomic
+# incref / decref of each array per row: see legacy._rows_legacy).
 @njit(cache=True, fastmath=True, inline="always")
-def _dot_km(w, p, nb, xq, xd, xsd, bits):
+def _km_group(acc, biasv, w, b, g, cs, tbl, xq, xd, xsd, bits):
+    """4 chunks (8 blocks, 256 columns) starting at byte b, activation block g:
+    acc += s * dx * sum cb[q] xq (lane k: block g + k), biasv += m * dx * sum xq."""
+    sv = vmul(km_scales4(w, b, cs), load_f32x8(xd, g))  # (8,) s * dx
+    biasv = vfma(biasv, km_mins4(w, b, cs), load_f32x8(xsd, g))  # (8,) m * dx * sum xq
+    qa, qb = _codes(w, b + 3, bits)
+    d0 = dot_u8(lut16(tbl, qa), xq, 32 * g)  # (8,) i32 partial sums of block g
+    d1 = dot_u8(lut16(tbl, qb), xq, 32 * g + 32)
+    qa, qb = _codes(w, b + cs + 3, bits)
+    d2 = dot_u8(lut16(tbl, qa), xq, 32 * g + 64)
+    d3 = dot_u8(lut16(tbl, qb), xq, 32 * g + 96)
+    qa, qb = _codes(w, b + 2 * cs + 3, bits)
+    d4 = dot_u8(lut16(tbl, qa), xq, 32 * g + 128)
+    d5 = dot_u8(lut16(tbl, qb), xq, 32 * g + 160)
+    qa, qb = _codes(w, b + 3 * cs + 3, bits)
+    d6 = dot_u8(lut16(tbl, qa), xq, 32 * g + 192)
+    d7 = dot_u8(lut16(tbl, qb), xq, 32 * g + 224)
+    return cvt_fma(acc, sums8(d0, d1, d2, d3, d4, d5, d6, d7), sv), biasv
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _km_chunk(acc0, acc1, bias, w, b, j, tbl, xq, xd, xsd, bits):
+    """One chunk (blocks 2j, 2j + 1) at byte b, its scales read one at a time (row tails)."""
+    v = _word(w, b)
+    s0 = np.float32(v & 63) * ldf(xd, 2 * j)
+    s1 = np.float32((v >> 12) & 63) * ldf(xd, 2 * j + 1)
+    bias += (np.float32((v >> 6) & 63) * ldf(xsd, 2 * j)
+             + np.float32((v >> 18) & 63) * ldf(xsd, 2 * j + 1))
+    qa, qb = _codes(w, b + 3, bits)
+    acc0 = fma2(acc0, dot_u8(lut16(tbl, qa), xq, 64 * j), s0, s0)
+    acc1 = fma2(acc1, dot_u8(lut16(tbl, qb), xq, 64 * j + 32), s1, s1)
+    return acc0, acc1, bias
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _rows_km(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, bits):
+    """y[r] = row r . x for r in [lo, hi)."""
     cs = 3 + 8 * bits  # chunk bytes
-    d = f16(w, p)
-    dmin = f16(w, p + 2)
-    tbl = dup16(w, p + 4)  # the codebook in both 128-bit lanes (KM3 / KM2: first 8 / 4 used)
-    c0 = p + 4 + (1 << bits)
     n_chunks = nb // 2
-    acc0 = vzero()
-    acc1 = vzero()
-    biasv = vzero()
-    dv = vsplat(d)
-    j = 0
-    while j + 4 <= n_chunks:  # 4 chunks = 8 blocks = 256 columns
-        b = c0 + cs * j
-        g = 2 * j
-        sv = vmul(vmul(km_scales4(w, b, cs), load_f32x8(xd, g)), dv)  # (8,) d * s * dx
-        biasv = vfma(biasv, km_mins4(w, b, cs), pair_sums8(xsd, 2 * g))  # (8,) m * dx * sum xq
-        qa, qb = _codes(w, b + 3, bits)
-        d0 = dot_u8(lut16(tbl, qa), xq, 32 * g)  # (8,) i32 partial sums of block g
-        d1 = dot_u8(lut16(tbl, qb), xq, 32 * g + 32)
-        qa, qb = _codes(w, b + cs + 3, bits)
-        d2 = dot_u8(lut16(tbl, qa), xq, 32 * g + 64)
-        d3 = dot_u8(lut16(tbl, qb), xq, 32 * g + 96)
-        qa, qb = _codes(w, b + 2 * cs + 3, bits)
-        d4 = dot_u8(lut16(tbl, qa), xq, 32 * g + 128)
-        d5 = dot_u8(lut16(tbl, qb), xq, 32 * g + 160)
-        qa, qb = _codes(w, b + 3 * cs + 3, bits)
-        d6 = dot_u8(lut16(tbl, qa), xq, 32 * g + 192)
-        d7 = dot_u8(lut16(tbl, qb), xq, 32 * g + 224)
-        acc0 = cvt_fma(acc0, sums8(d0, d1, d2, d3, d4, d5, d6, d7), sv)  # lane k: block g + k
-        j += 4
-    bias = np.float32(0.0)
-    while j < n_chunks:  # the last n_chunks % 4 chunks, scales one at a time
-        b = c0 + cs * j
-        v = _word(w, b)
-        s0 = d * np.float32(v & 63) * ldf(xd, 2 * j)
-        s1 = d * np.float32((v >> 12) & 63) * ldf(xd, 2 * j + 1)
-        bias += (np.float32((v >> 6) & 63) * (ldf(xsd, 4 * j) + ldf(xsd, 4 * j + 1))
-                 + np.float32((v >> 18) & 63) * (ldf(xsd, 4 * j + 2) + ldf(xsd, 4 * j + 3)))
-        qa, qb = _codes(w, b + 3, bits)
-        acc0 = fma2(acc0, dot_u8(lut16(tbl, qa), xq, 64 * j), s0, s0)
-        acc1 = fma2(acc1, dot_u8(lut16(tbl, qb), xq, 64 * j + 32), s1, s1)
-        j += 1
-    return hsum(acc0) + hsum(acc1) - dmin * (hsum(biasv) + bias)
+    n4 = n_chunks // 4 * 4
+    for r in range(lo, hi):
+        p = r * row_bytes
+        tbl = dup16(w, p + 4)  # the codebook in both 128-bit lanes (KM3 / KM2: 8 / 4 used)
+        c0 = p + 4 + (1 << bits)
+        acc0 = vzero()  # lane k: sum of s * dx * sum_i cb[q_i] xq_i over blocks 8t + k (no d)
+        acc1 = vzero()
+        biasv = vzero()  # lane k: sum of m * dx * sum_i xq_i (no dmin)
+        for j in range(0, n4, 4):  # 4 chunks = 8 blocks = 256 columns
+            acc0, biasv = _km_group(acc0, biasv, w, c0 + cs * j, 2 * j, cs, tbl, xq, xd, xsd,
+                                    bits)
+        bias = np.float32(0.0)
+        for j in range(n4, n_chunks):  # the last n_chunks % 4 chunks
+            acc0, acc1, bias = _km_chunk(acc0, acc1, bias, w, c0 + cs * j, j, tbl, xq, xd,
+                                         xsd, bits)
+        y[r] = f16(w, p) * (hsum(acc0) + hsum(acc1)) - f16(w, p + 2) * (hsum(biasv) + bias)
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def rows_km4(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    _rows_km(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, 4)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows_km3(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    _rows_km(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, 3)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows_km2(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
+    _rows_km(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, 2)
+
+
+@njit(cache=True, fastmath=True)
+def dot_km(w, p, nb, xq, xd, xsd, bits):
+    """One row (at byte p) . x: the single-row form of rows_km<bits> (tests, other callers)."""
+    y = np.empty(2, np.float32)
+    if bits == 4:
+        rows_km4(w, p, nb, 1, 2, y, xq, xd, xsd)  # row 1 of rows p bytes long starts at p
+    elif bits == 3:
+        rows_km3(w, p, nb, 1, 2, y, xq, xd, xsd)
+    else:
+        rows_km2(w, p, nb, 1, 2, y, xq, xd, xsd)
+    return y[1]
+
+
+@njit(cache=True, fastmath=True)
 def dot_km4(w, p, nb, xq, xd, xsd):
-    return _dot_km(w, p, nb, xq, xd, xsd, 4)
+    return dot_km(w, p, nb, xq, xd, xsd, 4)
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, fastmath=True)
 def dot_km3(w, p, nb, xq, xd, xsd):
-    return _dot_km(w, p, nb, xq, xd, xsd, 3)
+    return dot_km(w, p, nb, xq, xd, xsd, 3)
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, fastmath=True)
 def dot_km2(w, p, nb, xq, xd, xsd):
-    return _dot_km(w, p, nb, xq, xd, xsd, 2)
+    return dot_km(w, p, nb, xq, xd, xsd, 2)
 
 
 # -- dequantize (exact: d * s and dmin * m rounded to float32, then s * cb[q] - c, no FMA) ------

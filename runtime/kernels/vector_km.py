@@ -101,9 +101,10 @@ km3_high1 = intrinsic(_km3_high(1))  # (32,) 4 * high bit of q(32 + t)
 
 
 def _words4(context, builder, sig, args):
-    """The 24-bit scale / min words of 4 chunks: <4 x i32>, word k read at off + k * stride.
+    """The scale / min words of 4 chunks: <4 x i32>, word k read at off + k * stride.
 
-    A 4-byte load per chunk (the 4th byte, a code byte of the same chunk, is masked off).
+    A 4-byte load per chunk: bits 24..31 hold a code byte of the same chunk, which no field
+    reads (the highest, m1, is bits 18..23), so nothing needs masking.
     """
     arr, o, st = args
     base = _as_intp(context, builder, sig.args[1], o)
@@ -113,7 +114,7 @@ def _words4(context, builder, sig, args):
         off = builder.add(base, builder.mul(stride, ir.Constant(base.type, k)))
         p = _ptr(context, builder, sig.args[0], arr, off, I32)
         words = builder.insert_element(words, builder.load(p, align=1), ir.Constant(I32, k))
-    return builder.and_(words, _const(ir.VectorType(I32, 4), [0xFFFFFF] * 4))
+    return words
 
 
 def _six_bits(builder, words, shifts):
