@@ -135,10 +135,13 @@ _PORTABLE_CHECK = textwrap.dedent("""
 """)
 
 
-def test_portable_lowering_gives_the_same_numbers(request):
+def test_portable_lowering_gives_the_same_numbers(request, tmp_path):
     """The generic vector IR (non-x86 hosts) computes the same bytes and dot products. Its
-    Numba cache lives apart (keyed on the kernel sources), never mixed with the AVX2 one."""
-    cache = request.config.cache.mkdir(f"numba-portable-{kernel_sources_fingerprint()}")
+    Numba cache lives apart (keyed on the kernel sources), never mixed with the AVX2 one: in
+    pytest's cache directory, or a fresh one when the cache plugin is off."""
+    name = f"numba-portable-{kernel_sources_fingerprint()}"
+    store = getattr(request.config, "cache", None)
+    cache = store.mkdir(name) if store is not None else tmp_path / name
     env = dict(os.environ, GGUFLITE_PORTABLE_SIMD="1", NUMBA_CACHE_DIR=str(cache))
     tests_dir = os.path.dirname(__file__)
     env["PYTHONPATH"] = tests_dir + os.pathsep + env.get("PYTHONPATH", "")
