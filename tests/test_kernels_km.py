@@ -29,6 +29,7 @@ from test_kernels_matvec import rand_weight
 from tiny_models import TinyConfig, make_tiny_llama
 
 import gguflite
+from gguflite.cli.info import summarize
 from gguflite.constants import GGMLType
 from gguflite.errors import ModelError
 from gguflite.quants import km
@@ -300,6 +301,13 @@ def test_km4_model_runs_fused_and_per_op(tmp_path, cfg):
         ref = reference_logits(_DecodedKM(f), ids)
         backend.reset()
         prefill = model.logits(ids)  # BLAS over exactly decoded tiles
+    with gguflite.open(path) as f:  # gguflite info: KM tensors as their own, native type
+        summary = summarize(f)
+    assert summary["tensor_types"]["KM4"]["tensors"] == 7 * cfg.n_layer + 1  # + token_embd
+    assert summary["tensor_types"]["KM4"]["parameters"] == (
+        cfg.vocab_size * cfg.dim + cfg.n_layer * cfg.dim * (
+            2 * cfg.dim + 2 * cfg.n_kv_head * cfg.head_dim + 3 * cfg.hidden_dim))
+    assert "KM4" in summary["runtime_native_types"]
     assert rel_err(fused, per_op) < 0.05  # int8 activations: see test_runtime_model
     assert (fused.argmax(-1) == per_op.argmax(-1)).mean() >= 0.9
     assert rel_err(fused, ref) < 0.03  # activation quantization error only

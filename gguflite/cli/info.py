@@ -10,6 +10,7 @@ import click
 
 from .. import reader
 from ..constants import GGMLType, GGUFValueType
+from ..keys import KM_PREFIX
 from ..reader import GGUFFile
 from ._common import default_option, echo_json, human_bytes, human_count, resolve_paths
 
@@ -23,7 +24,21 @@ def _runtime_native_types() -> list[str] | None:
     native = getattr(kernels, "NATIVE_TYPES", None)
     if native is None:
         return None
-    return sorted(GGMLType(t).name for t in native)
+    return sorted(GGMLType(t).name for t in native) + list(getattr(kernels, "KM_TYPE_NAMES", ()))
+
+
+def _km_types(f: GGUFFile) -> dict[str, tuple[str, int]]:
+    """KM companion tensors (``<name>.km`` with a ``gguflite.km.<name>.bits`` key, as
+    gguflite.quants.km.km_tensor_names finds them; not imported here: it loads Numba):
+    companion name -> (type name "KM<bits>", number of weights rows * cols)."""
+    out = {}
+    for t in f.tensors:
+        name = t[:-3]
+        bits_key, shape_key = f"{KM_PREFIX}{name}.bits", f"{KM_PREFIX}{name}.shape"
+        if t.endswith(".km") and bits_key in f.metadata and shape_key in f.metadata:
+            rows, cols = (int(v) for v in f.metadata[shape_key])
+            out[t] = (f"KM{int(f.metadata[bits_key])}", rows * cols)
+    return out
 
 
 def _scalar(md: Any, key: str) -> Any:
@@ -36,14 +51,17 @@ def summarize(f: GGUFFile) -> dict[str, Any]:
     """The facts ``info`` prints, as a JSON-able dict."""
     md = f.metadata
     arch = _scalar(md, "general.architecture")
-    n_params = sum(ti.n_elements for ti in f.tensors.values())
+    kms = _km_types(f)  # a KM tensor counts as its type KM<bits> and its rows * cols weights
+    type_of = {n: kms[n][0] if n in kms else ti.type.name for n, ti in f.tensors.items()}
+    size_of = {n: kms[n][1] if n in kms else ti.n_elements for n, ti in f.tensors.items()}
+    n_params = sum(size_of.values())
     n_bytes = sum(ti.nbytes for ti in f.tensors.values())
     per_type: dict[str, dict[str, Any]] = {}
-    counts = Counter(ti.type for ti in f.tensors.values())
+    counts = Counter(type_of.values())
     for ttype, count in counts.most_common():
-        elements = sum(ti.n_elements for ti in f.tensors.values() if ti.type == ttype)
-        nbytes = sum(ti.nbytes for ti in f.tensors.values() if ti.type == ttype)
-        per_type[ttype.name] = {
+        elements = sum(size_of[n] for n in f.tensors if type_of[n] == ttype)
+        nbytes = sum(ti.nbytes for n, ti in f.tensors.items() if type_of[n] == ttype)
+        per_type[ttype] = {
             "tensors": count, "parameters": elements, "bytes": nbytes,
             "bits_per_weight": 8.0 * nbytes / elements if elements else None,
         }
