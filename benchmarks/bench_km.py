@@ -1,10 +1,10 @@
-"""KM2/KM3/KM4 benchmarks: quality vs bits per weight, k-means time, fused mat-vec speed.
+"""KM2/KM3/KM4 (KM v2) benchmarks: quality vs bits per weight, and quantizer time.
 
-    python benchmarks/bench_km.py quality   # granularity study + baselines on SmolLM2 (~10 min)
-    python benchmarks/bench_km.py init      # optimal / quantile / k-means++ starts (~3 min)
-    python benchmarks/bench_km.py speed     # k-means seconds, mat-vec GB/s vs Q8_0 (~5 min)
+    python benchmarks/bench_km.py quality --imatrix-cache /tmp/imat.npz  # ~10 min
+    python benchmarks/bench_km.py speed                                   # ~2 min
 
 Prints markdown tables (benchmarks/results/km.md quotes them). Every figure comes from this run.
+The fused KM mat-vec is measured by the runtime's kernel benchmark, not here.
 
 Quality is the relative RMSE ``||W - W2|| / ||W||`` (and, with an importance vector ``a``,
 the weighted ``sqrt(sum a_j (W - W2)_ij^2 / sum a_j W_ij^2)``, the expected relative output
@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 import gguflite
-from gguflite import quants
 from gguflite.constants import GGMLType
 from gguflite.default_model import default_model_path
 from gguflite.quants import km
@@ -33,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import ggml_ref  # noqa: E402  (libggml through ctypes: the k-quants with an imatrix)
 
 FFN_DOWN = [f"blk.{i}.ffn_down.weight" for i in (0, 7, 15, 23, 29)]
-GRANULARITIES = ["tensor", "rows64", "rows8", "rows2", "row", "cols256", "cols128", "cols64"]
 
 
 # -- metrics and baselines ----------------------------------------------------------------------
@@ -46,6 +44,9 @@ def rel_err(w: np.ndarray, w2: np.ndarray, imp: np.ndarray | None = None) -> flo
 def rtn_minmax(w: np.ndarray, bits: int, group: int) -> np.ndarray:
     """Uniform rounding per group of ``group`` columns with an f16 scale and f16 minimum."""
     rows, cols = w.shape
+    if cols % group:
+        w = np.pad(w, ((0, 0), (0, group - cols % group)), mode="edge")
+        return rtn_minmax(w, bits, group)[:, :cols]
     g = w.reshape(rows, cols // group, group)  # (rows, groups, group)
     lo = g.min(-1, keepdims=True).astype(np.float16).astype(np.float32)
     d = ((g.max(-1, keepdims=True) - lo) / ((1 << bits) - 1)).astype(np.float16).astype(np.float32)
@@ -135,6 +136,65 @@ def collect_imatrix(f, ids: np.ndarray, chunk: int = 512) -> dict[str, np.ndarra
 
 
 # -- quality -------------------------------------------------------------------------------------
+def synthetic(n: int, seed: int = 0) -> np.ndarray:
+    """(n, n) Student-t(4) weights * 0.02: heavy tails, no quantization history."""
+    return (np.random.default_rng(seed).standard_t(4, size=(n, n)) * 0.02).astype(np.float32)
+
+
+def regroup(w: np.ndarray, by: int) -> np.ndarray:
+    """``by`` consecutive rows as one row (Q4_K needs 256-multiples; 576 * 4 = 2304)."""
+    return w[: w.shape[0] // by * by].reshape(-1, by * w.shape[1])
+
+
+Mat = tuple[np.ndarray, "np.ndarray | None"]  # (weights, per-column importance)
+
+
+def _row(method: str, bpw: float, errs: list[list[float]], seconds: float | None = None) -> None:
+    cells = " | ".join(f"{np.mean(e):.4f}" if e else "-" for e in errs)
+    t = f" | {seconds:.1f}" if seconds is not None else " | -"
+    print(f"| {method} | {bpw:.3f} | {cells}{t} |", flush=True)
+
+
+def _errs(mats: list[Mat], fit) -> list[list[float]]:
+    """[plain error of the plain fit, weighted error of the imatrix fit, weighted of plain]."""
+    plain, wfit, wplain = [], [], []
+    for w, imp in mats:
+        w2 = fit(w, None)
+        plain.append(rel_err(w, w2))
+        if imp is not None:
+            wplain.append(rel_err(w, w2, imp))
+            wfit.append(rel_err(w, fit(w, imp), imp))
+    return [plain, wfit, wplain]
+
+
+def km_rows(mats: list[Mat], label: str, max_iter: int = km.MAX_ITER) -> None:
+    for bits in (4, 3, 2):
+        bpw = []
+        t = time.perf_counter()
+
+        def fit(w, imp, bits=bits, bpw=bpw):
+            kmt = km.quantize(w, bits, importance=imp, max_iter=max_iter)
+            bpw.append(kmt.bpw)
+            return kmt.dequantize()
+
+        errs = _errs(mats, fit)
+        what = "uniform-codebook start only" if max_iter == 0 else "learned codebook"
+        _row(f"KM{bits}{label} ({what})", float(np.mean(bpw)), errs, time.perf_counter() - t)
+
+
+def baseline_rows(mats: list[Mat], label: str) -> None:
+    cols = mats[0][0].shape[1]
+    for t in ("q4_k", "q3_k", "q2_k", "iq4_nl", "q4_0"):
+        if cols % ggml_ref.type_traits(int(GGMLType[t.upper()])).block_size:
+            continue
+        _row(f"{t.upper()} (ggml){label}", ggml_bpw(t),
+             _errs(mats, lambda w, imp, t=t: ggml_roundtrip(w, t, imp)))
+    for bits in (4, 3, 2):
+        for g in (32, 64):  # RTN ignores the imatrix: its two weighted columns are equal
+            _row(f"RTN{bits} min/max per {g} cols{label}", bits + 32 / g,
+                 _errs(mats, lambda w, imp, g=g, bits=bits: rtn_minmax(w, bits, g)))
+
+
 def quality(args) -> None:
     path = default_model_path()
     f = gguflite.open(path)
@@ -146,134 +206,67 @@ def quality(args) -> None:
         if args.imatrix_cache:
             np.savez(args.imatrix_cache, **imat)
     print(f"imatrix: {args.tokens} tokens, {time.perf_counter() - t0:.0f} s\n")
+    km.quantize(np.ones((2, 64), np.float32), 4)  # compile outside the timings
 
-    sets = {}
+    head = ("| method | bits/weight | rel. RMSE (plain fit) | weighted rel. RMSE (imatrix fit) "
+            "| weighted rel. RMSE (plain fit) | KM seconds |")
+    sep = "|---|---|---|---|---|---|"
     if args.only in (None, "ffn_down"):
-        sets["ffn_down (576x1536, from Q4_1)"] = [(n, f.dequantize(n), imat[n]) for n in FFN_DOWN]
+        mats = [(f.dequantize(n), imat[n]) for n in FFN_DOWN]
+        print(f"### ffn_down (576x1536, from Q4_1): mean over {len(mats)} tensors\n")
+        print(head + "\n" + sep)
+        km_rows(mats, "")
+        km_rows(mats, "", max_iter=0)
+        baseline_rows(mats, "")
+        print()
     if args.only in (None, "token_embd"):
         emb = f.dequantize("token_embd.weight")[:: args.embd_stride]  # (vocab/stride, 576)
-        sets[f"token_embd rows (every {args.embd_stride}th: {emb.shape[0]}x576, from Q8_0)"] = [
-            ("token_embd", emb, imat["token_embd.weight"])]
-
-    for label, mats in sets.items():
-        cols = mats[0][1].shape[1]
-        weighted = mats[0][2] is not None
-        print(f"### {label}\n")
-        head = "| method | bits/weight | rel. RMSE |" + (
-            " weighted rel. RMSE (imatrix fit) | weighted rel. RMSE (plain fit) |"
-            if weighted else "")
-        print(head)
-        print("|" + "---|" * (head.count("|") - 1))
-
-        def row(method, bpw, errs):
-            print(f"| {method} | {bpw:.3f} | " + " | ".join(f"{np.mean(e):.4f}" for e in errs)
-                  + " |", flush=True)
-
-        for bits in (4, 3, 2):
-            for gran in GRANULARITIES:
-                if gran.startswith("cols") and int(gran[4:]) >= cols:
-                    continue
-                e_plain, e_wfit, e_wplain, bpw = [], [], [], []
-                for _, w, imp in mats:
-                    kmt = km.quantize(w, bits, granularity=gran)
-                    w2 = kmt.dequantize()
-                    e_plain.append(rel_err(w, w2))
-                    bpw.append(kmt.bits_per_weight)
-                    if weighted:
-                        e_wplain.append(rel_err(w, w2, imp))
-                        w3 = km.quantize(w, bits, granularity=gran, importance=imp).dequantize()
-                        e_wfit.append(rel_err(w, w3, imp))
-                row(f"KM{bits} {gran}", np.mean(bpw),
-                    [e_plain, e_wfit, e_wplain] if weighted else [e_plain])
-            g_same = 2 * cols // (1 << bits)  # f16 scale + min per g = KM per-row overhead
-            for g in sorted(g for g in {32, 64, 128, 192, g_same} if cols % g == 0):
-                errs = [rel_err(w, rtn_minmax(w, bits, g)) for _, w, _ in mats]
-                werrs = [rel_err(w, rtn_minmax(w, bits, g), imp) for _, w, imp in mats
-                         ] if weighted else None
-                row(f"RTN{bits} min/max per {g} cols", bits + 32 / g,
-                    [errs, werrs, werrs] if weighted else [errs])
-        types = (["q4_k", "q3_k", "q2_k"] if cols % 256 == 0 else []) + ["iq4_nl", "q4_0"]
-        for t in types:
-            e_plain = [rel_err(w, ggml_roundtrip(w, t, None)) for _, w, _ in mats]
-            if weighted:
-                e_wfit = [rel_err(w, ggml_roundtrip(w, t, imp), imp) for _, w, imp in mats]
-                e_wplain = [rel_err(w, ggml_roundtrip(w, t, None), imp) for _, w, imp in mats]
-                row(f"{t.upper()} (ggml)", ggml_bpw(t), [e_plain, e_wfit, e_wplain])
-            else:
-                row(f"{t.upper()} (ggml)", ggml_bpw(t), [e_plain])
-        if cols % 256:  # Q4_K etc. need 256-wide rows: regroup 4 rows into one of 4 * cols
-            for t in ("q4_k", "q3_k", "q2_k"):
-                w, imp = mats[0][1], mats[0][2]
-                wr = w[: w.shape[0] // 4 * 4].reshape(-1, 4 * cols)  # (rows / 4, 4 * cols)
-                errs = [[rel_err(wr, ggml_roundtrip(wr, t, None))]]
-                if weighted:
-                    imp4 = np.tile(imp, 4)
-                    errs += [[rel_err(wr, ggml_roundtrip(wr, t, imp4), imp4)],
-                             [rel_err(wr, ggml_roundtrip(wr, t, None), imp4)]]
-                row(f"{t.upper()} (ggml, 4 rows regrouped to {4 * cols} wide)", ggml_bpw(t),
-                    errs)
+        imp = imat["token_embd.weight"]
+        print(f"### token_embd rows (every {args.embd_stride}th: {emb.shape[0]}x576, from Q8_0)\n")
+        print(head + "\n" + sep)
+        km_rows([(emb, imp)], ", 576 wide")
+        wide = [(regroup(emb, 4), np.tile(imp, 4))]
+        km_rows(wide, ", 4 rows regrouped to 2304 wide")
+        km_rows(wide, ", 4 rows regrouped to 2304 wide", max_iter=0)
+        baseline_rows(wide, ", 4 rows regrouped to 2304 wide")
+        baseline_rows([(emb, imp)], ", 576 wide")
+        print()
+    if args.only in (None, "synthetic"):
+        w = synthetic(args.n)
+        print(f"### synthetic Student-t(4) {args.n}x{args.n} (no importance)\n")
+        print(head + "\n" + sep)
+        km_rows([(w, None)], "")
+        km_rows([(w, None)], "", max_iter=0)
+        baseline_rows([(w, None)], "")
         print()
 
 
-# -- initialization ----------------------------------------------------------------------------
-def inits(args) -> None:
-    f = gguflite.open(default_model_path())
-    mats = {n: f.dequantize(n) for n in ("blk.5.ffn_down.weight", "blk.5.attn_q.weight")}
-    mats["token_embd[::48]"] = f.dequantize("token_embd.weight")[::48]
-    print("### k-means start: rel. RMSE per row codebook (seconds, 2 threads, shared machine)\n")
-    print("| tensor | bits | optimal (dp 256) | optimal (exact) | quantile | k-means++ seed 0 |"
-          " k-means++ best of 4 seeds |")
-    print("|---|---|---|---|---|---|---|")
-    for name, w in mats.items():
-        km.quantize(w[:8], 4)  # compile outside the timing
-        for bits in (4, 3, 2):
-            cells = []
-            for init, dp in (("optimal", 256), ("optimal", 1 << 20), ("quantile", 256),
-                             ("kmeans++", 256)):
-                t = time.perf_counter()
-                e = rel_err(w, km.quantize(w, bits, init=init, dp_points=dp).dequantize())
-                cells.append(f"{e:.4f} ({time.perf_counter() - t:.1f} s)")
-            best = min(rel_err(w, km.quantize(w, bits, init="kmeans++", seed=s).dequantize())
-                       for s in range(4))
-            print(f"| {name} | {bits} | " + " | ".join(cells) + f" | {best:.4f} |", flush=True)
-
-
 # -- speed ---------------------------------------------------------------------------------------
-def _time(fn, reps: int, cpu: bool) -> float:
-    """Median seconds per call: wall clock, or process CPU time (robust on a shared machine)."""
-    clock = time.process_time if cpu else time.perf_counter
-    times = []
-    for _ in range(reps):
-        t = clock()
-        for _ in range(5):
-            fn()
-        times.append((clock() - t) / 5)
-    return float(np.median(times))
-
-
 def speed(args) -> None:
-    from gguflite.runtime.kernels import Linear
+    import numba
 
-    rng = np.random.default_rng(0)
-    n = args.n
-    w = (rng.standard_t(4, size=(n, n)) * 0.02).astype(np.float32)
-    print(f"### k-means time, {n}x{n} float32 (Student-t weights), 2 threads\n")
-    print("| type | init | wall s | CPU s (all threads) | rel. RMSE |")
-    print("|---|---|---|---|---|")
-    km.quantize(w[:64, :256], 4)  # compile outside the timing
-    kmts = {}
+    w = synthetic(args.n)
+    km.quantize(w[:4, :256], 4)  # compile outside the timing
+    print(f"### KM quantizer time, {args.n}x{args.n} float32 (Student-t weights)\n")
+    print("| type | threads | wall s | CPU s (all threads) | rel. RMSE | same bytes on a rerun |")
+    print("|---|---|---|---|---|---|")
+    threads = numba.config.NUMBA_NUM_THREADS
     for bits in (4, 3, 2):
-        for init in ("optimal", "quantile"):
+        for nt in (threads, 1):
+            numba.set_num_threads(nt)
             t, c = time.perf_counter(), time.process_time()
-            kmt = km.quantize(w, bits, init=init)
+            kmt = km.quantize(w, bits)
             dt, dc = time.perf_counter() - t, time.process_time() - c
-            print(f"| KM{bits} per row | {init} | {dt:.1f} | {dc:.1f} | "
-                  f"{rel_err(w, kmt.dequantize()):.4f} |", flush=True)
-            if init == "optimal":
-                kmts[bits] = kmt
+            again = km.quantize(w, bits) if nt == threads else kmt
+            print(f"| KM{bits} | {nt} | {dt:.1f} | {dc:.1f} | "
+                  f"{rel_err(w, kmt.dequantize()):.4f} | {np.array_equal(kmt.data, again.data)} |",
+                  flush=True)
+    numba.set_num_threads(threads)
     for t in ("q4_k", "q3_k", "q2_k"):
-        print(f"| {t.upper()} (ggml, for comparison) | - | - | - | "
-              f"{rel_err(w, ggml_roundtrip(w, t, None)):.4f} |")
+        tt = time.perf_counter()
+        e = rel_err(w, ggml_roundtrip(w, t, None))
+        print(f"| {t.upper()} (ggml ctypes, quantize + dequantize) | 1 | "
+              f"{time.perf_counter() - tt:.1f} | - | {e:.4f} | - |")
 
     f = gguflite.open(default_model_path())
     mats = [nm for nm, ti in f.tensors.items() if nm.startswith("blk.") and len(ti.shape) == 2]
@@ -281,58 +274,24 @@ def speed(args) -> None:
     t, c = time.perf_counter(), time.process_time()
     for wm in ws:
         km.quantize(wm, 4)
-    print(f"\nAll {len(mats)} SmolLM2 block matrices to KM4 per row: "
+    print(f"\nAll {len(mats)} SmolLM2 block matrices to KM4: "
           f"{time.perf_counter() - t:.1f} s wall, {time.process_time() - c:.1f} s CPU\n")
-
-    import numba
-
-    x = rng.standard_normal(n).astype(np.float32)
-    out = np.empty(n, np.float32)
-    kernels = []
-    for t in ("q8_0", "q4_k"):
-        lin = Linear(quants.quantize(w, t), GGMLType[t.upper()], shape=(n, n), name=t)
-        kernels.append((f"{t.upper()} (runtime kernel)", quants.get_codec(t).row_nbytes(n) * n,
-                        lambda lin=lin: lin.matvec(x, out), None))
-    for bits, kmt in kmts.items():
-        book = kmt.codebook_f32()
-        kernels.append((f"KM{bits} per row (km_matvec)", kmt.nbytes,
-                        lambda kmt=kmt, book=book: km.matvec(kmt, x, out, book), kmt))
-    for threads, cpu in ((numba.config.NUMBA_NUM_THREADS, False), (1, True)):
-        numba.set_num_threads(threads)
-        clock = "CPU time" if cpu else "wall time"
-        print(f"### fused mat-vec, {n}x{n}, {threads} thread(s), {clock}, median of {args.reps}\n")
-        print("| weights | bytes | ms | GB/s of weight bytes | G weights/s | "
-              "per-byte speed vs Q8_0 |")
-        print("|---|---|---|---|---|---|")
-        base = None
-        for label, nbytes, fn, kmt in kernels:
-            fn()  # compile outside the timing
-            note = ""
-            if kmt is not None:
-                ref = km.matvec_reference(kmt, x)
-                note = f" (max rel. err {np.abs(out - ref).max() / np.abs(ref).max():.1e})"
-            dt = _time(fn, args.reps, cpu)
-            gbs = nbytes / dt / 1e9
-            base = gbs if base is None else base
-            print(f"| {label} | {nbytes / 1e6:.1f} MB | {dt * 1e3:.2f} | {gbs:.2f} | "
-                  f"{n * n / dt / 1e9:.2f} | {gbs / base:.2f}{note} |", flush=True)
-        print()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    q = sub.add_parser("quality", help="granularity study and baselines on SmolLM2 weights")
+    q = sub.add_parser("quality", help="KM vs ggml types and RTN on SmolLM2 and synthetic weights")
     q.add_argument("--tokens", type=int, default=1536, help="imatrix text tokens")
     q.add_argument("--embd-stride", type=int, default=12, help="token_embd row sampling step")
     q.add_argument("--imatrix-cache", help="npz file to reuse the imatrix from (written if absent)")
-    q.add_argument("--only", choices=["ffn_down", "token_embd"], help="one tensor set only")
-    sub.add_parser("init", help="k-means starts compared on SmolLM2 weights")
-    s = sub.add_parser("speed", help="k-means time and mat-vec throughput")
+    q.add_argument("--only", choices=["ffn_down", "token_embd", "synthetic"],
+                   help="one tensor set only")
+    q.add_argument("--n", type=int, default=4096, help="synthetic matrix size")
+    s = sub.add_parser("speed", help="quantizer time")
     s.add_argument("--n", type=int, default=4096, help="square matrix size")
-    s.add_argument("--reps", type=int, default=30, help="mat-vec repetitions")
     args = ap.parse_args()
-    {"quality": quality, "init": inits, "speed": speed}[args.cmd](args)
+    {"quality": quality, "speed": speed}[args.cmd](args)
 
 
 if __name__ == "__main__":

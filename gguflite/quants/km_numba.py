@@ -20,9 +20,12 @@ One KM v2 row (``bits`` b, ``K = 2**b`` codebook entries, ``cols_p`` = cols roun
 
 The quantizer (:func:`quantize_rows`, parallel over rows, each row independent so the result
 does not depend on the thread count) starts where Q4_K starts (ggml's ``make_qkx2/3_quants``
-per 32-block on the uniform codebook ``cb[k] = k * (127 // (K-1))``), then alternates a
-weighted Lloyd step on the codebook in the block-normalised domain with a per-block local
-search of the 6-bit (s, m), keeping a change only when the row's weighted squared error drops.
+per 32-block on the uniform codebook ``cb[k] = k * (127 // (K-1))``, from two sets of fit
+weights: ggml's and the error weights; the better start wins), moves d and dmin to fp16
+neighbours that lower the error, then alternates (a weighted Lloyd step on the codebook in the
+block-normalised domain + a per-block local search of the 6-bit (s, m); the super-scale move)
+while a round lowers the row's weighted squared error by more than TOL. Every step keeps a
+change only when the error drops, so the result is never worse than the start.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ _F16_TINY = np.float32(2.0**-24)  # smallest positive fp16 (subnormal)
 
 QK = 32  # weights per block (one 6-bit scale and min)
 CHUNK = 64  # columns per chunk (two blocks sharing 3 bytes of scales)
+TOL = 1e-3  # stop when a round lowers the row's squared error by less than this fraction
 
 
 @njit(**_opts)
@@ -243,14 +247,28 @@ def _super_scale(v, w, nb):
     sum w_b (v_b - D * round(v_b / D))^2.
     """
     vmax = _ZERO
+    v2 = _ZERO  # the second and third largest: clipping the largest block may pay
+    v3 = _ZERO
     for b in range(nb):
-        vmax = max(vmax, v[b])
+        if v[b] > vmax:
+            v3 = v2
+            v2 = vmax
+            vmax = v[b]
+        elif v[b] > v2:
+            v3 = v2
+            v2 = v[b]
+        elif v[b] > v3:
+            v3 = v[b]
     if not vmax > _ZERO:
         return _ZERO
     best = np.inf
     dbest = _ZERO
-    for t in range(-4, 5):
-        h = fp32_to_fp16(vmax / (np.float32(63.0) + np.float32(0.1) * np.float32(t)))
+    for c in range(27):
+        t = c % 9 - 4
+        top = vmax if c < 9 else (v2 if c < 18 else v3)
+        if not top > _ZERO:
+            continue
+        h = fp32_to_fp16(top / (np.float32(63.0) + np.float32(0.1) * np.float32(t)))
         for up in range(2):
             dc = F16_TABLE[h + up]
             if not dc > _ZERO:
@@ -344,6 +362,70 @@ def _write_row(d, dmin, cb, k, sc, mn, q, bits, out):
         _pack_chunk(q, c * CHUNK, bits, out, o + 3)
 
 
+@njit(**_opts)
+def _refine_super(x, e, cols, d, dmin, k, cb_b, sc_b, mn_b, q_b, cb, sc, mn, q, qt, cbf, lut,
+                  berr, best):
+    """Move d, then dmin, to an fp16 neighbour (+-1, +-2 ulps) when the row's error drops.
+
+    A candidate is judged with each block's scale (or min) rescaled to it (the two roundings
+    of d * s / d'), without a search; after a move every block's local search runs once.
+    """
+    _tables(cb_b, k, cbf, lut)
+    nb = sc_b.shape[0]
+    moved = False
+    for which in range(2):
+        cur = d if which == 0 else dmin
+        if not cur > _ZERO:
+            continue
+        for delta in (-2, -1, 1, 2):
+            h = fp32_to_fp16(cur) + delta
+            if h <= 0 or h >= 0x7C00:
+                continue
+            v = F16_TABLE[h]
+            d2 = v if which == 0 else d
+            dm2 = v if which == 1 else dmin
+            total = 0.0
+            for b in range(nb):
+                i0 = b * QK
+                n = max(0, min(QK, cols - i0))
+                if which == 0:
+                    f = np.int64(np.floor(d * np.float32(sc_b[b]) / v))
+                else:
+                    f = np.int64(np.floor(dmin * np.float32(mn_b[b]) / v))
+                bbest = np.inf
+                for c in (f, f + 1):
+                    c = min(63, max(0, c))
+                    s_ = c if which == 0 else sc_b[b]
+                    m_ = c if which == 1 else mn_b[b]
+                    err = _eval_block(x, e, i0, n, d2 * np.float32(s_), dm2 * np.float32(m_),
+                                      cbf, lut, qt)
+                    if err < bbest:
+                        bbest = err
+                        sc[b] = s_
+                        mn[b] = m_
+                        for i in range(i0, i0 + n):
+                            q[i] = qt[i]
+                total += bbest
+            if total < best:
+                best = total
+                d, dmin = d2, dm2
+                sc_b[:] = sc
+                mn_b[:] = mn
+                q_b[:] = q
+                moved = True
+    if moved:
+        sc[:] = sc_b
+        mn[:] = mn_b
+        q[:] = q_b
+        err = _fit_all(x, e, cols, d, dmin, cb_b, k, sc, mn, q, qt, cbf, lut, berr)
+        if err < best:
+            best = err
+            sc_b[:] = sc
+            mn_b[:] = mn
+            q_b[:] = q
+    return d, dmin, best
+
+
 @njit(parallel=True, **_opts)
 def quantize_rows(w, imp, use_imp, bits, max_iter, out, errs):
     """Quantize every row of w (rows, cols) float32 into out (rows, row_bytes) uint8.
@@ -411,22 +493,25 @@ def quantize_rows(w, imp, use_imp, bits, max_iter, out, errs):
             mn_b[:] = mn
             q_b[:] = q
         errs[r, 0] = best
+        d, dmin, best = _refine_super(x, e, cols, d, dmin, k, cb_b, sc_b, mn_b, q_b, cb, sc, mn,
+                                      q, qt, cbf, lut, berr, best)
         for _ in range(max_iter):
+            start = best
             cb[:] = cb_b
             sc[:] = sc_b
             mn[:] = mn_b
             q[:] = q_b
             _codebook_step(x, e, cols, d, dmin, k, sc, mn, q, cb, sw, su)
             err = _fit_all(x, e, cols, d, dmin, cb, k, sc, mn, q, qt, cbf, lut, berr)
-            if not err < best:
-                break
-            gain = best - err
-            best = err
-            cb_b[:] = cb
-            sc_b[:] = sc
-            mn_b[:] = mn
-            q_b[:] = q
-            if gain <= 1e-9 * best:
+            if err < best:
+                best = err
+                cb_b[:] = cb
+                sc_b[:] = sc
+                mn_b[:] = mn
+                q_b[:] = q
+            d, dmin, best = _refine_super(x, e, cols, d, dmin, k, cb_b, sc_b, mn_b, q_b, cb, sc,
+                                          mn, q, qt, cbf, lut, berr, best)
+            if not start - best > TOL * best:
                 break
         errs[r, 1] = best
         for i in range(cols, cols_p):

@@ -99,12 +99,17 @@ def _fit_all(x, e, cols, d, dmin, cb, sc, mn, q):
 
 
 def _super_scale(v: np.ndarray, w: np.ndarray) -> np.float32:
-    vmax = max(F32(0), v.max()) if v.size else F32(0)
-    if not vmax > 0:
+    """Twin of km_numba._super_scale (candidates from the three largest block values)."""
+    top = np.sort(v)[::-1][:3] if v.size else np.zeros(0, F32)
+    if not (top.size and top[0] > 0):
         return F32(0)
+    top = np.concatenate([top, np.zeros(3 - top.size, F32)])
     best, dbest = np.inf, F32(0)
-    for t in range(-4, 5):
-        h = int(fp32_to_fp16_bits(np.array([vmax / (F32(63.0) + F32(0.1) * F32(t))], F32))[0])
+    for c in range(27):
+        t, vt = c % 9 - 4, top[c // 9]
+        if not vt > 0:
+            continue
+        h = int(fp32_to_fp16_bits(np.array([vt / (F32(63.0) + F32(0.1) * F32(t))], F32))[0])
         for up in range(2):
             dc = F32(fp16_bits_to_fp32(np.array([h + up], np.uint16))[0])
             if not dc > 0:
@@ -156,8 +161,48 @@ def _codebook_step(x, e, cols, d, dmin, k, sc, mn, q, cb):
     return np.sort(cb)
 
 
+def _refine_super(x, e, cols, d, dmin, cb, sc, mn, q, best):
+    """Twin of km_numba._refine_super: returns (d, dmin, best, sc, mn, q)."""
+    cbf, lut = _tables(cb)
+    moved = False
+    for which in range(2):
+        cur = d if which == 0 else dmin
+        if not cur > 0:
+            continue
+        for delta in (-2, -1, 1, 2):
+            h = int(fp32_to_fp16_bits(np.array([cur], F32))[0]) + delta
+            if h <= 0 or h >= 0x7C00:
+                continue
+            v = F32(fp16_bits_to_fp32(np.array([h], np.uint16))[0])
+            d2, dm2 = (v, dmin) if which == 0 else (d, v)
+            total, sc2, mn2, q2 = 0.0, sc.copy(), mn.copy(), q.copy()
+            for b in range(sc.shape[0]):
+                i0, n = b * QK, max(0, min(QK, cols - b * QK))
+                ref = d * F32(sc[b]) if which == 0 else dmin * F32(mn[b])
+                f = int(np.floor(ref / v))
+                bbest = np.inf
+                for c in (f, f + 1):
+                    c = min(63, max(0, c))
+                    s_, m_ = (c, mn[b]) if which == 0 else (sc[b], c)
+                    err, qt = _eval(x[i0:i0 + n], e[i0:i0 + n], d2 * F32(s_), dm2 * F32(m_),
+                                    cbf, lut)
+                    if err < bbest:
+                        bbest, sc2[b], mn2[b], q2[i0:i0 + n] = err, s_, m_, qt
+                total += bbest
+            if total < best:
+                best, d, dmin, sc, mn, q, moved = total, d2, dm2, sc2, mn2, q2, True
+    if moved:
+        sc2, mn2, q2 = sc.copy(), mn.copy(), q.copy()
+        err = _fit_all(x, e, cols, d, dmin, cb, sc2, mn2, q2)
+        if err < best:
+            best, sc, mn, q = err, sc2, mn2, q2
+    return d, dmin, best, sc, mn, q
+
+
 def quantize_row_fields(w: np.ndarray, imp: np.ndarray | None, bits: int, max_iter: int):
     """One row (cols,) -> (d, dmin, cb, s, m, q, start error, final error)."""
+    from .km_numba import TOL
+
     cols = w.shape[0]
     k = 1 << bits
     step = 127 // (k - 1)
@@ -181,15 +226,16 @@ def quantize_row_fields(w: np.ndarray, imp: np.ndarray | None, bits: int, max_it
         best_state = other
     d, dmin, best, cb, sc, mn, q = best_state
     start = best
+    d, dmin, best, sc, mn, q = _refine_super(x, e, cols, d, dmin, cb, sc, mn, q, best)
     for _ in range(max_iter):
+        first = best
         cb2 = _codebook_step(x, e, cols, d, dmin, k, sc, mn, q, cb)
         sc2, mn2, q2 = sc.copy(), mn.copy(), q.copy()
         err = _fit_all(x, e, cols, d, dmin, cb2, sc2, mn2, q2)
-        if not err < best:
-            break
-        gain, best = best - err, err
-        cb, sc, mn, q = cb2, sc2, mn2, q2
-        if gain <= 1e-9 * best:
+        if err < best:
+            best, cb, sc, mn, q = err, cb2, sc2, mn2, q2
+        d, dmin, best, sc, mn, q = _refine_super(x, e, cols, d, dmin, cb, sc, mn, q, best)
+        if not first - best > TOL * best:
             break
     q[cols:] = 0
     return d, dmin, cb, sc, mn, q, start, best
