@@ -13,7 +13,7 @@ activation vector) puts all its rows in the same region.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import config, njit, prange
 
 from ...constants import GGMLType
 from . import floats as fl
@@ -159,6 +159,21 @@ def rows_deq(kind, w, row_bytes, n, ids, first, lo, hi, flat):
 
 
 CHUNK_ROWS = 16  # rows per parallel work item (the type switch runs once per item)
+# At most this many work items per mat-vec region. Each rows_dot call increments and decrements
+# the reference counts of its ~6 arrays atomically, and the arrays are shared by all threads:
+# with one call per 16 rows (~1 us of work) the threads would bounce those counters' cache lines
+# between cores. (Not measurable on the loaded machine of 2026-11-25; one thread's CPU time is
+# unchanged.) Numba's schedule is static (each thread runs one contiguous range of items), so a
+# few items per thread lose no balance. NUMBA_NUM_THREADS (the pool size) is frozen at compile
+# time, which only matters for speed.
+MAX_MATVEC_ITEMS = 4 * config.NUMBA_NUM_THREADS
+
+
+@njit(cache=True)
+def matvec_chunk(rows):
+    """Rows per work item of a mat-vec region over ``rows`` rows."""
+    items = min((rows + CHUNK_ROWS - 1) // CHUNK_ROWS, MAX_MATVEC_ITEMS)
+    return (rows + items - 1) // items if items > 0 else CHUNK_ROWS
 
 
 def scratch_bytes(n: int) -> int:
@@ -201,9 +216,10 @@ def matvec_one(kind, w, y, row_bytes, x, scratch):
     n = x.size
     xq, xd, xsd = _prepare(kind, x, scratch)
     rows = y.size
-    for c in prange((rows + CHUNK_ROWS - 1) // CHUNK_ROWS):
-        lo = c * CHUNK_ROWS
-        rows_dot(kind, w, row_bytes, n, lo, min(lo + CHUNK_ROWS, rows), y, x, xq, xd, xsd)
+    chunk = matvec_chunk(rows)
+    for c in prange((rows + chunk - 1) // chunk):
+        lo = c * chunk
+        rows_dot(kind, w, row_bytes, n, lo, min(lo + chunk, rows), y, x, xq, xd, xsd)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -224,10 +240,10 @@ def matvec_group(kind, ws, ys, row_bytes, x, scratch):
     n1 = ys[1].size
     n2 = ys[2].size
     n3 = ys[3].size
-    n_chunks = (n0 + n1 + n2 + n3 + CHUNK_ROWS - 1) // CHUNK_ROWS
-    for c in prange(n_chunks):
-        lo = c * CHUNK_ROWS  # rows [lo, hi) of the concatenation W_0; W_1; W_2; W_3
-        hi = lo + CHUNK_ROWS
+    chunk = matvec_chunk(n0 + n1 + n2 + n3)
+    for c in prange((n0 + n1 + n2 + n3 + chunk - 1) // chunk):
+        lo = c * chunk  # rows [lo, hi) of the concatenation W_0; W_1; W_2; W_3
+        hi = lo + chunk
         base = 0
         for m, nm in enumerate((n0, n1, n2, n3)):
             a = max(lo - base, 0)
