@@ -1,7 +1,7 @@
 """KM v2 mat-vec speed next to Q8_0, Q4_K, TQ2_0 and TQ1_0, in one process, one run.
 
     python benchmarks/bench_km_kernels.py [--threads 1] [--reps-scale 1.0]
-        [--out benchmarks/results/km_kernels.md]
+        [--decode Q8_0.gguf KM4.gguf ...] [--out benchmarks/results/km_kernels.md]
 
 Every type runs through the same driver (``dispatch.matvec_one``: activation quantization plus
 the row kernels) on the same shapes: 4096 x 4096 and the SmolLM2-135M projections (576 x 576,
@@ -99,11 +99,45 @@ def bench(reps_scale: float) -> list[str]:
     return lines
 
 
+def bench_decode(files: list[Path], n_tok: int, rounds: int, threads: int) -> list[str]:
+    """Whole decode steps (fused, one Numba call per token) of model files, in this process:
+    CPU seconds per token (min over rounds, rounds interleaved across the files) and the
+    tensor bytes of the file read per second."""
+    from gguflite.runtime import load
+    from gguflite.runtime.bench import time_decode
+
+    import gguflite
+
+    models, sizes = [], []
+    for path in files:
+        with gguflite.open(path) as f:
+            sizes.append(sum(ti.nbytes for ti in f.tensors.values()))
+        models.append(load(path, n_ctx=n_tok + 1, threads=threads))
+        time_decode(models[-1], 4)  # compile / warm
+    best = [float("inf")] * len(files)
+    for _ in range(rounds):
+        for i, m in enumerate(models):
+            t = time.process_time()
+            time_decode(m, n_tok)
+            best[i] = min(best[i], (time.process_time() - t) / n_tok)
+    lines = ["| file | tensor bytes (MiB) | CPU ms / token | tok/s (per CPU s) | MB/s of tensors | "
+             "per-byte ratio vs the first file |", "|---|---|---|---|---|---|"]
+    for path, size, t in zip(files, sizes, best, strict=True):
+        lines.append(f"| {path.name} | {size / 2**20:.1f} | {t * 1e3:.2f} | {1 / t:.1f} | "
+                     f"{size / t / 1e6:.0f} | {(sizes[0] / best[0]) / (size / t):.2f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1, help="Numba threads (default 1)")
     ap.add_argument("--reps-scale", type=float, default=1.0,
                     help="scale the repetitions per timing round (lower: quicker, noisier)")
+    ap.add_argument("--decode", type=Path, nargs="*", default=[],
+                    help="model files whose whole decode step to time as well (the first is "
+                         "the per-byte reference, e.g. a Q8_0 file, then a KM4 file)")
+    ap.add_argument("--decode-tokens", type=int, default=32, help="tokens per decode round")
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
     args = ap.parse_args()
     import numba
@@ -114,6 +148,10 @@ def main() -> None:
             f"{platform.processor() or platform.machine()}, numba {numba.__version__}, "
             f"{'portable vector IR' if PORTABLE else 'AVX2 intrinsics'}.", ""]
     lines = head + bench(args.reps_scale)
+    if args.decode:
+        lines += ["", f"Whole decode step, {args.threads} thread(s), {args.decode_tokens} tokens "
+                  "from an empty cache, CPU time, min of 5 interleaved rounds:", ""]
+        lines += bench_decode(args.decode, args.decode_tokens, 5, args.threads)
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
 
