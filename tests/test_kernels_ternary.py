@@ -90,6 +90,23 @@ def test_row_kernel_matches_reference(name, fn, n):
     assert rel_err(y, ref_w @ x.astype(np.float64)) <= 3e-2
 
 
+@pytest.mark.parametrize("name", ["TQ1_0", "TQ2_0"])
+def test_row_range_kernel_equals_row_kernel(name):
+    """rows_<type> (the drivers' form) gives dot_<type>'s numbers on rows lo..hi-1 and leaves
+    the other outputs alone."""
+    rng = np.random.default_rng(5)
+    raw = rand_weight(rng, name, 11, 768)  # 3 blocks per row
+    xq, xd, xsd = _act_k(rng.standard_normal(768).astype(np.float32))
+    flat = raw.reshape(-1)
+    dot = getattr(ternary, f"dot_{name.lower()}")
+    rows = getattr(ternary, f"rows_{name.lower()}")
+    y = np.full(11, -7.0, np.float32)
+    rows(flat, raw.shape[1], 24, 2, 9, y, xq, xd, xsd)
+    want = [dot(flat, r * raw.shape[1], 24, xq, xd, xsd) for r in range(2, 9)]
+    np.testing.assert_array_equal(y[2:9], np.array(want, np.float32))
+    assert np.all(y[:2] == -7.0) and np.all(y[9:] == -7.0)
+
+
 @pytest.mark.parametrize("name,fn", TERNARY)
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_int16_accumulation_at_its_bound(name, fn, sign):
