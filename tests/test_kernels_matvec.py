@@ -33,7 +33,9 @@ F16_FIELDS = {
 QUANT_TYPES = list(F16_FIELDS)
 FLOAT_TYPES = ["F32", "F16", "BF16"]
 # in_features per type: SmolLM2's 576 and 1536 and a 2048; super-block types need 256 | in.
-SHAPES = {t: [(37, 576), (83, 1536)] for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]}
+# 608 = 19 blocks: an odd block count (the row kernels take blocks in pairs, then the last).
+SHAPES = {t: [(37, 576), (83, 1536), (37, 608)] for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1",
+                                                         "Q8_0"]}
 SHAPES.update({t: [(83, 1536), (21, 2048)] for t in ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
                                                       "TQ1_0", "TQ2_0"]})
 SHAPES.update({t: [(37, 576), (19, 2048), (5, 45)] for t in FLOAT_TYPES})
@@ -172,3 +174,28 @@ def test_matvec_many_equals_single_matvecs(names):
     got2 = Linear.matvec_many(lins, x)
     for a, b in zip(got, got2, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+ROW_KERNELS = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+
+
+@pytest.mark.parametrize("name", ROW_KERNELS)
+def test_row_range_kernel_equals_single_row_kernel(name):
+    """rows_<type> (the drivers' row-range form) and dot_<type> (one row) compute the same
+    numbers on rows lo..hi-1 of a weight, and leave the other outputs alone."""
+    from gguflite.runtime.kernels import kquants, legacy
+
+    mod = legacy if name[1:] in ("4_0", "4_1", "5_0", "5_1", "8_0") else kquants
+    dot, rows = getattr(mod, "dot_" + name.lower()), getattr(mod, "rows_" + name.lower())
+    in_f = 608 if mod is legacy else 512
+    rng = np.random.default_rng(len(name) + in_f)
+    raw = rand_weight(rng, name, 6, in_f)
+    flat, rb, nb = raw.reshape(-1), raw.shape[1], in_f // 32
+    xq, xd, xsd = quantize_act_ref(rng.standard_normal(in_f).astype(np.float32))
+    y = np.full(6, np.nan, np.float32)
+    rows(flat, rb, nb, 1, 5, y, xq, xd, xsd)
+    single = np.array([dot(flat, r * rb, nb, xq, xd, xsd) for r in range(1, 5)], np.float32)
+    assert np.isnan(y[0]) and np.isnan(y[5])
+    assert rel_err(y[1:5], single) <= 1e-6
+    qx = xq.astype(np.float64) * np.repeat(xd.astype(np.float64), 32)  # (in_f,) dx * xq
+    assert rel_err(y[1:5], reference(raw, name).astype(np.float64)[1:5] @ qx) <= 2e-6
