@@ -178,7 +178,7 @@ def km_rows(mats: list[Mat], label: str, max_iter: int = km.MAX_ITER) -> None:
             return kmt.dequantize()
 
         errs = _errs(mats, fit)
-        what = "uniform-codebook start only" if max_iter == 0 else "learned codebook"
+        what = "uniform codebook, max_iter=0" if max_iter == 0 else "learned codebook"
         _row(f"KM{bits}{label} ({what})", float(np.mean(bpw)), errs, time.perf_counter() - t)
 
 
@@ -252,7 +252,7 @@ def speed(args) -> None:
     print("|---|---|---|---|---|---|")
     threads = numba.config.NUMBA_NUM_THREADS
     for bits in (4, 3, 2):
-        for nt in (threads, 1):
+        for nt in (threads, 1) if bits == 4 else (threads,):
             numba.set_num_threads(nt)
             t, c = time.perf_counter(), time.process_time()
             kmt = km.quantize(w, bits)
