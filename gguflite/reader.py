@@ -447,9 +447,16 @@ class GGUFFile:
         return raw.reshape(*shape[:-1], shape[-1] // block_size * type_size)
 
     def dequantize(self, name: str) -> np.ndarray:
-        """The tensor decoded to float32, of shape ``shape``."""
-        from . import quants
+        """The tensor decoded to float32, of shape ``shape``.
 
+        ``name`` may also be a KM tensor stored as its ``<name>.km`` companion
+        (spec/extensions-km.md): it decodes to its (rows, cols) float32 weight.
+        """
+        from . import quants
+        from .quants import km
+
+        if km.is_km_tensor(self, name):
+            return km.from_gguf(self, name).dequantize()
         ti = self._tensor(name)
         return quants.dequantize(self.raw(name), ti.type, ti.shape or (1,), name=name)
 

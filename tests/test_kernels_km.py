@@ -258,21 +258,6 @@ def test_portable_lowering_gives_the_same_numbers(tmp_path):
 
 
 # -- a model --------------------------------------------------------------------------------
-class _DecodedKM:
-    """A GGUFFile whose ``dequantize`` also decodes KM tensors (for reference_logits)."""
-
-    def __init__(self, f):
-        self._f = f
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-    def dequantize(self, name: str) -> np.ndarray:
-        if km.is_km_tensor(self._f, name):
-            return km.from_gguf(self._f, name).dequantize(reference=True)
-        return self._f.dequantize(name)
-
-
 @pytest.mark.parametrize("cfg", [
     TinyConfig(dim=128, hidden_dim=256, n_layer=2),
     TinyConfig(dim=96, hidden_dim=160, n_layer=1, n_head=4, n_kv_head=2),  # cols % 64 != 0
@@ -298,7 +283,7 @@ def test_km4_model_runs_fused_and_per_op(tmp_path, cfg):
         backend.enable_timers()  # timers select the per-op path
         per_op = np.stack([backend.forward(np.array([t]), i).copy() for i, t in enumerate(ids)])
         backend.enable_timers(False)
-        ref = reference_logits(_DecodedKM(f), ids)
+        ref = reference_logits(f, ids)  # GGUFFile.dequantize decodes KM tensors too
         backend.reset()
         prefill = model.logits(ids)  # BLAS over exactly decoded tiles
     with gguflite.open(path) as f:  # gguflite info: KM tensors as their own, native type

@@ -71,6 +71,20 @@ def test_quantized_matches_dequantized_reference(tmp_path, wtype):
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-4 * max(1.0, np.abs(want).max()))
 
 
+def test_km4_file_runs_on_torch(tmp_path):
+    """gguflite's KM types have no torch kernel: the torch backend decodes them at load (through
+    GGUFFile.dequantize) and matches the float64 reference over the decoded weights."""
+    from gguflite.converters.requantize import requantize
+
+    src, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig(dim=128, hidden_dim=256))
+    requantize(src, tmp_path / "km4.gguf", type="km4")
+    f, _, tb = _backends(tmp_path / "km4.gguf")
+    assert "blk.0.ffn_down.weight.km" in f.tensors
+    want = reference_logits(f, IDS)
+    got = tb.forward(IDS, 0, all_logits=True)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-4 * max(1.0, np.abs(want).max()))
+
+
 def test_decode_after_prefill_equals_one_prefill(tmp_path):
     path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
     _, _, tb = _backends(path)
