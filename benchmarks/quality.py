@@ -84,6 +84,7 @@ VARIANTS: dict[str, Variant] = {v.label: v for v in [
     Variant("llama.cpp Q8_0", "llama.cpp", ftype=7),
     Variant("q4_k_m", "gguflite", "q4_k_m", fallback="q5_0"),
     Variant("llama.cpp Q4_K_M", "llama.cpp", ftype=15),
+    Variant("llama.cpp Q4_1", "llama.cpp", ftype=3),  # the source's own type: the history check
     Variant("q4_k_m+imat", "gguflite", "q4_k_m", imatrix=True, fallback="q5_0"),
     Variant("q4_k_m-llfb", "gguflite", "q4_k_m", **_llama_cpp_fallbacks()),
     Variant("q4_k_m-llfb+imat", "gguflite", "q4_k_m", imatrix=True, **_llama_cpp_fallbacks()),
