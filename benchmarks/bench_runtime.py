@@ -7,10 +7,10 @@ Files: SmolLM2-135M-Instruct Q4_1 as shipped, and llama.cpp re-quantizations of 
 ``--cache`` (requantized from Q4_1: fine for speed, not for quality).
 
 Each engine runs in its own long-lived worker process (``--worker``), so neither one's idle
-OpenMP/Numba threads or BLAS settings touch the other (in one process, llama.cpp's prefill ran
-at ~60 % of its stand-alone speed). For each file the two workers alternate (gguflite,
-llama.cpp, gguflite, ...) ``--reps`` times so that load on a shared machine hits both alike;
-medians and their ratio are reported:
+OpenMP/Numba threads or BLAS settings can touch the other (a stand-alone llama-cpp-python
+script gives the same llama.cpp figures as its worker here). For each file the two workers
+alternate (gguflite, llama.cpp, gguflite, ...) ``--reps`` times so that load on a shared machine
+hits both alike; medians and their ratio are reported:
 
 - pp128: 128 random tokens prefilled from an empty cache.
 - tg64: 64 tokens decoded one at a time from an empty cache (llama-bench's tg test).
