@@ -85,10 +85,43 @@ def load_model(file: str | None, kw: dict[str, Any]):  # -> Model
                 **backend_kwargs(kw))
 
 
-def print_stats(stats: Any) -> None:
+def print_stats(stats: Any, compile_seconds: float = 0.0) -> None:
     click.echo(f"\n[prompt {stats.n_prompt} tok, prefill {stats.prefill_tps:.1f} tok/s | "
                f"generated {stats.n_generated} tok, decode {stats.decode_tps:.1f} tok/s | "
                f"stop: {stats.stop_reason}]", err=True)
+    if compile_seconds >= 0.5:
+        click.echo(f"[these timings include {compile_seconds:.1f} s of one-time Numba kernel "
+                   "compilation; later runs load the compiled kernels from Numba's cache]",
+                   err=True)
+
+
+class CompileTimer:
+    """Wall seconds spent compiling Numba functions inside a ``with`` block (outermost
+    ``numba:compile`` events only; a warm on-disk cache makes it 0 for generation)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._recorder: Any = None
+
+    def __enter__(self) -> CompileTimer:
+        from numba.core import event
+
+        self._recorder = event.install_recorder("numba:compile")
+        self._buffer = self._recorder.__enter__().buffer
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._recorder.__exit__(*exc)
+        depth, start = 0, 0.0
+        for t, ev in self._buffer:
+            if ev.is_start:
+                depth += 1
+                if depth == 1:
+                    start = t
+            else:
+                depth -= 1
+                if depth == 0:
+                    self.seconds += t - start
 
 
 @click.command("run")
@@ -117,8 +150,9 @@ def run(file: str | None, prompt: str, use_template: bool | None, system: str | 
         if system:
             raise click.UsageError("--system needs the chat template (drop --raw)")
         pieces = model.generate(prompt, stream=True, **sampling_kwargs(kw))
-    for piece in pieces:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+    with CompileTimer() as compiling:
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
     sys.stdout.write("\n")
-    print_stats(model.last_stats)
+    print_stats(model.last_stats, compiling.seconds)
