@@ -3,14 +3,12 @@ and the portable (non-x86) SIMD lowering."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 from gguflite.runtime.kernels import Linear, dispatch, get_rows, prepare_weight, threading_layer
+from portable_check import run_portable_check
 from test_kernels_matvec import rand_weight, reference
 
 from gguflite.constants import GGMLType
@@ -129,13 +127,7 @@ _PORTABLE_CHECK = textwrap.dedent("""
 
 def test_portable_lowering_gives_the_same_numbers(tmp_path):
     """The generic vector IR path (non-x86 hosts) computes the same integer dot products."""
-    env = dict(os.environ, GGUFLITE_PORTABLE_SIMD="1", NUMBA_CACHE_DIR=str(tmp_path))
-    tests_dir = os.path.dirname(__file__)
-    env["PYTHONPATH"] = tests_dir + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", _PORTABLE_CHECK], env=env, cwd=tests_dir,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "portable ok" in proc.stdout
+    run_portable_check(_PORTABLE_CHECK, tmp_path)
 
 
 def test_driver_source_fingerprint_is_current():

@@ -13,9 +13,6 @@ Tolerances (as tests/test_kernels_matvec.py):
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -25,6 +22,7 @@ from gguflite.runtime.kernels import BLAS_MIN_TOKENS, KMLinear, Linear, dispatch
 from gguflite.runtime.kernels.activations import quantize_act
 from gguflite.runtime.kernels.km_rows import KM_KINDS, quantize_act_padded, row_bytes
 from gguflite.runtime.reference import reference_logits
+from portable_check import run_portable_check
 from test_kernels_matvec import rand_weight
 from tiny_models import TinyConfig, make_tiny_llama
 
@@ -248,13 +246,7 @@ _PORTABLE_CHECK = textwrap.dedent("""
 
 def test_portable_lowering_gives_the_same_numbers(tmp_path):
     """GGUFLITE_PORTABLE_SIMD=1: the lookup as a compare-select chain, no x86 intrinsics."""
-    env = dict(os.environ, GGUFLITE_PORTABLE_SIMD="1", NUMBA_CACHE_DIR=str(tmp_path))
-    tests_dir = os.path.dirname(__file__)
-    env["PYTHONPATH"] = tests_dir + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", _PORTABLE_CHECK], env=env, cwd=tests_dir,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "portable ok" in proc.stdout
+    run_portable_check(_PORTABLE_CHECK, tmp_path)
 
 
 # -- a model --------------------------------------------------------------------------------

@@ -4,9 +4,6 @@ bound, the portable lowering, and a whole model through the fused decode step.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -17,6 +14,7 @@ from gguflite.runtime.kernels.dispatch import kernel_sources_fingerprint
 from gguflite.runtime.kernels.vector_ir import load_u8x32, pow3_halves, store_affine, trit_avg
 from gguflite.runtime.reference import reference_logits
 from numba import njit
+from portable_check import run_portable_check
 from test_kernels_matvec import quantized_x, rand_weight, reference, rel_err
 from tiny_models import TinyConfig, make_tiny_llama
 
@@ -159,16 +157,10 @@ def test_portable_lowering_gives_the_same_numbers(request, tmp_path):
     name = f"numba-portable-{kernel_sources_fingerprint()}"
     store = getattr(request.config, "cache", None)
     cache = store.mkdir(name) if store is not None else tmp_path / name
-    env = dict(os.environ, GGUFLITE_PORTABLE_SIMD="1", NUMBA_CACHE_DIR=str(cache))
-    tests_dir = os.path.dirname(__file__)
-    env["PYTHONPATH"] = tests_dir + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", _PORTABLE_CHECK], env=env, cwd=tests_dir,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "portable ok" in proc.stdout
+    stdout = run_portable_check(_PORTABLE_CHECK, cache)
     out = np.zeros((5, 256), np.float32)
     _byte_ops(np.arange(256, dtype=np.uint8), out)
-    assert f"bytes {out.astype(np.int64).tobytes().hex()}" in proc.stdout
+    assert f"bytes {out.astype(np.int64).tobytes().hex()}" in stdout
 
 
 def test_matvec_group_and_matmul_int8_use_the_same_activation():
