@@ -6,8 +6,10 @@ reference written the same way; gguflite.quants.km's own reference decoder is cr
 Tolerances (as tests/test_kernels_matvec.py):
 
 - mat-vec vs the float64 product of the exactly decoded rows with the *quantized* activation
-  (x padded with zeros to a multiple of 64, quantized per 32 by activations.quantize_act):
-  relative error (max |err| / max |ref|) <= 2e-6, float32 accumulation only;
+  (x padded with zeros to a multiple of 64, quantized with one scale per 256 columns, the last
+  group shorter, by a NumPy reference of km_rows.quantize_act_km): relative error
+  (max |err| / max |ref|) <= 2e-6, float32 accumulation only; and vs the float activation:
+  |err_r| <= sum_i |W_ri| * D_k(i) / 2 (half a step of each column's group);
 - dequantize / embedding rows / BLAS prefill tiles: bit-exact (compared as uint32 patterns).
 """
 
@@ -19,8 +21,7 @@ import numpy as np
 import pytest
 from gguflite.runtime import load
 from gguflite.runtime.kernels import BLAS_MIN_TOKENS, KMLinear, Linear, dispatch
-from gguflite.runtime.kernels.activations import quantize_act
-from gguflite.runtime.kernels.km_rows import KM_KINDS, quantize_act_padded, row_bytes
+from gguflite.runtime.kernels.km_rows import KM_KINDS, quantize_act_km, row_bytes
 from gguflite.runtime.reference import reference_logits
 from portable_check import run_portable_check
 from test_kernels_matvec import rand_weight
@@ -105,23 +106,29 @@ def dequantize_ref(data: np.ndarray, bits: int, cols: int) -> np.ndarray:
 
 
 def quantized_act(x: np.ndarray):
-    """xq, xd, xsd of x padded with zeros to a multiple of 64 (activations.quantize_act), with
-    the KM kernels' sums per 32 block: xsd[g] = xd[g] * sum(xq of block g), g < n_p // 32."""
+    """xq, xd, xsd of x padded with zeros to n_p, a multiple of 64, in the KM kernels' layout:
+    per group k of 256 columns (the last one 64, 128 or 192 wide) xd[k] = max |x| / 127 (as a
+    multiply by float32(1 / 127)), xq = rint(x / xd[k]) (0 where xd[k] = 0); the int16 sums of
+    xq per 32 columns in the first n_p // 16 bytes of xsd."""
     n_p = (x.size + 63) // 64 * 64
     xp = np.zeros(n_p, np.float32)
     xp[:x.size] = x
-    xq, xd, xsd = np.empty(n_p, np.int8), np.empty(n_p // 32, np.float32), np.empty(
-        n_p // 16, np.float32)
-    quantize_act(xp, xq, xd, xsd)
-    sums = xq.reshape(-1, 32).astype(np.int32).sum(1).astype(np.float32)  # (n_p // 32,)
-    xsd[:n_p // 32] = xd * sums
+    xq, xd = np.zeros(n_p, np.int8), np.zeros(n_p // 32, np.float32)
+    xsd = np.zeros(n_p // 16, np.float32)
+    for k in range(0, n_p, 256):
+        g = xp[k:k + 256]
+        d = np.float32(np.abs(g).max() * np.float32(1.0 / 127.0))
+        inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
+        xq[k:k + 256] = np.rint(g * inv).astype(np.int8)
+        xd[k // 256] = d
+    xsd.view(np.int16)[:n_p // 32] = xq.reshape(-1, 32).astype(np.int32).sum(1)
     return xq, xd, xsd
 
 
 def dot_ref(data: np.ndarray, bits: int, cols: int, x: np.ndarray) -> np.ndarray:
-    """float64 W @ (dx * xq), W decoded exactly, with the padded int8 activation."""
+    """float64 W @ (D * xq), W decoded exactly, with the padded int8 activation."""
     xq, xd, _ = quantized_act(x)
-    xf = np.repeat(xd.astype(np.float64), 32) * xq
+    xf = np.repeat(xd.astype(np.float64), 256)[:xq.size] * xq
     return dequantize_ref(data, bits, cols).astype(np.float64) @ xf[:cols]
 
 
@@ -158,6 +165,14 @@ def test_matvec_and_dequantize_match_the_spec_reference(bits, shape):
     out = np.empty(rows, np.float32)
     assert lin.matvec(x, out=out) is out
     assert rel_err(out, dot_ref(data, bits, cols, x)) <= 2e-6
+    # against the float activation: each x_i is off by at most half its group's step D_k =
+    # max |x| / 127 over its 256 columns, so |err_r| <= sum_i |W_ri| * D_k(i) / 2
+    xp = np.zeros((cols + 63) // 64 * 64)
+    xp[:cols] = x
+    amax = [np.abs(xp[k:k + 256]).max() for k in range(0, xp.size, 256)]  # per group
+    step = np.repeat(amax, 256)[:cols] / 127  # (cols,) D_k of each column
+    exact = ref_w.astype(np.float64) @ x
+    assert (np.abs(out - exact) <= 0.5 * np.abs(ref_w) @ step + 2e-6 * np.abs(exact).max()).all()
     X = rng.standard_normal((BLAS_MIN_TOKENS + 1, cols)).astype(np.float32)
     np.testing.assert_allclose(lin.matmul(X), X @ ref_w.T, rtol=1e-5,
                                atol=1e-5 * np.abs(X @ ref_w.T).max())  # exact tiles, BLAS
@@ -166,16 +181,18 @@ def test_matvec_and_dequantize_match_the_spec_reference(bits, shape):
         assert rel_err(few[t], dot_ref(data, bits, cols, X[t])) <= 2e-6
 
 
-@pytest.mark.parametrize("cols", [32, 100, 200])
-def test_padded_activation_is_quantize_act_of_the_zero_padded_vector(cols):
+@pytest.mark.parametrize("cols", [32, 100, 200, 576, 1000])
+def test_activation_is_quantized_per_256_with_a_shorter_last_group(cols):
     x = np.random.default_rng(cols).standard_normal(cols).astype(np.float32)
+    x[:64] *= 8  # groups of different scales
     n_p = (cols + 63) // 64 * 64
-    got = np.empty(n_p, np.int8), np.empty(n_p // 32, np.float32), np.empty(n_p // 16, np.float32)
-    quantize_act_padded(x, *got)
+    got = np.zeros(n_p, np.int8), np.zeros(n_p // 32, np.float32), np.zeros(n_p // 16, np.float32)
+    quantize_act_km(x, *got)
     want = quantized_act(x)
     np.testing.assert_array_equal(got[0], want[0])  # xq
-    np.testing.assert_array_equal(got[1], want[1])  # xd
-    np.testing.assert_array_equal(got[2][:n_p // 32], want[2][:n_p // 32])  # sums per 32
+    np.testing.assert_array_equal(got[1][:(n_p + 255) // 256], want[1][:(n_p + 255) // 256])
+    np.testing.assert_array_equal(got[2].view(np.int16)[:n_p // 32],
+                                  want[2].view(np.int16)[:n_p // 32])  # int16 sums per 32
 
 
 def test_extreme_codebook_and_activation_do_not_saturate():

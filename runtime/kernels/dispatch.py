@@ -27,7 +27,7 @@ from .activations import quantize_act
 # inline the row kernels of the modules below. This fingerprint of their text makes any edit
 # there change this file too (test_kernels_api checks it is current), so no stale compiled
 # driver is ever loaded from a cache. Recompute with kernel_sources_fingerprint().
-SOURCES_FINGERPRINT = "cbfa3bca5f019f97"
+SOURCES_FINGERPRINT = "7d6e2fc37eaa760e"
 INLINED_MODULES = ("activations", "floats", "km_rows", "kquants", "legacy", "ternary",
                    "vector_f32", "vector_ir", "vector_km")
 
@@ -186,14 +186,14 @@ def scratch_bytes(n: int) -> int:
 @njit(cache=True)
 def _prepare(kind, x, scratch):
     """Views of the scratch buffer (xq, xd, xsd), filled with the quantized x for int8 types;
-    for the KM kinds, x is padded with zeros to a multiple of 64 first."""
+    for the KM kinds, x is padded with zeros to a multiple of 64 and quantized per 256."""
     n = km.padded_cols(x.size) if km.is_km_kind(kind) else x.size
     nb = n // 32
     xq = scratch[:n].view(np.int8)
     xd = scratch[n : n + 4 * nb].view(np.float32)
     xsd = scratch[n + 4 * nb : n + 12 * nb].view(np.float32)
-    if km.is_km_kind(kind):
-        km.quantize_act_padded(x, xq, xd, xsd)
+    if km.is_km_kind(kind):  # one scale per 256 columns, int16 sums per 32 (quantize_act_km)
+        km.quantize_act_km(x, xq, xd, xsd)
     elif kind == TQ1_0 or kind == TQ2_0:  # one scale per 256, as llama.cpp's Q8_K
         tq.quantize_act_k(x, xq, xd, xsd)
     elif not is_float(kind):

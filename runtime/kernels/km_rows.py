@@ -11,17 +11,17 @@ affine 32-column blocks. Layout (spec/extensions-km.md, ``gguflite.quants.km``):
 
 Same contract as legacy.py / kquants.py: ``dot_km<b>(w, p, nb, xq, xd, xsd)`` with ``nb`` the
 number of 32-element activation blocks, which for KM is ``2 * n_chunks`` (the activation padded
-with zeros to a multiple of 64, and ``xsd`` holding sums per 32, see
-:func:`quantize_act_padded`), and
-``deq_km<b>(w, p, n, dst, off)`` writing the ``n`` real columns of the row to ``dst[off:]``.
+with zeros to a multiple of 64), and ``deq_km<b>(w, p, n, dst, off)`` writing the ``n`` real
+columns of the row to ``dst[off:]``. The activation has one scale D_k per 256 columns
+(:func:`quantize_act_km`, as llama.cpp's Q8_K for all k-quants; the last group of a row may be
+64, 128 or 192 wide), so with P_b = sum_i cb[q_i] * xq_i and A_b = sum_i xq_i over block b:
 
-With ``x ~= dx_g * xq`` per 32-block g (activations.py), the row dot is
+    row . x = d * sum_k D_k [ sum_{b in k} s_b P_b ] - dmin * sum_k D_k [ sum_{b in k} m_b A_b ]
+                      integer: vpshufb (lut16),                integer: one vpmaddwd
+                      vpmaddubsw, vpmaddwd by s_b              of the 8 m_b, A_b
 
-    sum_g dx_g * d * s_g * sum_i cb[q_i] * xq_i  -  dmin * sum_g m_g * dx_g * sum_i xq_i
-          ---- lut16 (vpshufb) + dot_u8 ----               ---- xsd (precomputed) ----
-
-cb[q] <= 127 and |xq| <= 127 keep vpmaddubsw's pairwise i16 sums exact (2 * 127 * 127 < 2**15).
-Four chunks (eight blocks) at a time take their scales and mins as float vectors.
+cb[q] <= 127 and |xq| <= 127 keep vpmaddubsw's pairwise i16 sums exact (2 * 127 * 127 < 2**15);
+each bracket is exact in int32 and converted to float once per 256 columns.
 """
 
 from __future__ import annotations
@@ -29,12 +29,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .activations import quantize_act
-from .vector_f32 import ldf, load_f32x8, vfma, vmul
+from .vector_f32 import ldf
 from .vector_ir import (
     band,
     bor,
-    dot_u8,
     dup16,
     f16,
     fma2,
@@ -45,15 +43,22 @@ from .vector_ir import (
     vzero,
 )
 from .vector_km import (
-    cvt_fma,
+    dot_scaled,
+    hsum4,
+    i16at,
+    iadd,
+    izero,
     km2_pair,
     km3_high0,
     km3_high1,
-    km_mins4,
-    km_scales4,
+    km_min_fma,
+    km_scales,
+    km_words4,
     lut16,
-    sums8,
+    vzero4,
 )
+
+INV127 = np.float32(1.0 / 127.0)
 
 # Pseudo kind ids of the KM types in the drivers (dispatch.py); ggml type ids are < 1000.
 KM2_KIND, KM3_KIND, KM4_KIND = 1002, 1003, 1004
@@ -82,30 +87,46 @@ def row_bytes(cols: int, bits: int) -> int:
 
 
 # -- activations ----------------------------------------------------------------------------------
-@njit(cache=True)
-def quantize_act_padded(x, xq, xd, xsd):
-    """quantize_act of x padded with zeros to ``xq.size`` (a multiple of 64) elements, with
-    the block sums per 32 instead of per 16 (the KM kernels' layout).
+@njit(cache=True)  # no fastmath: must match the NumPy reference of the tests exactly
+def quantize_act_km(x, xq, xd, xsd):
+    """Quantize x, padded with zeros to ``xq.size`` (a multiple of 64) elements, with one scale
+    per 256 columns (as llama.cpp's Q8_K), into the scratch buffers of dispatch._prepare.
 
-    x : (n,) float32, any n; outputs xq : (n_p,) int8, xd : (n_p // 32,) float32 and
-    xsd : (n_p // 16,) float32 of which the first n_p // 32 are set:
-    xsd[g] = xd[g] * sum(xq[32g : 32g + 32]) (one rounding).
-    A padded block quantizes exactly as its real elements would in a block of their own (zeros
-    change neither the block maximum nor the sums), and pure padding blocks get xq = dx = 0.
+    Group k = columns 256k .. min(256k + 256, n_p) - 1 (the last group may be 64, 128 or 192
+    wide), block b = columns 32b .. 32b + 31:
+
+        xd[k]       = max |x| over group k * (1 / 127)     float32 (0 for an all-zero group)
+        xq[i]       = rint(x[i] / xd[k])                   int8 in [-127, 127]; 0 on padding
+        xsd16[b]    = sum(xq[32b : 32b + 32])              int16 (|sum| <= 4064)
+
+    where xsd16 is the int16 view of xsd's bytes (its first n_p // 32 int16).
+
+    Parameters
+    ----------
+    x : (n,) float32, any n
+    xq : (n_p,) int8, output, n_p = n rounded up to a multiple of 64
+    xd : (n_p // 32,) float32, output: the group scales in xd[: ceil(n_p / 256)]
+    xsd : (n_p // 16,) float32, output: the int16 block sums in its first n_p // 16 bytes
     """
     n = x.size
     n_p = xq.size
-    n32 = n // 32 * 32
-    quantize_act(x[:n32], xq[:n32], xd[: n32 // 32], xsd[: n32 // 16])
-    if n_p > n32:
-        tmp = np.zeros(n_p - n32, np.float32)
-        tmp[: n - n32] = x[n32:]
-        quantize_act(tmp, xq[n32:], xd[n32 // 32 :], xsd[n32 // 16 :])
-    for g in range(n_p // 32):
-        s = 0
-        for i in range(32):
-            s += np.int32(xq[32 * g + i])
-        xsd[g] = xd[g] * np.float32(s)
+    xs16 = xsd.view(np.int16)
+    for k in range((n_p + 255) // 256):
+        lo = 256 * k
+        hi = min(lo + 256, n_p)
+        amax = np.float32(0.0)
+        for i in range(lo, min(hi, n)):
+            amax = max(amax, abs(x[i]))
+        d = amax * INV127  # a multiply, as activations.quantize_act
+        inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
+        for b in range(lo // 32, hi // 32):
+            s = 0
+            for i in range(32 * b, 32 * b + 32):
+                q = np.int32(np.rint(x[i] * inv)) if i < n else 0
+                xq[i] = q
+                s += q
+            xs16[b] = s
+        xd[k] = d
 
 
 # -- codes of one chunk ----------------------------------------------------------------------------
@@ -147,43 +168,41 @@ def _word(w, b):
 # in one function (an inline single-row kernel with a loop, called per row, leaves an atomic
 # incref / decref of each array per row: see legacy._rows_legacy).
 @njit(cache=True, fastmath=True, inline="always")
-def _km_group(acc, biasv, w, b, g, cs, tbl, xq, xd, xsd, bits):
-    """4 chunks (8 blocks, 256 columns) starting at byte b, activation block g:
-    acc += s * dx * sum cb[q] xq (lane k: block g + k), biasv += m * dx * sum xq."""
-    sv = vmul(km_scales4(w, b, cs), load_f32x8(xd, g))  # (8,) s * dx
-    biasv = vfma(biasv, km_mins4(w, b, cs), load_f32x8(xsd, g))  # (8,) m * dx * sum xq
+def _km_group(acc, accm, w, b, j, cs, tbl, xq, xd, xsd, bits):
+    """Chunks j .. j + 3 (8 blocks, 256 columns = activation group j // 4) at byte b:
+    acc += D * sum_blocks s * sum cb[q] xq (integer until the one conversion), accm += D * m . A.
+    """
+    words = km_words4(w, b, cs)
+    sv = km_scales(words)  # (8,) i16, lane 2k + h: block h of chunk j + k
+    x0 = 64 * j
     qa, qb = _codes(w, b + 3, bits)
-    d0 = dot_u8(lut16(tbl, qa), xq, 32 * g)  # (8,) i32 partial sums of block g
-    d1 = dot_u8(lut16(tbl, qb), xq, 32 * g + 32)
+    gi = dot_scaled(lut16(tbl, qa), xq, x0, sv, 0)
+    gi = iadd(gi, dot_scaled(lut16(tbl, qb), xq, x0 + 32, sv, 1))
     qa, qb = _codes(w, b + cs + 3, bits)
-    d2 = dot_u8(lut16(tbl, qa), xq, 32 * g + 64)
-    d3 = dot_u8(lut16(tbl, qb), xq, 32 * g + 96)
+    gi = iadd(gi, dot_scaled(lut16(tbl, qa), xq, x0 + 64, sv, 2))
+    gi = iadd(gi, dot_scaled(lut16(tbl, qb), xq, x0 + 96, sv, 3))
     qa, qb = _codes(w, b + 2 * cs + 3, bits)
-    d4 = dot_u8(lut16(tbl, qa), xq, 32 * g + 128)
-    d5 = dot_u8(lut16(tbl, qb), xq, 32 * g + 160)
+    gi = iadd(gi, dot_scaled(lut16(tbl, qa), xq, x0 + 128, sv, 4))
+    gi = iadd(gi, dot_scaled(lut16(tbl, qb), xq, x0 + 160, sv, 5))
     qa, qb = _codes(w, b + 3 * cs + 3, bits)
-    d6 = dot_u8(lut16(tbl, qa), xq, 32 * g + 192)
-    d7 = dot_u8(lut16(tbl, qb), xq, 32 * g + 224)
-    return cvt_fma(acc, sums8(d0, d1, d2, d3, d4, d5, d6, d7), sv), biasv
+    gi = iadd(gi, dot_scaled(lut16(tbl, qa), xq, x0 + 192, sv, 6))
+    gi = iadd(gi, dot_scaled(lut16(tbl, qb), xq, x0 + 224, sv, 7))
+    dk = ldf(xd, j // 4)
+    return fma2(acc, gi, dk, dk), km_min_fma(accm, words, xsd, j, dk)
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _km_chunk(acc0, acc1, bias, w, b, j, tbl, xq, xd, xsd, bits):
-    """One chunk (blocks 2j, 2j + 1) at byte b, its scales read one at a time (row tails)."""
-    v = _word(w, b)
-    s0 = np.float32(v & 63) * ldf(xd, 2 * j)
-    s1 = np.float32((v >> 12) & 63) * ldf(xd, 2 * j + 1)
-    bias += (np.float32((v >> 6) & 63) * ldf(xsd, 2 * j)
-             + np.float32((v >> 18) & 63) * ldf(xsd, 2 * j + 1))
+def _km_chunk(gi, w, b, j, tbl, xq, bits):
+    """gi + s * sum cb[q] xq over the two blocks of chunk j at byte b (row tails)."""
+    sv = km_scales(km_words4(w, b, 0))  # lanes 0, 1: s0, s1
     qa, qb = _codes(w, b + 3, bits)
-    acc0 = fma2(acc0, dot_u8(lut16(tbl, qa), xq, 64 * j), s0, s0)
-    acc1 = fma2(acc1, dot_u8(lut16(tbl, qb), xq, 64 * j + 32), s1, s1)
-    return acc0, acc1, bias
+    gi = iadd(gi, dot_scaled(lut16(tbl, qa), xq, 64 * j, sv, 0))
+    return iadd(gi, dot_scaled(lut16(tbl, qb), xq, 64 * j + 32, sv, 1))
 
 
 @njit(cache=True, fastmath=True, inline="always")
 def _rows_km(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, bits):
-    """y[r] = row r . x for r in [lo, hi)."""
+    """y[r] = row r . x for r in [lo, hi), x quantized by quantize_act_km."""
     cs = 3 + 8 * bits  # chunk bytes
     n_chunks = nb // 2
     n4 = n_chunks // 4 * 4
@@ -191,17 +210,23 @@ def _rows_km(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, bits):
         p = r * row_bytes
         tbl = dup16(w, p + 4)  # the codebook in both 128-bit lanes (KM3 / KM2: 8 / 4 used)
         c0 = p + 4 + (1 << bits)
-        acc0 = vzero()  # lane k: sum of s * dx * sum_i cb[q_i] xq_i over blocks 8t + k (no d)
-        acc1 = vzero()
-        biasv = vzero()  # lane k: sum of m * dx * sum_i xq_i (no dmin)
+        acc = vzero()  # sum over groups of D * s * sum_i cb[q_i] xq_i (no d)
+        accm = vzero4()  # sum over groups of D * m * sum_i xq_i (no dmin)
         for j in range(0, n4, 4):  # 4 chunks = 8 blocks = 256 columns
-            acc0, biasv = _km_group(acc0, biasv, w, c0 + cs * j, 2 * j, cs, tbl, xq, xd, xsd,
-                                    bits)
+            acc, accm = _km_group(acc, accm, w, c0 + cs * j, j, cs, tbl, xq, xd, xsd, bits)
         bias = np.float32(0.0)
-        for j in range(n4, n_chunks):  # the last n_chunks % 4 chunks
-            acc0, acc1, bias = _km_chunk(acc0, acc1, bias, w, c0 + cs * j, j, tbl, xq, xd,
-                                         xsd, bits)
-        y[r] = f16(w, p) * (hsum(acc0) + hsum(acc1)) - f16(w, p + 2) * (hsum(biasv) + bias)
+        if n4 < n_chunks:  # the last n_chunks % 4 chunks: one shorter activation group
+            gi = izero()
+            mi = 0
+            for j in range(n4, n_chunks):
+                b = c0 + cs * j
+                gi = _km_chunk(gi, w, b, j, tbl, xq, bits)
+                v = _word(w, b)
+                mi += ((v >> 6) & 63) * i16at(xsd, 2 * j) + ((v >> 18) & 63) * i16at(xsd, 2 * j + 1)
+            dk = ldf(xd, n4 // 4)
+            acc = fma2(acc, gi, dk, dk)
+            bias = dk * np.float32(mi)
+        y[r] = f16(w, p) * hsum(acc) - f16(w, p + 2) * (hsum4(accm) + bias)
 
 
 @njit(cache=True, fastmath=True, inline="always")

@@ -15,24 +15,29 @@ is a compare-and-select chain over the 16 entries in generic vector IR (same byt
 from __future__ import annotations
 
 from llvmlite import ir
+from numba import types
 from numba.extending import intrinsic
 
 from .vector_ir import (
+    F32,
     I8,
+    I16,
     I32,
     PORTABLE,
-    VF8,
-    F32x8,
     I32x8,
     U8x32,
     V8x16,
     V8x32,
+    V16x16,
+    V16x32,
     V32x8,
+    Vec,
     _as_intp,
     _const,
     _idx,
     _load,
     _ptr,
+    _splat,
     _x86,
 )
 
@@ -109,7 +114,7 @@ def _words4(context, builder, sig, args):
     arr, o, st = args
     base = _as_intp(context, builder, sig.args[1], o)
     stride = _as_intp(context, builder, sig.args[2], st)
-    words = ir.Constant(ir.VectorType(I32, 4), None)
+    words = ir.Constant(V32x4, None)
     for k in range(4):
         off = builder.add(base, builder.mul(stride, ir.Constant(base.type, k)))
         p = _ptr(context, builder, sig.args[0], arr, off, I32)
@@ -117,75 +122,172 @@ def _words4(context, builder, sig, args):
     return words
 
 
-def _six_bits(builder, words, shifts):
-    """(8,) float32: lane 2k + h = (words[k] >> shifts[h]) & 63."""
-    w8 = builder.shuffle_vector(words, words, _idx([k // 2 for k in range(8)]))  # (8,) i32
-    sh = _const(V32x8, [shifts[k % 2] for k in range(8)])
-    return builder.sitofp(builder.and_(builder.lshr(w8, sh), _const(V32x8, [63] * 8)), VF8)
+# -- scales and mins of four chunks as int16 lanes -----------------------------------------------
+# With one activation scale per 256 columns (km_rows.quantize_act_km), the block scales s and
+# mins m apply in the integer domain, one 16-bit lane per block:
+#
+#     word v of chunk k = [ m1 : 6 | s1 : 6 | m0 : 6 | s0 : 6 ]   (bits 23 .. 0)
+#     scales <8 x i16>: lane 2k = s0, 2k + 1 = s1 of chunk k    (i32 lane k: bits 16..21 = s1,
+#     mins   <8 x i16>: lane 2k = m0, 2k + 1 = m1                 bits 0..5 = s0; mins alike)
+#
+# (each i32 lane read as two little-endian i16 lanes), so a chunk's two blocks are lanes 2k,
+# 2k + 1 and the 8 blocks of 4 chunks are in column order.
+V32x4 = ir.VectorType(I32, 4)
+V16x8 = ir.VectorType(I16, 8)
+VF4 = ir.VectorType(F32, 4)
+I32x4 = Vec("I32x4", V32x4)  # the raw words of 4 chunks
+I16x8 = Vec("I16x8", V16x8)  # 8 blocks' scales (or mins)
+F32x4 = Vec("F32x4", VF4)  # a float accumulator of the min terms
 
 
 @intrinsic
-def km_scales4(typingctx, a, off, stride):
-    """The 8 six-bit block scales of 4 consecutive chunks as float32:
-    lane 2k = s0 of chunk k, lane 2k + 1 = s1 of chunk k (the chunk's two 32-column blocks).
-
-        word v = byte0 | byte1 << 8 | byte2 << 16:   s0 = v & 63      m0 = (v >> 6) & 63
-                                                      s1 = (v >> 12) & 63   m1 = (v >> 18) & 63
-    """
+def km_words4(typingctx, a, off, stride):
+    """The 24-bit scale / min words of 4 chunks (lane k read at byte off + k * stride of the uint8
+    array ``a``; with stride 0, one chunk's word in every lane)."""
 
     def codegen(context, builder, sig, args):
-        return _six_bits(builder, _words4(context, builder, sig, args), (0, 12))
+        return _words4(context, builder, sig, args)
 
-    return F32x8(a, off, stride), codegen
+    return I32x4(a, off, stride), codegen
+
+
+def _fields16(builder, words, lo_shift, hi_shift_left):
+    """<4 x i32> words -> <8 x i16>: lane 2k = (v >> lo_shift) & 63, lane 2k + 1 = the field at
+    bit 16 - hi_shift_left of v, both six bits."""
+    c63 = _const(V32x4, [63] * 4)
+    lo = builder.and_(builder.lshr(words, _const(V32x4, [lo_shift] * 4)), c63)
+    if hi_shift_left >= 0:
+        hi = builder.shl(words, _const(V32x4, [hi_shift_left] * 4))
+    else:
+        hi = builder.lshr(words, _const(V32x4, [-hi_shift_left] * 4))
+    hi = builder.and_(hi, _const(V32x4, [63 << 16] * 4))
+    return builder.bitcast(builder.or_(lo, hi), V16x8)
 
 
 @intrinsic
-def km_mins4(typingctx, a, off, stride):
-    """The 8 six-bit block mins of 4 consecutive chunks as float32 (lanes as km_scales4)."""
+def km_scales(typingctx, words):
+    """The 8 block scales of ``km_words4``'s chunks: lane 2k = s0, 2k + 1 = s1 of chunk k."""
 
     def codegen(context, builder, sig, args):
-        return _six_bits(builder, _words4(context, builder, sig, args), (6, 18))
+        return _fields16(builder, args[0], 0, 4)  # s1 at bit 12 -> 16
 
-    return F32x8(a, off, stride), codegen
+    return I16x8(words), codegen
 
 
-# -- eight blocks' integer dot products -> one vector, then one float multiply-add ---------------
-def _hadd(builder, a, b):
-    """AVX2 phaddd: [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7] (per 128 bits)."""
+def _madd16(builder, a, b):
+    """<n x i16> x <n x i16> -> <n/2 x i32>: lane k = a[2k] b[2k] + a[2k+1] b[2k+1] (pmaddwd)."""
+    n = a.type.count
+    out = ir.VectorType(I32, n // 2)
     if not PORTABLE:
-        return _x86(builder, "llvm.x86.avx2.phadd.d", V32x8, [a, b])
-    even = builder.shuffle_vector(a, b, _idx([0, 2, 8, 10, 4, 6, 12, 14]))
-    odd = builder.shuffle_vector(a, b, _idx([1, 3, 9, 11, 5, 7, 13, 15]))
+        name = "llvm.x86.avx2.pmadd.wd" if n == 16 else "llvm.x86.sse2.pmadd.wd"
+        return _x86(builder, name, out, [a, b])
+    wide = ir.VectorType(I32, n)
+    prod = builder.mul(builder.sext(a, wide), builder.sext(b, wide))
+    even = builder.shuffle_vector(prod, prod, _idx(range(0, n, 2)))
+    odd = builder.shuffle_vector(prod, prod, _idx(range(1, n, 2)))
     return builder.add(even, odd)
 
 
 @intrinsic
-def sums8(typingctx, d0, d1, d2, d3, d4, d5, d6, d7):
-    """lane g = the sum of the 8 lanes of d_g (I32x8 each), for g = 0..7 -> I32x8.
-
-    A phaddd tree: h01 = hadd(d0, d1) = [d0:01, d0:23, d1:01, d1:23 | d0:45, d0:67, d1:45, d1:67],
-    then hadd(h01, h23) = [d0..d3 low halves | d0..d3 high halves]; the two 128-bit halves of
-    that and of the same for d4..d7 are added crosswise.
-    """
+def km_min_fma(typingctx, acc, words, xsd, off, dk):
+    """acc + dk * float(m . A) over the 4 chunks of ``words`` (F32x4): lane k =
+    m0 * A[2k] + m1 * A[2k + 1] with m0, m1 the mins of chunk k and A the 8 int16 block sums of
+    the activation at float32 element ``off`` of ``xsd`` (its bytes read as int16, as
+    km_rows.quantize_act_km writes them). |m * A| <= 63 * 32 * 127: exact in int32."""
 
     def codegen(context, builder, sig, args):
-        h01, h23 = _hadd(builder, args[0], args[1]), _hadd(builder, args[2], args[3])
-        h45, h67 = _hadd(builder, args[4], args[5]), _hadd(builder, args[6], args[7])
-        a, b = _hadd(builder, h01, h23), _hadd(builder, h45, h67)
-        lo = builder.shuffle_vector(a, b, _idx([0, 1, 2, 3, 8, 9, 10, 11]))
-        hi = builder.shuffle_vector(a, b, _idx([4, 5, 6, 7, 12, 13, 14, 15]))
-        return builder.add(lo, hi)
+        a, wv, xarr, o, d = args
+        m16 = _fields16(builder, wv, 6, -2)  # m0 at bit 6 -> 0, m1 at bit 18 -> 16
+        sums = _load(context, builder, sig, xarr, o, V16x8, k=2)  # (8,) i16
+        prod = _madd16(builder, m16, sums)  # (4,) i32
+        dv = _splat(builder, context.cast(builder, d, sig.args[4], types.float32), VF4)
+        p = builder.fmul(builder.sitofp(prod, VF4), dv, flags=("contract",))
+        return builder.fadd(a, p, flags=("contract",))
 
-    return I32x8(d0, d1, d2, d3, d4, d5, d6, d7), codegen
+    return F32x4(acc, words, xsd, off, dk), codegen
+
+
+@intrinsic(prefer_literal=True)
+def dot_scaled(typingctx, u, xq, xoff, sv, lane):
+    """s * (products of 32 unsigned weights u (each <= 127) with ``xq[xoff:xoff+32]`` (int8)),
+    s = lane ``lane`` (an integer constant 0..7) of the I16x8 ``sv``: vpmaddubsw, then vpmaddwd
+    with s in every 16-bit lane (instead of ones). I32x8, lane k: elements 4k .. 4k + 3.
+
+    Bounds: a vpmaddubsw pair <= 2 * 127 * 127 = 32258 (exact in int16, KM5), times s <= 63,
+    two pairs: <= 4.1e6 per lane, 8 blocks <= 3.3e7 < 2**31."""
+    if not isinstance(lane, types.IntegerLiteral) or not 0 <= lane.literal_value < 8:
+        return None
+    k = lane.literal_value
+
+    def codegen(context, builder, sig, args):
+        uv, xarr, xo, s = args[:4]
+        xv = builder.load(_ptr(context, builder, sig.args[1], xarr,
+                               _as_intp(context, builder, sig.args[2], xo), V8x32), align=1)
+        bc = builder.shuffle_vector(s, s, _idx([k] * 16))  # (16,) i16, s_k everywhere
+        if not PORTABLE:
+            p16 = _x86(builder, "llvm.x86.avx2.pmadd.ub.sw", V16x16, [uv, xv])
+        else:
+            prod = builder.mul(builder.zext(uv, V16x32), builder.sext(xv, V16x32))  # exact
+            p16 = builder.add(builder.shuffle_vector(prod, prod, _idx(range(0, 32, 2))),
+                              builder.shuffle_vector(prod, prod, _idx(range(1, 32, 2))))
+        return _madd16(builder, p16, bc)
+
+    return I32x8(u, xq, xoff, sv, lane), codegen
 
 
 @intrinsic
-def cvt_fma(typingctx, acc, v, s):
-    """acc + float(v) * s lane by lane (F32x8, I32x8, F32x8)."""
+def iadd(typingctx, a, b):
+    """a + b lane by lane (I32x8; the callers stay within int32, see dot_scaled)."""
 
     def codegen(context, builder, sig, args):
-        a, iv, sv = args
-        prod = builder.fmul(builder.sitofp(iv, VF8), sv, flags=("contract",))
-        return builder.fadd(a, prod, flags=("contract",))
+        return builder.add(args[0], args[1])
 
-    return F32x8(acc, v, s), codegen
+    return I32x8(a, b), codegen
+
+
+@intrinsic
+def izero(typingctx):
+    """A zero I32x8."""
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(V32x8, None)
+
+    return I32x8(), codegen
+
+
+@intrinsic
+def vzero4(typingctx):
+    """A zero F32x4."""
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(VF4, None)
+
+    return F32x4(), codegen
+
+
+@intrinsic
+def hsum4(typingctx, acc):
+    """Sum of the 4 lanes of an F32x4 -> float32, as (l0 + l2) + (l1 + l3)."""
+
+    def codegen(context, builder, sig, args):
+        (v,) = args
+        s = builder.fadd(builder.shuffle_vector(v, v, _idx([0, 1])),
+                         builder.shuffle_vector(v, v, _idx([2, 3])))
+        return builder.fadd(builder.extract_element(s, ir.Constant(I32, 0)),
+                            builder.extract_element(s, ir.Constant(I32, 1)))
+
+    return types.float32(acc), codegen
+
+
+@intrinsic
+def i16at(typingctx, a, i):
+    """The int16 at int16 index ``i`` of the bytes of array ``a`` (any dtype), as int32."""
+
+    def codegen(context, builder, sig, args):
+        arr, idx = args
+        data = context.make_array(sig.args[0])(context, builder, arr).data
+        p = builder.gep(builder.bitcast(data, I16.as_pointer()),
+                        [_as_intp(context, builder, sig.args[1], idx)])
+        return builder.sext(builder.load(p, align=2), I32)
+
+    return types.int32(a, i), codegen
