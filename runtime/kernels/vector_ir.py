@@ -573,3 +573,76 @@ def tq1_qh_merge(typingctx, y, a, off_qh):
         return builder.shuffle_vector(lo, qh16, _idx(range(32)))
 
     return U8x32(y, a, off_qh), codegen
+
+
+# -- the ternary block tail in 128-bit lanes (fewer uops than 256-bit on znver1) ------------------
+# A block's I16x16 sums are folded to 8 lanes (lane j + lane j + 8: only the block total matters),
+# less 8 int16 activation sums of the block, then pmaddwd to 4 int32, converted and scaled in
+# F32x4. Bound: the callers' lanes are <= 6096 in magnitude (see I16x16 above, after TQ2_0's
+# shift), so a folded lane <= 12192, less a 32-element activation sum (<= 4064): <= 16256.
+VF4 = ir.VectorType(F32, 4)
+V16x8 = ir.VectorType(I16, 8)
+F32x4 = Vec("F32x4", VF4)
+
+
+@intrinsic
+def vzero4(typingctx):
+    """A zero F32x4 accumulator."""
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(VF4, None)
+
+    return F32x4(), codegen
+
+
+@intrinsic
+def hsum4(typingctx, acc):
+    """Sum of the 4 lanes of an F32x4 -> float32: (l0 + l2) + (l1 + l3)."""
+
+    def codegen(context, builder, sig, args):
+        (v,) = args
+        s = builder.fadd(builder.shuffle_vector(v, v, _idx([0, 1])),
+                         builder.shuffle_vector(v, v, _idx([2, 3])))  # (2,)
+        return builder.fadd(builder.extract_element(s, ir.Constant(I32, 0)),
+                            builder.extract_element(s, ir.Constant(I32, 1)))
+
+    return types.float32(acc), codegen
+
+
+@intrinsic
+def scale4(typingctx, w, off, xd, xoff):
+    """[d] * 4 * xd[xoff : xoff + 4], d the f16 at byte ``off`` of ``w`` (F32x4; xd float32,
+    the activation scale stored 4 times per block by ternary.quantize_act_k)."""
+
+    def codegen(context, builder, sig, args):
+        wa, o, xa, xo = args
+        h = builder.load(_ptr(context, builder, sig.args[0], wa,
+                              _as_intp(context, builder, sig.args[1], o), ir.HalfType()), align=1)
+        d = builder.fpext(_splat(builder, h, ir.VectorType(ir.HalfType(), 4)), VF4)
+        return builder.fmul(d, _load(context, builder, sig, xa, xo, VF4, k=2))
+
+    return F32x4(w, off, xd, xoff), codegen
+
+
+@intrinsic
+def fold_fma4(typingctx, acc, s16, xs, xoff, sv):
+    """acc + float(t) * sv, t (4 x i32) the pair sums of lo + hi - xs, where lo / hi are lanes
+    0..7 / 8..15 of the I16x16 ``s16`` and xs the 8 int16 at element offset ``xoff`` of ``xs``
+    (any dtype: the bytes are reinterpreted, as sub16_at)."""
+
+    def codegen(context, builder, sig, args):
+        a, v, xa, xo, sc = args
+        lo = builder.shuffle_vector(v, v, _idx(range(8)))
+        hi = builder.shuffle_vector(v, v, _idx(range(8, 16)))
+        h = builder.sub(builder.add(lo, hi), _load(context, builder, sig, xa, xo, V16x8, k=2))
+        if not PORTABLE:
+            t = _x86(builder, "llvm.x86.sse2.pmadd.wd", ir.VectorType(I32, 4),
+                     [h, _const(V16x8, [1] * 8)])
+        else:
+            V32x4 = ir.VectorType(I32, 4)
+            t = builder.add(builder.sext(builder.shuffle_vector(h, h, _idx([0, 2, 4, 6])), V32x4),
+                            builder.sext(builder.shuffle_vector(h, h, _idx([1, 3, 5, 7])), V32x4))
+        prod = builder.fmul(builder.sitofp(t, VF4), sc, flags=("contract",))
+        return builder.fadd(a, prod, flags=("contract",))
+
+    return F32x4(acc, s16, xs, xoff, sv), codegen
