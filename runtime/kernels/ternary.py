@@ -35,8 +35,9 @@ from .vector_ir import (
     sra16,
     store_affine,
     tq1_qh_merge,
-    trit_avg,
+    trit_cmp,
     vzero4,
+    xor_halves,
 )
 
 TQ1_0_BYTES = 48 + 4 + 2
@@ -137,15 +138,17 @@ def _tq2_block(acc, w, b, i, xq, xd, xsd):
 @njit(cache=True, fastmath=True, inline="always")
 def _tq1_packed(w, b):
     """The 8 groups of the TQ1_0 block at byte b, trits still packed: 8 U8x32 whose top base-3
-    digit (trit_avg) is the trit. The powers of 3 are byte shifts and adds (pow3_halves)."""
-    q0 = load_u8x32(w, b)  # groups 0..4: qs[0:32] * 3**n
+    digit (trit_cmp) is the trit, stored offset by 128 (q ^ 128, kept by the odd multipliers).
+    The powers of 3 are byte shifts and adds (pow3_halves)."""
+    q0 = xor_halves(load_u8x32(w, b), 128, 128)  # groups 0..4: qs[0:32] * 3**n
     q1 = pow3_halves(q0, 1, 1)  # 2 byte adds
     q2 = pow3_halves(q0, 2, 2)  # a shift, a mask, an add
     q3 = pow3_halves(q2, 1, 1)
     q4 = pow3_halves(q3, 1, 1)
-    y1 = pow3_halves(dup16(w, b + 32), 0, 1)  # group 5: qs[32:48] * [1, 3]
+    y1 = pow3_halves(xor_halves(dup16(w, b + 32), 128, 128), 0, 1)  # group 5: qs[32:48] * [1, 3]
     y2 = pow3_halves(y1, 2, 2)  # group 6: * [9, 27]
-    y3 = tq1_qh_merge(pow3_halves(y2, 2, 2), w, b + 48)  # group 7: * 81 | qh * 3**n
+    # group 7: qs[32:48] * 81 | qh * 3**n, the qh half offset after the merge
+    y3 = xor_halves(tq1_qh_merge(pow3_halves(y2, 2, 2), w, b + 48), 0, 128)
     return q0, q1, q2, q3, q4, y1, y2, y3
 
 
@@ -155,12 +158,12 @@ def _tq1_block(acc, w, b, i, xq, xd, xsd):
     Straight-line, like _tq2_sums."""
     x = 256 * i
     g = _tq1_packed(w, b)
-    s0 = add16(maddubs(trit_avg(g[0]), xq, x), maddubs(trit_avg(g[1]), xq, x + 32))
-    s1 = add16(maddubs(trit_avg(g[2]), xq, x + 64), maddubs(trit_avg(g[3]), xq, x + 96))
-    s0 = add16(s0, add16(maddubs(trit_avg(g[4]), xq, x + 128),
-                         maddubs(trit_avg(g[5]), xq, x + 160)))
-    s1 = add16(s1, add16(maddubs(trit_avg(g[6]), xq, x + 192),
-                         maddubs(trit_avg(g[7]), xq, x + 224)))
+    s0 = add16(maddubs(trit_cmp(g[0]), xq, x), maddubs(trit_cmp(g[1]), xq, x + 32))
+    s1 = add16(maddubs(trit_cmp(g[2]), xq, x + 64), maddubs(trit_cmp(g[3]), xq, x + 96))
+    s0 = add16(s0, add16(maddubs(trit_cmp(g[4]), xq, x + 128),
+                         maddubs(trit_cmp(g[5]), xq, x + 160)))
+    s1 = add16(s1, add16(maddubs(trit_cmp(g[6]), xq, x + 192),
+                         maddubs(trit_cmp(g[7]), xq, x + 224)))
     return fold_fma4(acc, add16(s0, s1), xsd, 4 * i, scale4(w, b + TQ1_0_BYTES - 2, xd, 4 * i))
 
 
@@ -217,14 +220,14 @@ def deq_tq1_0(w, p, nb, dst, off):
         d = f16(w, b + TQ1_0_BYTES - 2)
         g = _tq1_packed(w, b)
         o = off + 256 * i
-        store_affine(dst, o, trit_avg(g[0]), -1, d, 0.0, d, 0.0)
-        store_affine(dst, o + 32, trit_avg(g[1]), -1, d, 0.0, d, 0.0)
-        store_affine(dst, o + 64, trit_avg(g[2]), -1, d, 0.0, d, 0.0)
-        store_affine(dst, o + 96, trit_avg(g[3]), -1, d, 0.0, d, 0.0)
-        store_affine(dst, o + 128, trit_avg(g[4]), -1, d, 0.0, d, 0.0)
-        store_affine(dst, o + 160, trit_avg(g[5]), -1, d, 0.0, d, 0.0)
-        store_affine(dst, o + 192, trit_avg(g[6]), -1, d, 0.0, d, 0.0)
-        store_affine(dst, o + 224, trit_avg(g[7]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o, trit_cmp(g[0]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o + 32, trit_cmp(g[1]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o + 64, trit_cmp(g[2]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o + 96, trit_cmp(g[3]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o + 128, trit_cmp(g[4]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o + 160, trit_cmp(g[5]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o + 192, trit_cmp(g[6]), -1, d, 0.0, d, 0.0)
+        store_affine(dst, o + 224, trit_cmp(g[7]), -1, d, 0.0, d, 0.0)
 
 
 @njit(cache=True)

@@ -646,3 +646,37 @@ def fold_fma4(typingctx, acc, s16, xs, xoff, sv):
         return builder.fadd(a, prod, flags=("contract",))
 
     return F32x4(acc, s16, xs, xoff, sv), codegen
+
+
+@intrinsic(prefer_literal=True)
+def xor_halves(typingctx, v, k0, k1):
+    """Lanes 0..15 of ``v`` xor k0, lanes 16..31 xor k1 (integer constants 0..255)."""
+    if not all(isinstance(t, types.IntegerLiteral) for t in (k0, k1)):
+        return None
+    ks = [k0.literal_value] * 16 + [k1.literal_value] * 16
+
+    def codegen(context, builder, sig, args):
+        return builder.xor(args[0], _const(V8x32, [k & 255 for k in ks]))
+
+    return U8x32(v, k0, k1), codegen
+
+
+@intrinsic
+def trit_cmp(typingctx, v):
+    """TQ1_0 trit extraction from bytes stored offset, v = q ^ 128 (signed: q - 128): the trit
+    (3q) >> 8 is [q >= 86] + [q >= 171] = [v > -43] + [v > 42], computed as |m1 + m2| from the
+    two compare masks (2 vpcmpgtb, vpaddb, vpabsb: 4 operations and no zero register; trit_avg
+    takes 5). The offset survives the powers of 3: 128 * 3**n = 128 (mod 256)."""
+
+    def codegen(context, builder, sig, args):
+        (q,) = args
+        m1 = _opaque(builder, builder.sext(builder.icmp_signed(">", q, _const(V8x32, [-43] * 32)),
+                                           V8x32))
+        m2 = _opaque(builder, builder.sext(builder.icmp_signed(">", q, _const(V8x32, [42] * 32)),
+                                           V8x32))
+        s = builder.add(m1, m2)  # (32,) i8: 0, -1 or -2
+        fabs = builder.module.declare_intrinsic(
+            "llvm.abs.v32i8", fnty=ir.FunctionType(V8x32, [V8x32, ir.IntType(1)]))
+        return builder.call(fabs, [s, ir.Constant(ir.IntType(1), 0)])  # vpabsb
+
+    return U8x32(v), codegen
