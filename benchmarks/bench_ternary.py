@@ -92,9 +92,11 @@ def kernels(before_rev: str | None):
 
     out = [("Q8_0", "Q8_0", None, quantize_act)]
     old = load_before(before_rev) if before_rev else None
+    # the activation quantizer of that revision (per 256 since 89a6b4d's parent, per 32 before)
+    old_quant = getattr(old, "quantize_act_k", quantize_act)
     for t in ("TQ2_0", "TQ1_0"):
         if old is not None:
-            out.append((f"{t} before", t, getattr(old, f"dot_{t.lower()}"), quantize_act))
+            out.append((f"{t} before", t, getattr(old, f"dot_{t.lower()}"), old_quant))
         out.append((f"{t} now", t, None, ternary.quantize_act_k))
     return out
 
@@ -210,8 +212,9 @@ def bench_asm(ks) -> list[str]:
     from gguflite.runtime.kernels import dispatch
 
     lines = ["| kernel | instructions in the loop | weights / iteration | instructions / 32 "
-             "weights | integer multiplies (vpmaddubsw, vpmaddwd, vpmullw) / 32 weights |",
-             "|---|---|---|---|---|"]
+             "weights | instructions / 256 weights | integer multiplies (vpmaddubsw, vpmaddwd, "
+             "vpmullw) / 32 weights |",
+             "|---|---|---|---|---|---|"]
     fresh = njit(fastmath=True)(dispatch.rows_dot.py_func)  # cached code cannot be inspected
     w0 = np.zeros(34 * 64, np.uint8)
     fresh(8, w0, 34 * 64, 2048, 0, 1, np.zeros(1, np.float32), np.zeros(2048, np.float32),
@@ -232,12 +235,12 @@ def bench_asm(ks) -> list[str]:
             found = [f for f in found
                      if 32 * sum(op == "vpmaddubsw" for op, _ in f[2]) == f[1]]
         if not found:
-            lines.append(f"| {label} | ? | ? | ? | ? |")
+            lines.append(f"| {label} | ? | ? | ? | ? | ? |")
             continue
         n, per_iter, loop = max(found, key=lambda f: f[0])
         n_mul = sum(op in ("vpmaddubsw", "vpmaddwd", "vpmullw") for op, _ in loop)
         line = (f"| {label} | {n} | {per_iter} | {32 * n / per_iter:.1f} | "
-                f"{32 * n_mul / per_iter:.2f} |")
+                f"{256 * n / per_iter:.1f} | {32 * n_mul / per_iter:.2f} |")
         lines.append(line)
         print(line, flush=True)
     return lines
