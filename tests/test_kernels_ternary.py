@@ -148,11 +148,11 @@ _PORTABLE_CHECK = textwrap.dedent("""
     print("bytes", out.astype(np.int64).tobytes().hex())
     rng = np.random.default_rng(7)
     for name, fn in [("TQ1_0", ternary.dot_tq1_0), ("TQ2_0", ternary.dot_tq2_0)]:
-        raw = rand_weight(rng, name, 9, 512)
-        x = rng.standard_normal(512).astype(np.float32)
+        raw = rand_weight(rng, name, 9, 1536)  # 6 blocks: TQ2_0's 4-block loop and its tail
+        x = rng.standard_normal(1536).astype(np.float32)
         xq, xd, xsd = _act_k(x)
         flat = raw.reshape(-1)
-        y = np.array([fn(flat, r * raw.shape[1], 16, xq, xd, xsd) for r in range(9)])
+        y = np.array([fn(flat, r * raw.shape[1], 48, xq, xd, xsd) for r in range(9)])
         ref = reference(raw, name).astype(np.float64) @ quantized_x(x, 256)
         err = np.abs(y - ref).max() / np.abs(ref).max()
         assert err <= 2e-6, (name, err)
