@@ -6,10 +6,11 @@ reference written the same way; gguflite.quants.km's own reference decoder is cr
 Tolerances (as tests/test_kernels_matvec.py):
 
 - mat-vec vs the float64 product of the exactly decoded rows with the *quantized* activation
-  (x padded with zeros to a multiple of 64, quantized with one scale per 256 columns, the last
-  group shorter, by a NumPy reference of km_rows.quantize_act_km): relative error
-  (max |err| / max |ref|) <= 2e-6, float32 accumulation only; and vs the float activation:
-  |err_r| <= sum_i |W_ri| * D_k(i) / 2 (half a step of each column's group);
+  (x padded with zeros to a multiple of 64, quantized with a step per 256 columns, the last
+  group shorter, times an integer multiplier per 32, by a NumPy reference of
+  km_rows.quantize_act_km): relative error (max |err| / max |ref|) <= 2e-6, float32
+  accumulation only; and vs the float activation: |err_r| <= sum_i |W_ri| * step_i / 2 with
+  step_i <= (max |x| over its block + max |x| over its group / 64) / 127;
 - dequantize / embedding rows / BLAS prefill tiles: bit-exact (compared as uint32 patterns).
 """
 
@@ -106,30 +107,39 @@ def dequantize_ref(data: np.ndarray, bits: int, cols: int) -> np.ndarray:
 
 
 def quantized_act(x: np.ndarray):
-    """xq, xd, xsd of x padded with zeros to n_p, a multiple of 64, in the KM kernels' layout:
-    per group k of 256 columns (the last one 64, 128 or 192 wide) xd[k] = max |x| / 127 (as a
-    multiply by float32(1 / 127)), xq = rint(x / xd[k]) (0 where xd[k] = 0); the int16 sums of
-    xq per 32 columns in the first n_p // 16 bytes of xsd."""
+    """xq, xd, xsd of x padded with zeros to n_p, a multiple of 64, in the KM kernels' layout
+    (km_rows.quantize_act_km): per group k of 256 columns (the last one 64, 128 or 192 wide)
+    the step xd[k] = max |x| * float32(1 / 127) / 64; per block b of 32 the multiplier
+    t = ceil(64 * max |x| over b / max |x| over k) in [1, 64] and xq = rint(x / (xd[k] * t));
+    xsd's bytes as int16: the sums of xq per block, then the t, then 16 spare bytes.
+    Also returns the (n_p,) float64 step of each column, xd[k] * t."""
     n_p = (x.size + 63) // 64 * 64
     xp = np.zeros(n_p, np.float32)
     xp[:x.size] = x
     xq, xd = np.zeros(n_p, np.int8), np.zeros(n_p // 32, np.float32)
-    xsd = np.zeros(n_p // 16, np.float32)
+    xsd = np.zeros(n_p // 16 + 4, np.float32)
+    t = np.zeros(n_p // 32, np.int16)
     for k in range(0, n_p, 256):
-        g = xp[k:k + 256]
-        d = np.float32(np.abs(g).max() * np.float32(1.0 / 127.0))
-        inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
-        xq[k:k + 256] = np.rint(g * inv).astype(np.int8)
-        xd[k // 256] = d
-    xsd.view(np.int16)[:n_p // 32] = xq.reshape(-1, 32).astype(np.int32).sum(1)
-    return xq, xd, xsd
+        amax = np.abs(xp[k:k + 256]).max()
+        xd[k // 256] = np.float32(amax * np.float32(1.0 / 127.0)) * np.float32(1.0 / 64.0)
+        rel = np.float32(64.0) / amax if amax > 0 else np.float32(0.0)
+        for b in range(k // 32, min(k + 256, n_p) // 32):
+            blk = xp[32 * b:32 * b + 32]
+            t[b] = min(max(int(np.ceil(np.float32(np.abs(blk).max() * rel))), 1), 64)
+            d = np.float32(xd[k // 256] * np.float32(t[b]))
+            inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
+            xq[32 * b:32 * b + 32] = np.clip(np.rint(blk * inv), -127, 127)
+    xs16 = xsd.view(np.int16)
+    xs16[:n_p // 32] = xq.reshape(-1, 32).astype(np.int32).sum(1)
+    xs16[n_p // 32:n_p // 16] = t
+    step = np.repeat(np.repeat(xd[:(n_p + 255) // 256].astype(np.float64), 8)[:n_p // 32] * t, 32)
+    return xq, xd, xsd, step
 
 
 def dot_ref(data: np.ndarray, bits: int, cols: int, x: np.ndarray) -> np.ndarray:
-    """float64 W @ (D * xq), W decoded exactly, with the padded int8 activation."""
-    xq, xd, _ = quantized_act(x)
-    xf = np.repeat(xd.astype(np.float64), 256)[:xq.size] * xq
-    return dequantize_ref(data, bits, cols).astype(np.float64) @ xf[:cols]
+    """float64 W @ (step * xq), W decoded exactly, with the padded int8 activation."""
+    xq, _, _, step = quantized_act(x)
+    return dequantize_ref(data, bits, cols).astype(np.float64) @ (step * xq)[:cols]
 
 
 def rel_err(y: np.ndarray, ref: np.ndarray) -> float:
@@ -165,12 +175,13 @@ def test_matvec_and_dequantize_match_the_spec_reference(bits, shape):
     out = np.empty(rows, np.float32)
     assert lin.matvec(x, out=out) is out
     assert rel_err(out, dot_ref(data, bits, cols, x)) <= 2e-6
-    # against the float activation: each x_i is off by at most half its group's step D_k =
-    # max |x| / 127 over its 256 columns, so |err_r| <= sum_i |W_ri| * D_k(i) / 2
+    # against the float activation: x_i is off by at most half its step, and a block's step is
+    # at most its own max |x| / 127 plus 1/64 of its group's (any quantizer meeting the layout)
     xp = np.zeros((cols + 63) // 64 * 64)
     xp[:cols] = x
-    amax = [np.abs(xp[k:k + 256]).max() for k in range(0, xp.size, 256)]  # per group
-    step = np.repeat(amax, 256)[:cols] / 127  # (cols,) D_k of each column
+    bmax = np.repeat(np.abs(xp.reshape(-1, 32)).max(1), 32)  # (n_p,)
+    gmax = np.repeat([np.abs(xp[k:k + 256]).max() for k in range(0, xp.size, 256)], 256)
+    step = (bmax + gmax[:xp.size] / 64)[:cols] / 127 * (1 + 1e-6)
     exact = ref_w.astype(np.float64) @ x
     assert (np.abs(out - exact) <= 0.5 * np.abs(ref_w) @ step + 2e-6 * np.abs(exact).max()).all()
     X = rng.standard_normal((BLAS_MIN_TOKENS + 1, cols)).astype(np.float32)
@@ -182,17 +193,21 @@ def test_matvec_and_dequantize_match_the_spec_reference(bits, shape):
 
 
 @pytest.mark.parametrize("cols", [32, 100, 200, 576, 1000])
-def test_activation_is_quantized_per_256_with_a_shorter_last_group(cols):
+def test_activation_has_per_256_steps_and_per_32_multipliers(cols):
     x = np.random.default_rng(cols).standard_normal(cols).astype(np.float32)
-    x[:64] *= 8  # groups of different scales
+    x[:64] *= 50  # groups and blocks of different scales
+    x[-40:] *= 1e-3
     n_p = (cols + 63) // 64 * 64
-    got = np.zeros(n_p, np.int8), np.zeros(n_p // 32, np.float32), np.zeros(n_p // 16, np.float32)
+    got = np.zeros(n_p, np.int8), np.zeros(n_p // 32, np.float32), np.zeros(n_p // 16 + 4,
+                                                                            np.float32)
     quantize_act_km(x, *got)
     want = quantized_act(x)
     np.testing.assert_array_equal(got[0], want[0])  # xq
     np.testing.assert_array_equal(got[1][:(n_p + 255) // 256], want[1][:(n_p + 255) // 256])
-    np.testing.assert_array_equal(got[2].view(np.int16)[:n_p // 32],
-                                  want[2].view(np.int16)[:n_p // 32])  # int16 sums per 32
+    np.testing.assert_array_equal(got[2].view(np.int16)[:n_p // 16],
+                                  want[2].view(np.int16)[:n_p // 16])  # sums, multipliers
+    t = got[2].view(np.int16)[n_p // 32:n_p // 16]
+    assert t.min() >= 1 and t.max() == 64 and np.abs(got[0]).max() == 127
 
 
 def test_extreme_codebook_and_activation_do_not_saturate():
@@ -247,7 +262,7 @@ _PORTABLE_CHECK = textwrap.dedent("""
         data = random_rows(rng, rows, cols, bits)
         flat = data.reshape(-1)
         x = rng.standard_normal(cols).astype(np.float32)
-        xq, xd, xsd = quantized_act(x)
+        xq, xd, xsd, _ = quantized_act(x)
         rb = data.shape[1]
         y = np.array([fn(flat, r * rb, xq.size // 32, xq, xd, xsd) for r in range(rows)])
         ref = dot_ref(data, bits, cols, x)

@@ -27,7 +27,7 @@ from .activations import quantize_act
 # inline the row kernels of the modules below. This fingerprint of their text makes any edit
 # there change this file too (test_kernels_api checks it is current), so no stale compiled
 # driver is ever loaded from a cache. Recompute with kernel_sources_fingerprint().
-SOURCES_FINGERPRINT = "73d8f8364c71cd85"
+SOURCES_FINGERPRINT = "cd16b3f724689163"
 INLINED_MODULES = ("activations", "floats", "km_rows", "kquants", "legacy", "ternary",
                    "vector_f32", "vector_ir", "vector_km")
 
@@ -178,21 +178,24 @@ def matvec_chunk(rows):
 
 def scratch_bytes(n: int) -> int:
     """Bytes of the activation scratch for in_features n: xq (n_p) | xd (n_p // 32) |
-    xsd (n_p // 16), with n_p = n rounded up to a multiple of 64 (KM rows are padded to 64)."""
+    xsd (n_p // 16) | 16 spare bytes, with n_p = n rounded up to a multiple of 64 (KM rows are
+    padded to 64; the KM row tails read 16 bytes of xsd from their block on)."""
     n_p = (n + 63) // 64 * 64
-    return n_p + 4 * (n_p // 32) + 4 * (n_p // 16)
+    return n_p + 4 * (n_p // 32) + 4 * (n_p // 16) + 16
 
 
 @njit(cache=True)
 def _prepare(kind, x, scratch):
     """Views of the scratch buffer (xq, xd, xsd), filled with the quantized x for int8 types;
-    for the KM kinds, x is padded with zeros to a multiple of 64 and quantized per 256."""
+    for the KM kinds, x is padded with zeros to a multiple of 64 and quantized with per-256
+    steps and per-32 integer multipliers (km_rows.quantize_act_km)."""
     n = km.padded_cols(x.size) if km.is_km_kind(kind) else x.size
     nb = n // 32
     xq = scratch[:n].view(np.int8)
     xd = scratch[n : n + 4 * nb].view(np.float32)
-    xsd = scratch[n + 4 * nb : n + 12 * nb].view(np.float32)
-    if km.is_km_kind(kind):  # one scale per 256 columns, int16 sums per 32 (quantize_act_km)
+    spare = 16 if km.is_km_kind(kind) else 0  # the KM row tails read past their block sums
+    xsd = scratch[n + 4 * nb : n + 12 * nb + spare].view(np.float32)
+    if km.is_km_kind(kind):  # per-256 steps, per-32 multipliers and sums (quantize_act_km)
         km.quantize_act_km(x, xq, xd, xsd)
     elif kind == TQ1_0 or kind == TQ2_0:  # one scale per 256, as llama.cpp's Q8_K
         tq.quantize_act_k(x, xq, xd, xsd)

@@ -1,5 +1,6 @@
-"""SIMD building blocks of the KM v2 row kernels (km_rows.py): codebook lookup, code unpacking
-and the per-chunk scale / min words of four chunks at once.
+"""SIMD building blocks of the KM v2 row kernels (km_rows.py): codebook lookup, code unpacking,
+the scale / min words of four chunks at once as int16 lanes, and the integer dot products
+scaled per block (vpmaddwd by the block scale instead of ones).
 
 See vector_ir.py for the vector types (U8x32, I32x8, F32x8) and conventions: array offsets are
 in elements of the array, nothing checks bounds, the callers own that.
@@ -123,8 +124,9 @@ def _words4(context, builder, sig, args):
 
 
 # -- scales and mins of four chunks as int16 lanes -----------------------------------------------
-# With one activation scale per 256 columns (km_rows.quantize_act_km), the block scales s and
-# mins m apply in the integer domain, one 16-bit lane per block:
+# With one activation step per 256 columns and integer multipliers t per 32
+# (km_rows.quantize_act_km), the block scales s and mins m apply in the integer domain as s * t
+# and m * t (vpmullw), one 16-bit lane per block:
 #
 #     word v of chunk k = [ m1 : 6 | s1 : 6 | m0 : 6 | s0 : 6 ]   (bits 23 .. 0)
 #     scales <8 x i16>: lane 2k = s0, 2k + 1 = s1 of chunk k    (i32 lane k: bits 16..21 = s1,
@@ -189,22 +191,77 @@ def _madd16(builder, a, b):
 
 
 @intrinsic
-def km_min_fma(typingctx, acc, words, xsd, off, dk):
-    """acc + dk * float(m . A) over the 4 chunks of ``words`` (F32x4): lane k =
-    m0 * A[2k] + m1 * A[2k + 1] with m0, m1 the mins of chunk k and A the 8 int16 block sums of
-    the activation at float32 element ``off`` of ``xsd`` (its bytes read as int16, as
-    km_rows.quantize_act_km writes them). |m * A| <= 63 * 32 * 127: exact in int32."""
+def km_min_fma(typingctx, acc, words, tv, xsd, off, dk):
+    """acc + dk * float((m * t) . A) over the 4 chunks of ``words`` (F32x4): lane k =
+    m0 t[2k] A[2k] + m1 t[2k + 1] A[2k + 1], with m0, m1 the mins of chunk k, t (I16x8) the
+    activation's block multipliers and A the 8 int16 block sums at float32 element ``off`` of
+    ``xsd`` (its bytes read as int16, as km_rows.quantize_act_km writes them).
+    Bounds: m * t <= 63 * 64 (int16), |A| <= 32 * 127: a lane <= 2 * 4032 * 4064, exact."""
 
     def codegen(context, builder, sig, args):
-        a, wv, xarr, o, d = args
-        m16 = _fields16(builder, wv, 6, -2)  # m0 at bit 6 -> 0, m1 at bit 18 -> 16
-        sums = _load(context, builder, sig, xarr, o, V16x8, k=2)  # (8,) i16
+        a, wv, t, xarr, o, d = args
+        m16 = builder.mul(_fields16(builder, wv, 6, -2), t)  # m0 at bit 6 -> 0, m1 at 18 -> 16
+        sums = _load(context, builder, sig, xarr, o, V16x8, k=3)  # (8,) i16
         prod = _madd16(builder, m16, sums)  # (4,) i32
-        dv = _splat(builder, context.cast(builder, d, sig.args[4], types.float32), VF4)
+        dv = _splat(builder, context.cast(builder, d, sig.args[5], types.float32), VF4)
         p = builder.fmul(builder.sitofp(prod, VF4), dv, flags=("contract",))
         return builder.fadd(a, p, flags=("contract",))
 
-    return F32x4(acc, words, xsd, off, dk), codegen
+    return F32x4(acc, words, tv, xsd, off, dk), codegen
+
+
+@intrinsic
+def km_min_dot0(typingctx, words, tv, xsd, off):
+    """m0 t[0] A[0] + m1 t[1] A[1] (int32) for the chunk whose word is lane 0 of ``words``: lane
+    0 of km_min_fma's integer dot (row tails; the other lanes' bytes are read, not used)."""
+
+    def codegen(context, builder, sig, args):
+        wv, t, xarr, o = args
+        m16 = builder.mul(_fields16(builder, wv, 6, -2), t)
+        sums = _load(context, builder, sig, xarr, o, V16x8, k=2)  # (8,) i16
+        return builder.extract_element(_madd16(builder, m16, sums), ir.Constant(I32, 0))
+
+    return types.int32(words, tv, xsd, off), codegen
+
+
+@intrinsic
+def km_final(typingctx, acc, accm, d, dmin):
+    """d * (sum of the 8 lanes of acc) - dmin * (sum of the 4 lanes of accm), float32: the
+    halves of acc added first, then one 4-lane sum of d * acc - dmin * accm."""
+
+    def codegen(context, builder, sig, args):
+        a, m, dd, dm = args
+        lo = builder.shuffle_vector(a, a, _idx(range(4)))
+        hi = builder.shuffle_vector(a, a, _idx(range(4, 8)))
+        dv = _splat(builder, context.cast(builder, dd, sig.args[2], types.float32), VF4)
+        mv = _splat(builder, context.cast(builder, dm, sig.args[3], types.float32), VF4)
+        v = builder.fsub(builder.fmul(builder.fadd(lo, hi), dv), builder.fmul(m, mv))
+        s = builder.fadd(builder.shuffle_vector(v, v, _idx([0, 1])),
+                         builder.shuffle_vector(v, v, _idx([2, 3])))
+        return builder.fadd(builder.extract_element(s, ir.Constant(I32, 0)),
+                            builder.extract_element(s, ir.Constant(I32, 1)))
+
+    return types.float32(acc, accm, d, dmin), codegen
+
+
+@intrinsic
+def load_i16x8(typingctx, a, off):
+    """8 int16 at element ``off`` of array ``a`` (any dtype: its bytes read as int16)."""
+
+    def codegen(context, builder, sig, args):
+        return _load(context, builder, sig, args[0], args[1], V16x8)
+
+    return I16x8(a, off), codegen
+
+
+@intrinsic
+def mul16(typingctx, a, b):
+    """a * b lane by lane (I16x8, vpmullw; the callers keep products below 2**15)."""
+
+    def codegen(context, builder, sig, args):
+        return builder.mul(args[0], args[1])
+
+    return I16x8(a, b), codegen
 
 
 @intrinsic(prefer_literal=True)
@@ -213,8 +270,9 @@ def dot_scaled(typingctx, u, xq, xoff, sv, lane):
     s = lane ``lane`` (an integer constant 0..7) of the I16x8 ``sv``: vpmaddubsw, then vpmaddwd
     with s in every 16-bit lane (instead of ones). I32x8, lane k: elements 4k .. 4k + 3.
 
-    Bounds: a vpmaddubsw pair <= 2 * 127 * 127 = 32258 (exact in int16, KM5), times s <= 63,
-    two pairs: <= 4.1e6 per lane, 8 blocks <= 3.3e7 < 2**31."""
+    Bounds: a vpmaddubsw pair <= 2 * 127 * 127 = 32258 (exact in int16, KM5); with
+    s <= 63 * 64 = 4032 (block scale times activation multiplier), two pairs <= 2.6e8 per lane,
+    the 8 blocks of a group <= 2.081e9 < 2**31 - 1."""
     if not isinstance(lane, types.IntegerLiteral) or not 0 <= lane.literal_value < 8:
         return None
     k = lane.literal_value
@@ -266,28 +324,13 @@ def vzero4(typingctx):
 
 
 @intrinsic
-def hsum4(typingctx, acc):
-    """Sum of the 4 lanes of an F32x4 -> float32, as (l0 + l2) + (l1 + l3)."""
+def add_lane0(typingctx, acc, f):
+    """acc with f added to lane 0 (F32x4)."""
 
     def codegen(context, builder, sig, args):
-        (v,) = args
-        s = builder.fadd(builder.shuffle_vector(v, v, _idx([0, 1])),
-                         builder.shuffle_vector(v, v, _idx([2, 3])))
-        return builder.fadd(builder.extract_element(s, ir.Constant(I32, 0)),
-                            builder.extract_element(s, ir.Constant(I32, 1)))
+        a, v = args
+        v = context.cast(builder, v, sig.args[1], types.float32)
+        zero = ir.Constant(I32, 0)
+        return builder.insert_element(a, builder.fadd(builder.extract_element(a, zero), v), zero)
 
-    return types.float32(acc), codegen
-
-
-@intrinsic
-def i16at(typingctx, a, i):
-    """The int16 at int16 index ``i`` of the bytes of array ``a`` (any dtype), as int32."""
-
-    def codegen(context, builder, sig, args):
-        arr, idx = args
-        data = context.make_array(sig.args[0])(context, builder, arr).data
-        p = builder.gep(builder.bitcast(data, I16.as_pointer()),
-                        [_as_intp(context, builder, sig.args[1], idx)])
-        return builder.sext(builder.load(p, align=2), I32)
-
-    return types.int32(a, i), codegen
+    return F32x4(acc, f), codegen
