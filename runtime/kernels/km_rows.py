@@ -42,6 +42,7 @@ from .vector_ir import (
     shr,
     store_affine,
     vzero,
+    vzero4,
 )
 from .vector_km import (
     add_lane0,
@@ -59,7 +60,6 @@ from .vector_km import (
     load_i16x8,
     lut16,
     mul16,
-    vzero4,
 )
 
 INV127 = np.float32(1.0 / 127.0)

@@ -3,8 +3,8 @@
 Same contract as legacy.py, except for the activation: like llama.cpp (whose ternary dot
 products take Q8_K activations), the mat-vec quantizes x with one scale per 256 elements
 (:func:`quantize_act_k`), so the 8 groups of a block share all their factors and the kernels
-add the int16 pair products of a whole block (vector_ir.I16x16) before one 128-bit pmaddwd and
-one int -> float conversion per block (vector_ir.fold_fma4). Trits t in {0, 1, 2} are the
+add the int16 pair products of a whole block (vector_tq.I16x16) before one 128-bit pmaddwd and
+one int -> float conversion per block (vector_tq.fold_fma4). Trits t in {0, 1, 2} are the
 unsigned lanes u, the offset -1 is subtracted in int16 as the activation's 32-element sums.
 
     TQ2_0: qs[64] | d: f16.  Element 128c + 32l + m = (qs[32c + m] >> 2l) & 3.
@@ -20,23 +20,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .vector_ir import (
+from .vector_ir import band, dup16, f16, hsum4, load_u8x32, shr, store_affine, vzero4
+from .vector_tq import (
     add16,
-    band,
-    dup16,
-    f16,
     fold_fma4,
-    hsum4,
-    load_u8x32,
     maddubs,
     pow3_halves,
     scale4,
-    shr,
     sra16,
-    store_affine,
     tq1_qh_merge,
     trit_cmp,
-    vzero4,
     xor_halves,
 )
 
@@ -53,7 +46,7 @@ def quantize_act_k(x, xq, xd, xsd):
     For each block b of 256 activations:
 
         xd[4b : 4b + 4]   = max |x| * (1 / 127)         float32 scale, 4 copies (the F32x4 that
-                                                        vector_ir.scale4 multiplies by d)
+                                                        vector_tq.scale4 multiplies by d)
         xq[256b + i]      = rint(x[256b + i] / xd[4b])  int8 in [-127, 127]
         xsd16[8b + h]     = sum(xq[256b + 32h : 256b + 32h + 32])   int16, h = 0..7
 
@@ -102,7 +95,7 @@ def quantize_act_k_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 # -- the mat-vec row kernels ----------------------------------------------------------------------
-# Each block ends in 128-bit lanes (vector_ir.fold_fma4: fold, less the activation sums, pmaddwd,
+# Each block ends in 128-bit lanes (vector_tq.fold_fma4: fold, less the activation sums, pmaddwd,
 # convert, times d * xd), and a row runs 4 blocks per iteration into 2 accumulators: on znver1
 # that was 1.16x faster than one block per iteration in 256-bit lanes (the unrolled body lets the
 # scheduler overlap the blocks' long dependency chains; see benchmarks/results/ternary.md).

@@ -20,15 +20,16 @@ from numba import types
 from numba.extending import intrinsic
 
 from .vector_ir import (
-    F32,
     I8,
-    I16,
     I32,
     PORTABLE,
+    VF4,
+    F32x4,
     I32x8,
     U8x32,
     V8x16,
     V8x32,
+    V16x8,
     V16x16,
     V16x32,
     V32x8,
@@ -135,11 +136,8 @@ def _words4(context, builder, sig, args):
 # (each i32 lane read as two little-endian i16 lanes), so a chunk's two blocks are lanes 2k,
 # 2k + 1 and the 8 blocks of 4 chunks are in column order.
 V32x4 = ir.VectorType(I32, 4)
-V16x8 = ir.VectorType(I16, 8)
-VF4 = ir.VectorType(F32, 4)
 I32x4 = Vec("I32x4", V32x4)  # the raw words of 4 chunks
 I16x8 = Vec("I16x8", V16x8)  # 8 blocks' scales (or mins)
-F32x4 = Vec("F32x4", VF4)  # a float accumulator of the min terms
 
 
 @intrinsic
@@ -311,16 +309,6 @@ def izero(typingctx):
         return ir.Constant(V32x8, None)
 
     return I32x8(), codegen
-
-
-@intrinsic
-def vzero4(typingctx):
-    """A zero F32x4."""
-
-    def codegen(context, builder, sig, args):
-        return ir.Constant(VF4, None)
-
-    return F32x4(), codegen
 
 
 @intrinsic
