@@ -58,6 +58,15 @@ def test_unsupported_type_names_the_tensor():
         get_rows(raw, GGMLType.IQ2_XXS, (4, 256), np.array([0]), name="output.weight")
     with pytest.raises(UnsupportedTypeError, match="blk.0.x"):
         Linear(raw, 77, (4, 256), name="blk.0.x")
+    with pytest.raises(UnsupportedTypeError, match="blk.0.y.*'Q9_9'"):  # a name, not an id
+        Linear(raw, "Q9_9", (4, 256), name="blk.0.y")
+
+
+def test_type_by_name():
+    raw = rand_weight(np.random.default_rng(3), "Q8_0", 3, 64)
+    x = np.random.default_rng(4).standard_normal(64).astype(np.float32)
+    np.testing.assert_array_equal(Linear(raw, "q8_0", (3, 64)).matvec(x),
+                                  Linear(raw, GGMLType.Q8_0, (3, 64)).matvec(x))
 
 
 def test_prepare_weight_identity_for_native_types():

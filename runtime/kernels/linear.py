@@ -37,11 +37,14 @@ def _kernel_array(a, dtype) -> np.ndarray:
     return a if a.flags.writeable else a.copy()
 
 
-def _as_type(ggml_type: int | GGMLType, name: str) -> GGMLType:
+def _as_type(ggml_type: int | str | GGMLType, name: str) -> GGMLType:
+    """The GGMLType of an id, a member or a type name such as "Q8_0"."""
     try:
+        if isinstance(ggml_type, str):
+            return GGMLType[ggml_type.upper()]
         return GGMLType(int(ggml_type))
-    except ValueError:
-        raise UnsupportedTypeError(f"{name}: unknown tensor type id {int(ggml_type)}") from None
+    except (KeyError, ValueError, TypeError):
+        raise UnsupportedTypeError(f"{name}: unknown tensor type {ggml_type!r}") from None
 
 
 def _flat_weight(data: np.ndarray, ggml_type: GGMLType, shape: tuple[int, int],
@@ -86,7 +89,7 @@ class Linear:
     __slots__ = ("name", "type", "kind", "out_features", "in_features", "row_bytes", "_w",
                  "_scratch", "_xshape")
 
-    def __init__(self, data: np.ndarray, ggml_type: int | GGMLType, shape: Sequence[int], *,
+    def __init__(self, data: np.ndarray, ggml_type: int | str | GGMLType, shape: Sequence[int], *,
                  name: str = "weight"):
         self.name = name
         self.type = _as_type(ggml_type, name)
@@ -248,7 +251,7 @@ class Linear:
         return out
 
 
-def get_rows(data: np.ndarray, ggml_type: int | GGMLType, shape: Sequence[int],
+def get_rows(data: np.ndarray, ggml_type: int | str | GGMLType, shape: Sequence[int],
              ids: np.ndarray, *, name: str = "token_embd.weight") -> np.ndarray:
     """Rows ``ids`` of a (vocab, dim) weight as float32 (n, dim), bit-exact with ggml.
 
@@ -271,7 +274,7 @@ def get_rows(data: np.ndarray, ggml_type: int | GGMLType, shape: Sequence[int],
     return out
 
 
-def prepare_weight(data: np.ndarray, ggml_type: int | GGMLType, shape: Sequence[int], *,
+def prepare_weight(data: np.ndarray, ggml_type: int | str | GGMLType, shape: Sequence[int], *,
                    name: str = "weight") -> tuple[np.ndarray, GGMLType]:
     """Make a weight runnable: identity for ``NATIVE_TYPES``; any other type that gguflite can
     decode is converted once to F16 (float16 (out, in)); anything else raises
