@@ -54,9 +54,10 @@ def main() -> None:
     ref = None
     for path, w, out in zip(args.files, workers, tps, strict=True):
         tok_s = statistics.median(out)
-        gbs = tensor_bytes(path) * tok_s / 1e9
+        n_bytes = tensor_bytes(path)
+        gbs = n_bytes * tok_s / 1e9
         ref = ref or gbs
-        print(f"| {path.name} | {', '.join(w.ready['types'])} | {tensor_bytes(path) / 1e6:.1f} | "
+        print(f"| {path.name} | {', '.join(w.ready['types'])} | {n_bytes / 1e6:.1f} | "
               f"{tok_s:.1f} | {gbs:.2f} | {ref / gbs:.2f} |", flush=True)
 
 
