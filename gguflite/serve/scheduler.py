@@ -129,8 +129,9 @@ class Scheduler:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self.steps = 0  # decode steps run (for tests and stats)
+        self.steps = 0  # decode steps run
         self.max_batch = 0  # most sequences decoded in one step so far
+        self.n_cancelled = 0  # jobs dropped because their client went away
 
     # -- the caller's side (any thread) -----------------------------------------------------
     def start(self) -> None:
@@ -168,7 +169,7 @@ class Scheduler:
         with self._cond:
             busy = sum(s is not None for s in self._running)
             return {"slots_idle": self.engine.n_slots - busy, "slots_processing": busy,
-                    "queued": len(self._waiting)}
+                    "queued": len(self._waiting), "requests_cancelled": self.n_cancelled}
 
     # -- the scheduler thread ---------------------------------------------------------------
     def _loop(self) -> None:
@@ -203,9 +204,12 @@ class Scheduler:
                 _send(self._waiting.popleft(), Failed("the server is shutting down"))
 
     def _drop_cancelled(self) -> None:
+        n_waiting = len(self._waiting)
         self._waiting = deque(j for j in self._waiting if not j.cancelled)
+        self.n_cancelled += n_waiting - len(self._waiting)
         for seq in self._running:
             if seq is not None and seq.job.cancelled:
+                self.n_cancelled += 1
                 self._release(seq)
 
     def _admit(self) -> None:

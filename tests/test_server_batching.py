@@ -1,0 +1,147 @@
+"""The scheduler in-process: continuous batching gives each sequence the tokens it gets alone,
+new jobs join a running batch, the prompt cache changes nothing but the work done."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from gguflite.default_model import default_model_path
+from gguflite.runtime import load
+from gguflite.runtime.sampling import Sampler, StopStrings
+from gguflite.serve.scheduler import Done, Job, Piece, QueueFull, Scheduler
+from gguflite.serve.slots import SequentialSlots
+
+PROMPTS = ["The sea is", "Once upon a time", "def fibonacci(n):", "My favourite food is",
+           "The capital of France", "Water boils at"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = load(default_model_path(), n_ctx=128, threads=1)
+    yield m
+    m.close()
+
+
+class CountingSlots(SequentialSlots):
+    """SequentialSlots that counts the prompt tokens it prefilled."""
+
+    prefilled = 0
+
+    def prefill(self, slot, ids, pos):
+        self.prefilled += len(ids)
+        return super().prefill(slot, ids, pos)
+
+
+class Collector:
+    def __init__(self):
+        self.text: list[str] = []
+        self.done: Done | None = None
+        self.finished = threading.Event()
+
+    def __call__(self, ev):
+        if isinstance(ev, Piece):
+            self.text.append(ev.text)
+        else:
+            self.done = ev
+            self.finished.set()
+
+
+def job(model, prompt, *, max_tokens=12, seed=None, temperature=0.0, **kw):
+    c = Collector()
+    j = Job(ids=model.tokenizer.encode(prompt), max_tokens=max_tokens,
+            sampler=Sampler(temperature=temperature, seed=seed), stops=StopStrings([]),
+            emit=c, **kw)
+    return j, c
+
+
+def run_jobs(sched, jobs):
+    for j, _ in jobs:
+        sched.submit(j)
+    for _, c in jobs:
+        assert c.finished.wait(120)
+    return ["".join(c.text) for _, c in jobs]
+
+
+def test_batched_equals_one_at_a_time(model):
+    alone = Scheduler(SequentialSlots(model, 1), model.tokenizer, max_queue=len(PROMPTS))
+    together = Scheduler(SequentialSlots(model, 4), model.tokenizer, max_queue=len(PROMPTS))
+    alone.start()
+    together.start()
+    try:
+        one = [run_jobs(alone, [job(model, p, cache_prompt=False)])[0] for p in PROMPTS]
+        many = run_jobs(together, [job(model, p, cache_prompt=False) for p in PROMPTS])
+    finally:
+        alone.stop()
+        together.stop()
+    assert many == one
+    assert all(one)
+    assert together.max_batch == 4 and alone.max_batch == 1  # 6 jobs, 4 slots: they joined
+
+
+def argmax_chain(model, prompt, n):
+    """Greedy tokens the slow way: prompt but its last token as one chunk, then one
+    forward per token at the next position (what the scheduler must reproduce)."""
+    ids = model.tokenizer.encode(prompt)
+    model.reset()
+    if len(ids) > 1:
+        model.backend.forward(np.array(ids[:-1]), 0)
+    out, tok, pos = [], ids[-1], len(ids) - 1
+    for _ in range(n):
+        tok = int(np.argmax(model.backend.forward(np.array([tok]), pos)))
+        if tok in model.tokenizer.eot_ids:
+            break
+        out.append(tok)
+        pos += 1
+    return model.tokenizer.decode(out)
+
+
+def test_greedy_tokens_are_the_argmax_chain(model):
+    """Positions and caches are bookkept right: each slot decodes what one backend does."""
+    sched = Scheduler(SequentialSlots(model, 2), model.tokenizer)
+    sched.start()
+    try:
+        got = run_jobs(sched, [job(model, p, max_tokens=8) for p in PROMPTS[:3]])
+    finally:
+        sched.stop()
+    assert got == [argmax_chain(model, p, 8) for p in PROMPTS[:3]]
+
+
+def test_prompt_cache_reuses_the_prefix_and_keeps_the_tokens(model):
+    engine = CountingSlots(model, 1)
+    sched = Scheduler(engine, model.tokenizer)
+    sched.start()
+    try:
+        kw = {"temperature": 1.0, "seed": 7, "max_tokens": 16}
+        first = run_jobs(sched, [job(model, PROMPTS[1], **kw)])
+        n_first = engine.prefilled
+        again = run_jobs(sched, [job(model, PROMPTS[1], **kw)])
+    finally:
+        sched.stop()
+    n_prompt = len(model.tokenizer.encode(PROMPTS[1]))
+    assert n_first == n_prompt - 1  # the last prompt token runs in the decode step
+    assert engine.prefilled == n_first  # the second run prefilled nothing
+    assert again == first
+
+
+def test_cancel_frees_the_slot_and_queue_is_bounded(model):
+    sched = Scheduler(SequentialSlots(model, 1), model.tokenizer, max_queue=1)
+    long_job, long_c = job(model, PROMPTS[0], max_tokens=100, temperature=1.0, seed=1)
+    waiting, waiting_c = job(model, PROMPTS[1], max_tokens=4)
+    extra, _ = job(model, PROMPTS[2])
+    sched.submit(long_job)
+    sched.submit(waiting)
+    with pytest.raises(QueueFull):
+        sched.submit(extra)
+    sched.start()
+    try:
+        sched.cancel(long_job)
+        assert waiting_c.finished.wait(120)
+        assert waiting_c.done.completion_tokens == 4
+        assert long_c.done is None  # a cancelled job gets no more events
+        assert sched.status()["slots_idle"] == 1 and sched.n_cancelled == 1
+    finally:
+        sched.stop()
+
