@@ -170,7 +170,7 @@ def test_oversize_body_and_unknown_path(srv):
 
 def test_openai_client_raises_typed_errors(client):
     with pytest.raises(openai.BadRequestError) as e:
-        chat(client, max_tokens=CTX * 2)
+        chat(client, max_tokens=CTX - 5)  # fits the limit, not beside the prompt
     assert e.value.body["param"] == "max_tokens"
     assert e.value.body["code"] == "context_length_exceeded"
     assert chat(client, **GREEDY).choices[0].message.content  # still serving

@@ -12,7 +12,9 @@ in-flight requests finish for up to ``--shutdown-timeout`` seconds, cancels the 
 from __future__ import annotations
 
 import logging
+import signal
 import socket
+from typing import Any
 
 import click
 
@@ -83,8 +85,16 @@ def serve(file: str | None, use_default: bool, host: str, port: int, n_ctx: int 
     config = uvicorn.Config(server.app, limit_concurrency=max_connections,
                             timeout_graceful_shutdown=shutdown_timeout, log_level=_log_level(),
                             access_log=logging.getLogger().level <= logging.INFO)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, restores the handlers it found and
+    # raises the signal again; these no-op handlers make that end in exit code 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _ignore)
     uvicorn.Server(config).run(sockets=[sock])
     model.close()
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """A signal that arrives after uvicorn's graceful shutdown: already handled."""
 
 
 def _listen(host: str, port: int) -> socket.socket:
