@@ -11,6 +11,8 @@ import pytest
 from gguflite.default_model import default_model_path
 from gguflite.runtime import load
 from gguflite.runtime.sampling import Sampler, StopStrings
+from gguflite.serve import batched
+from gguflite.serve.batched import BatchedSlots
 from gguflite.serve.scheduler import Done, Job, Piece, QueueFull, Scheduler
 from gguflite.serve.slots import SequentialSlots
 
@@ -65,9 +67,10 @@ def run_jobs(sched, jobs):
     return ["".join(c.text) for _, c in jobs]
 
 
-def test_batched_equals_one_at_a_time(model):
-    alone = Scheduler(SequentialSlots(model, 1), model.tokenizer, max_queue=len(PROMPTS))
-    together = Scheduler(SequentialSlots(model, 4), model.tokenizer, max_queue=len(PROMPTS))
+@pytest.mark.parametrize("engine", [SequentialSlots, BatchedSlots])
+def test_batched_equals_one_at_a_time(model, engine):
+    alone = Scheduler(engine(model, 1), model.tokenizer, max_queue=len(PROMPTS))
+    together = Scheduler(engine(model, 4), model.tokenizer, max_queue=len(PROMPTS))
     alone.start()
     together.start()
     try:
@@ -145,3 +148,39 @@ def test_cancel_frees_the_slot_and_queue_is_bounded(model):
     finally:
         sched.stop()
 
+
+
+def test_batched_step_is_each_slot_alone_and_the_per_op_path(model):
+    """One decode step for 3 slots gives each slot, bit for bit, what a step of that slot
+    alone gives, and what the runtime's per-op forward gives (the same row kernels)."""
+    engine = BatchedSlots(model, 3)
+    prompts = [model.tokenizer.encode(p) for p in PROMPTS[:3]]
+    for s, ids in enumerate(prompts):
+        engine.prefill(s, np.array(ids[:-1]), 0)
+    saved = [(b.k_cache.copy(), b.v_cache.copy()) for b in engine.backends]
+
+    def restore():
+        for b, (k, v) in zip(engine.backends, saved, strict=True):
+            b.k_cache[:], b.v_cache[:] = k, v
+
+    last = np.array([ids[-1] for ids in prompts])
+    pos = np.array([len(ids) - 1 for ids in prompts])
+    together = engine.decode([0, 1, 2], last, pos)  # (3, vocab)
+    for s in range(3):
+        restore()
+        alone = engine.decode([s], last[s:s + 1], pos[s:s + 1])
+        np.testing.assert_array_equal(alone[0], together[s])
+        restore()
+        b = engine.backends[s]
+        b.enable_timers(True)  # the timed forward runs the per-op graph of llama.py
+        try:
+            per_op = b.forward(last[s:s + 1], int(pos[s]))
+        finally:
+            b.enable_timers(False)
+        np.testing.assert_array_equal(per_op, together[s])
+
+
+def test_batched_fingerprint_is_current():
+    assert batched.DISPATCH_FINGERPRINT == batched.dispatch_fingerprint(), (
+        "runtime/kernels/dispatch.py changed: update DISPATCH_FINGERPRINT in "
+        "gguflite/serve/batched.py (so Numba recompiles matvec_batch)")

@@ -45,13 +45,17 @@ from ..errors import GGUFLiteError
               help="Open connections at most; more get 503.")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=10.0,
               show_default=True, help="Seconds in-flight requests get to finish on SIGTERM.")
+@click.option("--engine", type=click.Choice(["auto", "batched", "sequential"]),
+              default="auto", show_default=True,
+              help="Decode step: batched reads each weight once for all slots; sequential "
+                   "steps the slots one after another; auto: batched where the file allows.")
 @click.option("--alias", default=None, help="Model name for /v1/models (default: file name).")
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads (default: all cores).")
 def serve(file: str | None, use_default: bool, host: str, port: int, n_ctx: int | None,
           parallel: int, max_queue: int, api_key: str | None, max_tokens: int | None,
-          max_body: int, max_connections: int, shutdown_timeout: float, alias: str | None,
-          threads: int | None) -> None:
+          max_body: int, max_connections: int, shutdown_timeout: float, engine: str,
+          alias: str | None, threads: int | None) -> None:
     """Serve FILE (default: the embedded SmolLM2 model) over the OpenAI API.
 
     Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,
@@ -76,12 +80,12 @@ def serve(file: str | None, use_default: bool, host: str, port: int, n_ctx: int 
     model = load(Path(file) if file else None, threads=threads, n_ctx=n_ctx)
     server = Server(model, ServerConfig(
         n_slots=parallel, max_queue=max_queue, max_body=max_body, max_tokens=max_tokens,
-        api_key=api_key, model_id=alias or model.path.name, threads=threads))
+        api_key=api_key, model_id=alias or model.path.name, threads=threads, engine=engine))
     sock = _listen(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"gguflite serve: listening on http://{shown}:{bound} ({parallel} slot(s) of "
-               f"{server.n_ctx} tokens)", err=True)
+               f"{server.n_ctx} tokens, {type(server.engine).__name__})", err=True)
     config = uvicorn.Config(server.app, limit_concurrency=max_connections,
                             timeout_graceful_shutdown=shutdown_timeout, log_level=_log_level(),
                             access_log=logging.getLogger().level <= logging.INFO)

@@ -51,7 +51,10 @@ class ServerConfig:
     n_slots: sequences decoded together (``--parallel``); max_queue: requests that may wait
     for a slot; max_body: request body bytes; max_tokens: the most a request may ask for
     (None: the context); api_key: required bearer token (None: none); model_id: the name
-    /v1/models reports; threads: Numba threads of the scheduler (None: all cores).
+    /v1/models reports; threads: Numba threads of the scheduler (None: all cores); engine:
+    "batched" (one pass over the weights per decode step for all slots, batched.py),
+    "sequential" (slots stepped one after another, slots.py) or "auto" (batched where the
+    file's weights allow it).
     """
 
     n_slots: int = 1
@@ -61,6 +64,20 @@ class ServerConfig:
     api_key: str | None = None
     model_id: str = "model"
     threads: int | None = None
+    engine: str = "auto"
+
+
+def make_engine(model: Any, config: ServerConfig) -> SequentialSlots:
+    """The SlotEngine ``config.engine`` names."""
+    from .batched import BatchedSlots
+
+    if config.engine not in ("auto", "batched", "sequential"):
+        raise ValueError(f"engine must be auto, batched or sequential, got {config.engine!r}")
+    batched = config.engine == "batched" or (config.engine == "auto"
+                                             and BatchedSlots.supported(model))
+    if batched:
+        return BatchedSlots(model, config.n_slots)
+    return SequentialSlots(model, config.n_slots)
 
 
 class Server:
@@ -72,7 +89,7 @@ class Server:
     def __init__(self, model: Any, config: ServerConfig):
         self.model = model
         self.config = config
-        self.engine = SequentialSlots(model, config.n_slots)
+        self.engine = make_engine(model, config)
         self.n_ctx = self.engine.n_ctx
         self.max_tokens_limit = min(config.max_tokens or self.n_ctx, self.n_ctx)
         self.scheduler = Scheduler(self.engine, model.tokenizer, max_queue=config.max_queue,
@@ -111,7 +128,8 @@ class Server:
         return JSONResponse({"object": "list", "data": [
             {"id": self.config.model_id, "object": "model", "created": self.created,
              "owned_by": "gguflite", "meta": {"n_ctx": self.n_ctx,
-                                              "n_slots": self.config.n_slots}}]})
+                                              "n_slots": self.config.n_slots,
+                                              "engine": type(self.engine).__name__}}]})
 
     # -- generation -------------------------------------------------------------------------
     async def chat(self, request: Request) -> Response:
@@ -159,6 +177,7 @@ class Server:
         events: asyncio.Queue = asyncio.Queue()
         job = Job(ids=ids, max_tokens=max_tokens, sampler=Sampler(**p.sampler),
                   stops=StopStrings(p.stop), cache_prompt=p.cache_prompt,
+                  ignore_eos=p.ignore_eos,
                   emit=lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
         try:
             self.scheduler.submit(job)

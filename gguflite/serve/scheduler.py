@@ -87,6 +87,7 @@ class Job:
     stops: StopStrings
     emit: Callable[[Event], None]
     cache_prompt: bool = True
+    ignore_eos: bool = False  # end-of-generation tokens are generated like any other
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)
 
@@ -260,7 +261,7 @@ class Scheduler:
         """Sample the next token of ``seq`` from its logits (vocab,) and send its text."""
         job = seq.job
         tok = job.sampler.sample(logits, seq.history)
-        if tok in self._eog:
+        if tok in self._eog and not job.ignore_eos:
             self._finish(seq, Done("stop", len(job.ids), seq.n_generated), flush=True)
             return
         seq.history.append(tok)

@@ -11,8 +11,9 @@ and ignored, as llama.cpp's server does; fields it cannot honour (``n > 1``, ``l
 ``tools``) are refused rather than silently dropped.
 
 Sampling defaults for absent fields are the runtime's (``gguflite run``): temperature 0.8,
-top_k 40, top_p 0.95, min_p 0.05; ``top_k``, ``min_p``, ``repeat_penalty`` and
-``cache_prompt`` are accepted as extensions, as llama.cpp's server does.
+top_k 40, top_p 0.95, min_p 0.05; ``top_k``, ``min_p``, ``repeat_penalty``, ``cache_prompt``
+(reuse the longest cached prefix; on by default) and ``ignore_eos`` are accepted as
+extensions, as llama.cpp's server does.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class GenParams:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     cache_prompt: bool = True
+    ignore_eos: bool = False  # keep generating past end-of-generation tokens (benchmarks)
     sampler: dict[str, Any] = field(default_factory=dict)  # Sampler keyword arguments
 
 
@@ -170,6 +172,7 @@ def gen_params(body: dict, *, max_tokens_limit: int) -> GenParams:
     p.stop = _stops(body)
     p.seed = _integer(body, "seed", -(2**63), 2**64 - 1, None)
     p.cache_prompt = _boolean(body, "cache_prompt", True)
+    p.ignore_eos = _boolean(body, "ignore_eos", False)
     p.sampler = {
         "temperature": _number(body, "temperature", 0.0, 2.0, 0.8),
         "top_p": _number(body, "top_p", 0.0, 1.0, 0.95),
