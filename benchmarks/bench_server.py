@@ -168,7 +168,7 @@ def bench(name: str, url: str, args: argparse.Namespace) -> list[dict]:
         r = round_(url, c, args.requests, args.max_tokens, args.timeout)
         r["server"] = name
         rows.append(r)
-        print(f"{name:14s} clients={c}: {r['tok_s']:7.1f} tok/s, TTFT p50 "
+        print(f"{name:20s} clients={c}: {r['tok_s']:7.1f} tok/s, TTFT p50 "
               f"{r['ttft_p50'] * 1e3:6.0f} ms p99 {r['ttft_p99'] * 1e3:6.0f} ms, "
               f"{len(r['errors'])} errors", flush=True)
     return rows
@@ -182,6 +182,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2, help="requests per client")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--engines", nargs="+", default=["batched", "sequential"],
+                    choices=["batched", "sequential"], help="gguflite serve --engine values")
     ap.add_argument("--llama-server", type=Path, default=None,
                     help="path of llama.cpp's llama-server binary (optional)")
     ap.add_argument("--out", type=Path, default=None, help="write a markdown table here")
@@ -190,13 +192,15 @@ def main() -> None:
 
     model = default_model_path()
     rows: list[dict] = []
-    ours = Proc([sys.executable, "-m", "gguflite.cli.main", "serve", str(model), "--port", "0",
-                 "--parallel", str(args.parallel), "-t", str(args.threads), "--ctx", str(CTX),
-                 "--queue", "64"], None, re.compile(r"listening on (http://\S+)"))
-    try:
-        rows += bench("gguflite", ours.url, args)
-    finally:
-        ours.stop()
+    for engine in args.engines:
+        ours = Proc([sys.executable, "-m", "gguflite.cli.main", "serve", str(model), "--port",
+                     "0", "--parallel", str(args.parallel), "-t", str(args.threads), "--ctx",
+                     str(CTX), "--queue", "64", "--engine", engine], None,
+                    re.compile(r"listening on (http://\S+)"))
+        try:
+            rows += bench(f"gguflite {engine}", ours.url, args)
+        finally:
+            ours.stop()
     if args.llama_server:
         import socket
 
@@ -242,10 +246,11 @@ def write_md(path: Path, rows: list[dict], args: argparse.Namespace) -> None:
                      f"{r['tok_s'] / base[r['server']]:.2f}x | {r['ttft_p50'] * 1e3:.0f} | "
                      f"{r['ttft_p99'] * 1e3:.0f} | {len(r['errors'])} |")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    (path.with_suffix(".json")).write_text(json.dumps(rows, indent=1))
+    for dst, text in ((path, "\n".join(lines) + "\n"),
+                      (path.with_suffix(".json"), json.dumps(rows, indent=1))):
+        tmp = dst.with_name(dst.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(dst)
 
 
 if __name__ == "__main__":

@@ -53,8 +53,8 @@ class ServerConfig:
     (None: the context); api_key: required bearer token (None: none); model_id: the name
     /v1/models reports; threads: Numba threads of the scheduler (None: all cores); engine:
     "batched" (one pass over the weights per decode step for all slots, batched.py),
-    "sequential" (slots stepped one after another, slots.py) or "auto" (batched where the
-    file's weights allow it).
+    "sequential" (slots stepped one after another, slots.py) or "auto" (batched with more
+    than one slot where the file's weights allow it).
     """
 
     n_slots: int = 1
@@ -73,7 +73,7 @@ def make_engine(model: Any, config: ServerConfig) -> SequentialSlots:
 
     if config.engine not in ("auto", "batched", "sequential"):
         raise ValueError(f"engine must be auto, batched or sequential, got {config.engine!r}")
-    batched = config.engine == "batched" or (config.engine == "auto"
+    batched = config.engine == "batched" or (config.engine == "auto" and config.n_slots > 1
                                              and BatchedSlots.supported(model))
     if batched:
         return BatchedSlots(model, config.n_slots)
