@@ -37,6 +37,9 @@ def chat(client, **kw):
 def test_models_and_health(client, srv):
     models = client.models.list()
     assert [m.id for m in models.data] == [default_model_path().name]
+    assert client.models.retrieve(default_model_path().name).id == default_model_path().name
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-17")
     health = get_json(srv.url, "/health")
     assert health["status"] == "ok" and health["slots_idle"] + health["slots_processing"] == 2
 

@@ -82,6 +82,9 @@ def serve(file: str | None, use_default: bool, host: str, port: int, n_ctx: int 
     server = Server(model, ServerConfig(
         n_slots=parallel, max_queue=max_queue, max_body=max_body, max_tokens=max_tokens,
         api_key=api_key, model_id=alias or model.path.name, threads=threads, engine=engine))
+    if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        click.echo(f"gguflite serve: warning: --host {host} without --api-key lets anyone who "
+                   "can reach this address use the model", err=True)
     sock = _listen(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host

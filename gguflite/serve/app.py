@@ -2,7 +2,7 @@
 
     GET  /                       the chat page (page.py)
     GET  /health                 {"status": "ok", "slots_idle": .., "slots_processing": ..}
-    GET  /v1/models              the one model this server runs
+    GET  /v1/models              the one model this server runs (/v1/models/{id}: its card)
     POST /v1/chat/completions    the file's chat template; stream=true: server-sent events
     POST /v1/completions         a raw prompt (text or token ids)
 
@@ -100,6 +100,7 @@ class Server:
                 Route("/", self.page, methods=["GET"]),
                 Route("/health", self.health, methods=["GET"]),
                 Route("/v1/models", self.models, methods=["GET"]),
+                Route("/v1/models/{model_id:path}", self.model_info, methods=["GET"]),
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
                 Route("/v1/completions", self.completions, methods=["POST"]),
             ],
@@ -123,13 +124,23 @@ class Server:
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"} | self.scheduler.status())
 
+    def _model_card(self) -> dict[str, Any]:
+        return {"id": self.config.model_id, "object": "model", "created": self.created,
+                "owned_by": "gguflite", "meta": {"n_ctx": self.n_ctx,
+                                                 "n_slots": self.config.n_slots,
+                                                 "engine": type(self.engine).__name__}}
+
     async def models(self, request: Request) -> Response:
         self._auth(request)
-        return JSONResponse({"object": "list", "data": [
-            {"id": self.config.model_id, "object": "model", "created": self.created,
-             "owned_by": "gguflite", "meta": {"n_ctx": self.n_ctx,
-                                              "n_slots": self.config.n_slots,
-                                              "engine": type(self.engine).__name__}}]})
+        return JSONResponse({"object": "list", "data": [self._model_card()]})
+
+    async def model_info(self, request: Request) -> Response:
+        self._auth(request)
+        name = request.path_params["model_id"]
+        if name != self.config.model_id:
+            raise APIError(404, f"model: no model {name!r} here; this server runs "
+                           f"{self.config.model_id!r}", param="model", code="model_not_found")
+        return JSONResponse(self._model_card())
 
     # -- generation -------------------------------------------------------------------------
     async def chat(self, request: Request) -> Response:
