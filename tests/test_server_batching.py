@@ -32,9 +32,9 @@ class CountingSlots(SequentialSlots):
 
     prefilled = 0
 
-    def prefill(self, slot, ids, pos):
-        self.prefilled += len(ids)
-        return super().prefill(slot, ids, pos)
+    def prefill_many(self, work):
+        self.prefilled += sum(len(ids) for _, ids, _ in work)
+        super().prefill_many(work)
 
 
 class Collector:
@@ -157,8 +157,7 @@ def test_batched_step_is_each_slot_alone_and_the_per_op_path(model):
     contract multiply-adds differently from the cached per-op kernels (seen: 2e-6)."""
     engine = BatchedSlots(model, 3)
     prompts = [model.tokenizer.encode(p) for p in PROMPTS[:3]]
-    for s, ids in enumerate(prompts):
-        engine.prefill(s, np.array(ids[:-1]), 0)
+    engine.prefill_many([(s, np.array(ids[:-1]), 0) for s, ids in enumerate(prompts)])
     saved = [(b.k_cache.copy(), b.v_cache.copy()) for b in engine.backends]
 
     def restore():
@@ -186,3 +185,16 @@ def test_batched_fingerprint_is_current():
     assert batched.DISPATCH_FINGERPRINT == batched.dispatch_fingerprint(), (
         "runtime/kernels/dispatch.py changed: update DISPATCH_FINGERPRINT in "
         "gguflite/serve/batched.py (so Numba recompiles matvec_batch)")
+
+
+def test_batched_prefill_fills_each_cache_as_alone(model):
+    """Prompts stacked in one prefill leave each slot's KV cache exactly as a prefill of
+    that prompt alone does (BLAS rows do not depend on the other rows)."""
+    engine = BatchedSlots(model, 3)
+    prompts = [np.array(model.tokenizer.encode(p * 3)) for p in PROMPTS[:3]]
+    engine.prefill_many([(0, prompts[0], 0)])
+    alone = engine.backends[0].k_cache[:, :, :len(prompts[0])].copy()
+    engine.prefill_many([(s, p, 0) for s, p in enumerate(prompts)])
+    together = engine.backends[0].k_cache[:, :, :len(prompts[0])]
+    np.testing.assert_array_equal(alone, together)
+    assert np.abs(together).max() > 0

@@ -98,8 +98,14 @@ class _Lin:
 
 
 class BatchedSlots(SequentialSlots):
-    """``SlotEngine`` whose ``decode`` reads each weight once for all slots of the step
-    (prefill stays per slot, on the slot's backend)."""
+    """``SlotEngine`` whose ``decode`` reads each weight once for all slots of the step, and
+    whose ``prefill_many`` runs the prompt chunks of all slots as one stack of rows through
+    ``Linear.matmul`` (each weight dequantized once per call, not once per prompt).
+
+    Prefill rows are padded to at least ``BLAS_MIN_TOKENS``, so every prompt takes the same
+    (dequantize + BLAS) path whatever else is in the stack, and a BLAS row does not depend on
+    the other rows: a prompt fills its KV cache with the same numbers alone or beside others.
+    """
 
     def __init__(self, model: Model, n_slots: int, *, n_ctx: int | None = None,
                  n_batch: int = 64):
@@ -151,6 +157,48 @@ class BatchedSlots(SequentialSlots):
         n = X.shape[0]
         xq, xd, xsd = self.scratch[lin.cols]
         matvec_batch(lin.kind, lin.w, Y, lin.row_bytes, X, xq[:n], xd[:n], xsd[:n])
+
+    def prefill_many(self, work: Sequence[tuple[int, np.ndarray, int]]) -> None:
+        from gguflite.runtime.kernels.linear import BLAS_MIN_TOKENS
+        from gguflite.runtime.llama import embed_rows
+
+        hp, eps = self.hp, self.hp.norm_eps
+        sizes = [len(ids) for _, ids, _ in work]
+        n_rows = sum(sizes)
+        r = max(n_rows, BLAS_MIN_TOKENS)  # padding rows (zeros) stay out of every cache
+        f32 = np.float32
+        x = np.zeros((r, hp.dim), f32)  # (r, dim) residual stream, prompts stacked
+        xb, delta = np.zeros_like(x), np.zeros_like(x)
+        q = np.zeros((r, hp.n_head, hp.head_dim), f32)
+        k = np.zeros((r, hp.n_kv_head, hp.head_dim), f32)
+        v = np.zeros_like(k)
+        q2, k2, v2 = q.reshape(r, -1), k.reshape(r, -1), v.reshape(r, -1)
+        att = np.zeros((r, hp.q_dim), f32)
+        gate, up = np.zeros((r, hp.hidden_dim), f32), np.zeros((r, hp.hidden_dim), f32)
+        hb = np.zeros_like(gate)
+        ids = np.concatenate([np.asarray(i, np.int64) for _, i, _ in work])  # (n_rows,)
+        embed_rows(self.tok_embd, self.tok_embd_type, ids, x[:n_rows])
+        starts = np.cumsum([0, *sizes])  # rows of work item i: starts[i] .. starts[i + 1]
+        scores = np.zeros((hp.n_head, self.n_ctx), f32)
+        for layer, blk in enumerate(self.backends[0].w.blocks):
+            if layer == 0:
+                ops.rmsnorm(x, blk.attn_norm, eps, xb)
+            else:
+                ops.add_rmsnorm(x, delta, blk.attn_norm, eps, xb)
+            blk.wq.matmul(xb, out=q2)
+            blk.wk.matmul(xb, out=k2)
+            blk.wv.matmul(xb, out=v2)
+            for i, (slot, _, pos) in enumerate(work):  # each prompt: its positions, its cache
+                a, b = starts[i], starts[i + 1]
+                be = self.backends[slot]
+                ops.attention(q[a:b], k[a:b], v[a:b], self.cos, self.sin, be.k_cache[layer],
+                              be.v_cache[layer], pos, hp.kq_scale, att[a:b], scores)
+            blk.wo.matmul(att, out=delta)
+            ops.add_rmsnorm(x, delta, blk.ffn_norm, eps, xb)
+            blk.w_gate.matmul(xb, out=gate)
+            blk.w_up.matmul(xb, out=up)
+            ops.swiglu(gate, up, hb)
+            blk.w_down.matmul(hb, out=delta)
 
     def decode(self, slots: Sequence[int], ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
         from gguflite.runtime.llama import embed_rows

@@ -6,7 +6,8 @@ Each iteration of the scheduler thread::
     2. admit waiting jobs into free slots (the slot whose cached tokens share the longest
        prefix with the prompt, so a chat's next turn only runs its new tokens)
     3. prefill: each admitted job runs one chunk (<= n_batch tokens) of its prompt, all but
-       the last prompt token, so long prompts never stall the others for more than a chunk
+       the last prompt token, so long prompts never stall the others for more than a chunk;
+       the chunks of all jobs go to the engine together (``prefill_many``)
     4. decode: one step for every sequence that has a token to feed (the last prompt token
        or the token sampled last step), ``engine.decode(slots, ids, positions)``; then each
        sequence samples its next token with its own Sampler, and text goes out through its
@@ -230,13 +231,16 @@ class Scheduler:
                 seq.next_id, seq.pos = job.ids[-1], n_keep
 
     def _prefill(self) -> None:
-        for seq in list(self._running):
-            if seq is None or seq.next_id >= 0 or seq.job.cancelled:
-                continue
+        todo = [s for s in self._running if s is not None and s.next_id < 0
+                and not s.job.cancelled]
+        if not todo:
+            return
+        ends = [min(s.prefill_pos + self.engine.n_batch, len(s.job.ids) - 1) for s in todo]
+        self.engine.prefill_many([
+            (s.slot, np.asarray(s.job.ids[s.prefill_pos:end], np.int64), s.prefill_pos)
+            for s, end in zip(todo, ends, strict=True)])  # one chunk (<= n_batch) each
+        for seq, end in zip(todo, ends, strict=True):
             ids = seq.job.ids
-            end = min(seq.prefill_pos + self.engine.n_batch, len(ids) - 1)
-            chunk = np.asarray(ids[seq.prefill_pos:end], np.int64)  # (<= n_batch,)
-            self.engine.prefill(seq.slot, chunk, seq.prefill_pos)
             self._slot_tokens[seq.slot].extend(ids[seq.prefill_pos:end])
             seq.prefill_pos = end
             if end == len(ids) - 1:

@@ -1,7 +1,7 @@
 """The narrow engine interface the scheduler drives: N sequence slots, each with a KV cache.
 
     engine = SequentialSlots(model, n_slots=4)
-    logits = engine.prefill(slot, ids, pos)            # (vocab,) of the last token
+    engine.prefill_many([(slot, ids, pos), ...])       # prompt chunks into the KV caches
     logits = engine.decode(slots, ids, positions)      # (n, vocab): one step, n sequences
 
 The scheduler (``scheduler.py``) knows which tokens each slot holds; the engine only runs
@@ -10,7 +10,7 @@ slot gets its own backend over the same memory-mapped file (weights are views in
 mapping, so an extra slot costs only its KV cache and activation buffers), and a decode step
 runs the slots one after another. A batched engine (one pass over each weight for all slots,
 a small-batch mat-vec) plugs in behind the same three calls; what it needs from the runtime
-is listed in the report of issue 14 and in ``SlotEngine``'s docstring.
+is in ``SlotEngine``'s docstring; ``batched.BatchedSlots`` prototypes it.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ class SlotEngine(Protocol):
     n_vocab: int
     n_batch: int  # largest prefill chunk
 
-    def prefill(self, slot: int, ids: np.ndarray, pos: int) -> np.ndarray:
-        """Run ids (n,) at positions pos .. pos+n-1 of ``slot``; logits (vocab,) of the last."""
+    def prefill_many(self, work: Sequence[tuple[int, np.ndarray, int]]) -> None:
+        """Prompt chunks of several slots, (slot, ids (n,), pos) each, into their KV caches
+        (no logits: the scheduler feeds a prompt's last token in a decode step)."""
         ...
 
     def decode(self, slots: Sequence[int], ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -77,13 +78,10 @@ class SequentialSlots:
         self.n_vocab = model.hparams.vocab_size
         self.n_batch = n_batch
         self.backends = [_new_backend(model, self.n_ctx, n_batch) for _ in range(n_slots)]
-        self._logits = np.zeros((n_slots, self.n_vocab), np.float32)  # (n_slots, vocab)
 
-    def prefill(self, slot: int, ids: np.ndarray, pos: int) -> np.ndarray:
-        ids = np.asarray(ids, dtype=np.int64)  # (n,)
-        out = self.backends[slot].forward(ids, pos)  # (vocab,), a view of the backend's buffer
-        self._logits[slot] = out
-        return self._logits[slot]
+    def prefill_many(self, work: Sequence[tuple[int, np.ndarray, int]]) -> None:
+        for slot, ids, pos in work:  # one slot after another, on its own backend
+            self.backends[slot].forward(np.asarray(ids, dtype=np.int64), pos)
 
     def decode(self, slots: Sequence[int], ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
         out = np.empty((len(slots), self.n_vocab), np.float32)  # (n, vocab)
