@@ -11,7 +11,9 @@ another (``max_tokens`` tokens each, ``ignore_eos`` so every reply is that long,
 
 - aggregate decode tok/s: all completion tokens / wall time of the round (prefills included),
 - time to first token (TTFT): request sent -> first content chunk, p50 and p99 (nearest rank),
-- the ratio of aggregate tok/s to the one-client round.
+- the ratio of aggregate tok/s to the one-client round,
+- tokens per CPU-second of the server process (all its threads; /proc): on a machine shared
+  with other jobs, wall-clock rates follow the neighbours' load, CPU time much less so.
 
 Client count and request count are fixed, and every round is bounded by ``--timeout``; only
 loopback is used. llama-server (built from the llama-cpp-python sdist's vendored llama.cpp
@@ -123,7 +125,14 @@ def one_request(url: str, topic: str, max_tokens: int, timeout: float) -> tuple[
     return ttft, tokens
 
 
-def round_(url: str, clients: int, requests: int, max_tokens: int, timeout: float) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def round_(url: str, clients: int, requests: int, max_tokens: int, timeout: float,
+           pid: int) -> dict:
     ttfts: list[float] = []
     tokens = [0]
     errors: list[str] = []
@@ -141,16 +150,17 @@ def round_(url: str, clients: int, requests: int, max_tokens: int, timeout: floa
                 ttfts.append(t)
                 tokens[0] += n
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds(pid)
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
     ttfts.sort()
     return {"clients": clients, "requests": clients * requests, "errors": errors,
-            "tokens": tokens[0], "wall_s": wall, "tok_s": tokens[0] / wall,
+            "tokens": tokens[0], "wall_s": wall, "tok_s": tokens[0] / wall, "cpu_s": cpu,
+            "tok_per_cpu_s": tokens[0] / cpu if cpu else math.nan,
             "ttft_p50": _rank(ttfts, 0.50), "ttft_p99": _rank(ttfts, 0.99)}
 
 
@@ -161,15 +171,16 @@ def _rank(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
 
 
-def bench(name: str, url: str, args: argparse.Namespace) -> list[dict]:
+def bench(name: str, url: str, pid: int, args: argparse.Namespace) -> list[dict]:
     one_request(url, "warm-up", 8, args.timeout)  # compile / page in before timing
     rows = []
     for c in args.clients:
-        r = round_(url, c, args.requests, args.max_tokens, args.timeout)
+        r = round_(url, c, args.requests, args.max_tokens, args.timeout, pid)
         r["server"] = name
         rows.append(r)
         print(f"{name:20s} clients={c}: {r['tok_s']:7.1f} tok/s, TTFT p50 "
               f"{r['ttft_p50'] * 1e3:6.0f} ms p99 {r['ttft_p99'] * 1e3:6.0f} ms, "
+              f"{r['tok_per_cpu_s']:6.1f} tok/CPU-s, "
               f"{len(r['errors'])} errors", flush=True)
     return rows
 
@@ -198,7 +209,7 @@ def main() -> None:
                      str(CTX), "--queue", "64", "--engine", engine], None,
                     re.compile(r"listening on (http://\S+)"))
         try:
-            rows += bench(f"gguflite {engine}", ours.url, args)
+            rows += bench(f"gguflite {engine}", ours.url, ours.proc.pid, args)
         finally:
             ours.stop()
     if args.llama_server:
@@ -211,7 +222,7 @@ def main() -> None:
                     "--port", str(port), "-np", str(args.parallel), "-t", str(args.threads),
                     "-c", str(CTX * args.parallel), "--no-webui"], port, None)
         try:
-            rows += bench("llama-server", ref.url, args)
+            rows += bench("llama-server", ref.url, ref.proc.pid, args)
         finally:
             ref.stop()
     if args.out:
@@ -236,15 +247,16 @@ def write_md(path: Path, rows: list[dict], args: argparse.Namespace) -> None:
         "    " + " ".join(["python benchmarks/bench_server.py", *sys.argv[1:]]),
         "",
         "| server | clients | aggregate tok/s | vs 1 client | TTFT p50 ms | TTFT p99 ms "
-        "| errors |",
-        "|---|---|---|---|---|---|---|",
+        "| tok per server CPU-s | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     base: dict[str, float] = {}
     for r in rows:
         base.setdefault(r["server"], r["tok_s"])
         lines.append(f"| {r['server']} | {r['clients']} | {r['tok_s']:.1f} | "
                      f"{r['tok_s'] / base[r['server']]:.2f}x | {r['ttft_p50'] * 1e3:.0f} | "
-                     f"{r['ttft_p99'] * 1e3:.0f} | {len(r['errors'])} |")
+                     f"{r['ttft_p99'] * 1e3:.0f} | {r['tok_per_cpu_s']:.1f} | "
+                     f"{len(r['errors'])} |")
     path.parent.mkdir(parents=True, exist_ok=True)
     for dst, text in ((path, "\n".join(lines) + "\n"),
                       (path.with_suffix(".json"), json.dumps(rows, indent=1))):
