@@ -15,6 +15,10 @@ another (``max_tokens`` tokens each, ``ignore_eos`` so every reply is that long,
 - tokens per CPU-second of the server process (all its threads; /proc): on a machine shared
   with other jobs, wall-clock rates follow the neighbours' load, CPU time much less so.
 
+``--step`` instead measures the engines in process: CPU seconds (process time, all threads) of
+one ``SlotEngine.decode`` step for 1, 2 and 4 slots, and of ``prefill_many`` for 1 and 4
+prompts of ~30 tokens, for the batched and the sequential engine.
+
 Client count and request count are fixed, and every round is bounded by ``--timeout``; only
 loopback is used. llama-server (built from the llama-cpp-python sdist's vendored llama.cpp
 with cmake, target ``llama-server``) gets ``-np P -t T -c P*ctx``, its own per-slot context.
@@ -185,6 +189,39 @@ def bench(name: str, url: str, pid: int, args: argparse.Namespace) -> list[dict]
     return rows
 
 
+def step_bench(threads: int, reps: int = 20) -> None:
+    """CPU time of the engines' decode step and prefill, in process."""
+    import numpy as np
+
+    from gguflite.runtime import load
+    from gguflite.serve.batched import BatchedSlots
+    from gguflite.serve.slots import SequentialSlots
+
+    model = load(None, n_ctx=256, threads=threads)
+    tok = model.tokenizer
+    prompts = [np.array(tok.encode(f"You are a helpful assistant. Tell me about {t}, in detail, "
+                                   "in three short paragraphs please.")) for t in TOPICS[:4]]
+    for cls in (BatchedSlots, SequentialSlots):
+        engine = cls(model, 4)
+        for n in (1, 4):
+            work = [(i, prompts[i], 0) for i in range(n)]
+            engine.prefill_many(work)  # compile / warm
+            t = time.process_time()
+            for _ in range(3):
+                engine.prefill_many(work)
+            ms = (time.process_time() - t) / 3 * 1e3
+            print(f"{cls.__name__:16s} prefill {n} x {len(prompts[0])} tokens: {ms:6.0f} ms CPU")
+        for n in (1, 2, 4):
+            ids, pos = np.full(n, 5, np.int64), np.full(n, 40, np.int64)
+            engine.decode(list(range(n)), ids, pos)
+            t = time.process_time()
+            for _ in range(reps):
+                engine.decode(list(range(n)), ids, pos)
+            ms = (time.process_time() - t) / reps * 1e3
+            print(f"{cls.__name__:16s} decode step, {n} slot(s): {ms:6.1f} ms CPU "
+                  f"({n / ms * 1e3:6.1f} tok per CPU-s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parallel", type=int, default=4)
@@ -198,7 +235,12 @@ def main() -> None:
     ap.add_argument("--llama-server", type=Path, default=None,
                     help="path of llama.cpp's llama-server binary (optional)")
     ap.add_argument("--out", type=Path, default=None, help="write a markdown table here")
+    ap.add_argument("--step", action="store_true",
+                    help="measure the engines' decode step and prefill in process instead")
     args = ap.parse_args()
+    if args.step:
+        step_bench(args.threads)
+        return
     from gguflite.default_model import default_model_path
 
     model = default_model_path()
