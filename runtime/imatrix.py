@@ -41,7 +41,7 @@ import numpy as np
 from gguflite.errors import ModelError
 
 from .engine import Model
-from .llama import LlamaNumba
+from .numba_backend import NumbaBackend
 
 # Block attribute wrapped -> the llama.cpp tensor suffixes that read the same input.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -133,7 +133,7 @@ class ImatrixCollector:
     """
 
     def __init__(self, backend: Any):
-        if not isinstance(backend, LlamaNumba):
+        if not isinstance(backend, NumbaBackend):
             raise ModelError("imatrix collection needs the Numba backend (backend='numba'), "
                              f"got {type(backend).__name__}")
         self.backend = backend
@@ -144,7 +144,7 @@ class ImatrixCollector:
     def attach(self) -> ImatrixStats:
         if self._saved:
             return self.stats
-        # The one-call decode step (llama_decode.py) reads the weights directly; turn it off
+        # The one-call decode step (decode.py) reads the weights directly; turn it off
         # so single-token steps also go through the (observed) linears.
         self._plan, self.backend.plan = getattr(self.backend, "plan", None), None
         for layer, blk in enumerate(self.backend.w.blocks):
