@@ -245,11 +245,12 @@ class Family:
         if n_head % n_kv:
             raise ConversionError(f"config.json: num_attention_heads {n_head} is not a multiple "
                                   f"of num_key_value_heads {n_kv}")
-        n_rot = int(head_dim * float(config.get("partial_rotary_factor") or 1.0))
+        rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
+        partial = rope.get("partial_rotary_factor", config.get("partial_rotary_factor"))
+        n_rot = int(head_dim * float(partial or 1.0))
         if head_dim % 2 or n_rot % 2:
             raise ConversionError(f"config.json: head_dim {head_dim} (rotary {n_rot}) must be "
                                   "even for RoPE")
-        rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
         theta = rope.get("rope_theta", config.get("rope_theta", 10000.0))
         rope_type = str(rope.get("rope_type", rope.get("type", "default"))).lower()
         n_layer = cfg_get(config, "num_hidden_layers")

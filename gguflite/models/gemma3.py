@@ -47,7 +47,7 @@ def _layers(hp: HParams, window: int, swa: tuple[bool, ...], theta_local: float)
     return with_layers(
         hp, layer_rope=tuple(ROPE_LOCAL if s else ROPE_GLOBAL for s in swa),
         layer_window=tuple(window if s else 0 for s in swa), rope_theta_local=theta_local,
-        embed_scale=math.sqrt(hp.dim), tied_embeddings=True)
+        embed_scale=math.sqrt(hp.dim))
 
 
 class Gemma3(Family):
