@@ -4,13 +4,14 @@ streaming and atomic.
     >>> plan = convert("path/to/SmolLM2-135M", "smol.gguf", type="q8_0")
 
 Two phases. ``plan_conversion`` indexes the checkpoint (headers only), maps every tensor name
-through the family's tensor table, checks every shape against config.json, picks each tensor's type (``recipe.Recipe``) and
-gathers all metadata; any problem is a ``ConversionError`` before a byte is written. Then
-``convert`` hands the writer one zero-argument producer per tensor: each reads its tensor from
-disk in row chunks of about ``CHUNK_BYTES`` of float32, permutes/encodes them into the output
-buffer, and is dropped once written. Peak memory is one output tensor plus one chunk (Q/K, which
-must be permuted, are read whole; they are never the largest tensor). The writer writes to a
-temporary sibling and renames it into place, so a failure leaves no file under the target name.
+through the family's tensor table, checks every shape against config.json, picks each tensor's
+type (``recipe.Recipe``) and gathers all metadata; any problem is a ``ConversionError`` before a
+byte is written. Then ``convert`` hands the writer one zero-argument producer per tensor: each
+reads its tensor from disk in row chunks of about ``CHUNK_BYTES`` of float32, permutes/encodes
+them into the output buffer, and is dropped once written. Peak memory is one output tensor plus
+one chunk (Q/K, which must be permuted, are read whole; they are never the largest tensor). The
+writer writes to a temporary sibling and renames it into place, so a failure leaves no file
+under the target name.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from gguflite import quants
 from gguflite.constants import GGML_QUANTIZATION_VERSION, GGMLType
 from gguflite.constants import GGUFValueType as T
 from gguflite.errors import ConversionError, QuantizationError, UnsupportedTypeError
+from gguflite.models import Family, HParams, TensorSpec, family_for_hf
+from gguflite.models.rope import llama3_factors, permute_rows
 from gguflite.quants.base import registered
 from gguflite.quants.ternary import is_ternary
 
-from gguflite.models import Family, HParams, TensorSpec, family_for_hf
-from gguflite.models.rope import llama3_factors, permute_rows
 from .checkpoint import Checkpoint, open_checkpoint
 from .recipe import Recipe, parse_tensor_type
 

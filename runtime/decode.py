@@ -106,8 +106,9 @@ def _add_bias(y, vecs, layer, off) -> None:
 
 @njit(cache=True)
 def decode_step(x, addrs, sizes, kinds, row_bytes, vecs, voff, flags, layer_rope,
-                layer_window, out_norm, eps, cos, sin, k_cache, v_cache, pos, kq_scale, buf_dim, q, k,
-                v, att, gate, up, hb, logits, scores, s_dim, s_q, s_hidden) -> None:
+                layer_window, out_norm, eps, cos, sin, k_cache, v_cache, pos, kq_scale,
+                buf_dim, q, k, v, att, gate, up, hb, logits, scores, s_dim, s_q,
+                s_hidden) -> None:
     """Run the embedded token x through every block and the output head.
 
     Parameters

@@ -6,9 +6,9 @@
     >>> text = model.generate("The sea is", max_tokens=32, stream=False)
     >>> text.stats.decode_tps
 
-The backend (``Backend`` in numba_backend.py: ``forward(ids, pos)`` and ``reset()``) is the only part
-that depends on the compute library; hyper-parameters, tokenizer, sampling, stop handling,
-prompt-prefix reuse and perplexity are shared by every backend.
+The backend (``Backend`` in numba_backend.py: ``forward(ids, pos)`` and ``reset()``) is the
+only part that depends on the compute library; hyper-parameters, tokenizer, sampling, stop
+handling, prompt-prefix reuse and perplexity are shared by every backend.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import numpy as np
 
 import gguflite
 from gguflite.errors import ModelError
-
 from gguflite.models import Family, HParams, family_for_arch
 
 from .numba_backend import Backend, NumbaBackend

@@ -139,18 +139,22 @@ class ImatrixCollector:
         self.backend = backend
         self.stats = ImatrixStats()
         self._saved: list[tuple[Any, str, Any]] = []
-        self._plan: Any = None
+        self._fused = False
 
     def attach(self) -> ImatrixStats:
         if self._saved:
             return self.stats
         # The one-call decode step (decode.py) reads the weights directly; turn it off
         # so single-token steps also go through the (observed) linears.
-        self._plan, self.backend.plan = getattr(self.backend, "plan", None), None
+        self._fused, self.backend.fused = self.backend.fused, False
+        fused = {logical: name for name, parts in
+                 self.backend.family.split_rows(self.backend.hparams).items()
+                 for logical, _, _ in parts}
         for layer, blk in enumerate(self.backend.w.blocks):
             for attr, suffixes in GROUPS.items():
                 key = f"blk.{layer}.{attr}"
-                self.stats.names[key] = tuple(f"blk.{layer}.{s}" for s in suffixes)
+                self.stats.names[key] = tuple(dict.fromkeys(  # fused tensors: stored names
+                    f"blk.{layer}.{fused.get(s, s)}" for s in suffixes))
                 inner = getattr(blk, attr)
                 self._saved.append((blk, attr, inner))
                 setattr(blk, attr, _Observed(inner, self.stats, key))
@@ -160,7 +164,7 @@ class ImatrixCollector:
         for blk, attr, inner in self._saved:
             setattr(blk, attr, inner)
         if self._saved:
-            self.backend.plan = self._plan
+            self.backend.fused = self._fused
         self._saved = []
 
     def __enter__(self) -> ImatrixStats:

@@ -251,7 +251,7 @@ def decode_step_call(be: NumbaBackend, token: int, pos: int) -> np.ndarray:
     if be.hparams.embed_scale != 1.0:
         p.x *= np.float32(be.hparams.embed_scale)
     decode_step(p.x, p.addrs, p.sizes, p.kinds, p.row_bytes, p.vecs, p.voff, p.flags,
-                p.layer_rope, p.layer_window, p.out_norm, be.hparams.norm_eps, be.cos, be.sin, be.k_cache,
-                be.v_cache, pos, be.hparams.kq_scale, p.buf_dim, p.q, p.k, p.v, p.att,
+                p.layer_rope, p.layer_window, p.out_norm, be.hparams.norm_eps, be.cos, be.sin,
+                be.k_cache, be.v_cache, pos, be.hparams.kq_scale, p.buf_dim, p.q, p.k, p.v, p.att,
                 p.gate, p.up, p.hb, p.logits, be.scores, p.s_dim, p.s_q, p.s_hidden)
     return p.logits.copy()

@@ -24,13 +24,12 @@ from typing import Any
 import numpy as np
 
 from gguflite.errors import ModelError
-from gguflite.reader import GGUFFile
-
 from gguflite.models import Family, HParams
 from gguflite.models.base import ROPE_NONE
 from gguflite.models.graph import forward
 from gguflite.models.rope import rope_tables
 from gguflite.models.weights import load_weights
+from gguflite.reader import GGUFFile
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from gguflite.runtime import load
-from gguflite.runtime.reference import reference_logits, rope_reference
 from tiny_models import TinyConfig, hf_model, make_tiny_llama, random_weights, write_gguf
 
 import gguflite
 from gguflite.constants import GGMLType
 from gguflite.errors import ModelError
+from gguflite.runtime import load
+from gguflite.runtime.reference import reference_logits, rope_reference
 
 IDS = [1, 5, 300, 17, 42, 99, 7, 8, 260, 11, 12, 270, 3, 4, 290, 100]
 
@@ -73,7 +73,7 @@ def test_rope_pairs_match_hf_rotate_half():
     qt = torch.tensor(q_hf).permute(1, 0, 2)[None]  # (1, heads, n, hd)
     rot_hf, _ = apply_rotary_pos_emb(qt, qt, cos, sin)
     rot_hf = rot_hf[0].permute(1, 0, 2).numpy()  # (n, heads, hd) HF layout
-    rot_gg = rope_reference(q_gg, np.arange(n), theta, 1.0, None)
+    rot_gg = rope_reference(q_gg, np.cos(ang), np.sin(ang), False)
     # Undo the permutation on the head dim: GGUF row 2i <-> HF i, 2i+1 <-> HF i + hd/2.
     back = np.concatenate([rot_gg[..., 0::2], rot_gg[..., 1::2]], -1)
     np.testing.assert_allclose(back, rot_hf, rtol=1e-10, atol=1e-10)
@@ -96,7 +96,7 @@ def test_prefill_equals_token_by_token(tmp_path):
     (GGMLType.Q4_K, 0.05),
 ], ids=lambda v: getattr(v, "name", str(v)))
 def test_fused_decode_step_equals_per_op_path(tmp_path, wtype, tol):
-    """llama_decode.decode_step (one Numba call per token) == the per-op Python graph, on a
+    """decode.decode_step (one Numba call per token) == the per-op Python graph, on a
     Q4_K_M-like mix (attn_v and ffn_down in Q6_K: q/k/v cannot share one parallel group)."""
     cfg = TinyConfig(dim=256, hidden_dim=512)
     mix = {"attn_v.weight": GGMLType.Q6_K, "ffn_down.weight": GGMLType.Q6_K}
@@ -217,11 +217,11 @@ def test_context_limits(tmp_path):
 
 
 def test_decode_step_source_fingerprint_is_current():
-    """llama_decode.py carries a fingerprint of the modules its cached decode step inlines;
-    Numba keys its cache on llama_decode.py's text, so an outdated fingerprint could let a
+    """decode.py carries a fingerprint of the modules its cached decode step inlines;
+    Numba keys its cache on decode.py's text, so an outdated fingerprint could let a
     stale compiled step run after an edit of kernels/dispatch.py or ops.py."""
-    from gguflite.runtime import llama_decode
+    from gguflite.runtime import decode
 
-    assert llama_decode.SOURCES_FINGERPRINT == llama_decode.sources_fingerprint(), (
-        "update SOURCES_FINGERPRINT in runtime/llama_decode.py to "
-        f"{llama_decode.sources_fingerprint()!r}")
+    assert decode.SOURCES_FINGERPRINT == decode.sources_fingerprint(), (
+        "update SOURCES_FINGERPRINT in runtime/decode.py to "
+        f"{decode.sources_fingerprint()!r}")
