@@ -123,3 +123,49 @@ def test_mismatched_tensor_names_the_expected_shape(tmp_path):
         w.write()
     with pytest.raises(ModelError, match=r"tensor 'blk\.0\.attn_q\.weight' has shape"):
         load(tmp_path / "bad.gguf", n_ctx=16)
+
+
+# -- rope scalings: each against transformers on the same ids ------------------------------------
+VARIANTS = {
+    "llama-linear": ("llama", {"rope_parameters": {"rope_type": "linear", "factor": 2.0,
+                                                    "rope_theta": 10000.0}}),
+    "llama-yarn": ("llama", {"rope_parameters": {
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
+        "rope_theta": 10000.0}}),  # max_position_embeddings 256 = factor x original
+    "llama-llama3": ("llama", {"rope_parameters": {
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64, "rope_theta": 500000.0}}),
+    "phi3-longrope": ("phi3", {"original_max_position_embeddings": 8, "rope_parameters": {
+        "rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+        "short_factor": [1.0, 1.5, 2.0, 3.0], "long_factor": [2.0, 4.0, 8.0, 16.0]}}),
+    "gemma3-linear": ("gemma3", {"rope_parameters": {
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}}),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_rope_scaling_matches_transformers(variant, tmp_path):
+    """Linear, YaRN, llama3 and LongRoPE (the long factors: 12 tokens > the original 8) agree
+    with transformers on the oracle, the Numba engine (prefill and fused decode) and torch."""
+    import torch
+
+    fam, overrides = VARIANTS[variant]
+    ck = family_checkpoint(tmp_path / "ck", fam, **overrides)
+    convert(ck, tmp_path / "m.gguf", type="f32")
+    with torch.no_grad():
+        want = hf_model(ck)(torch.tensor([IDS])).logits[0].numpy()
+    m = load(tmp_path / "m.gguf", n_ctx=64)
+    try:
+        _close(reference_logits(m.file, IDS), want, f"{variant} oracle")
+        _close(m.backend.forward(IDS, 0, all_logits=True), want, f"{variant} prefill")
+        m.reset()
+        dec = np.stack([m.backend.forward([t], i) for i, t in enumerate(IDS)])
+        _close(dec, want, f"{variant} fused decode")
+    finally:
+        m.file.close()
+    t = load(tmp_path / "m.gguf", n_ctx=64, backend="torch")
+    try:
+        _close(t.backend.forward(IDS, 0, all_logits=True), want, f"{variant} torch")
+    finally:
+        t.file.close()
