@@ -43,8 +43,8 @@ ATTN_NORM, FFN_NORM, POST_ATTN, POST_FFN, BQ, BK, BV, QNORM, KNORM = range(len(V
 NEOX, ACT, BIAS, QK_NORM, POST_NORMS = range(5)
 
 # sha256 of the text of the inlined modules; recompute with sources_fingerprint().
-SOURCES_FINGERPRINT = "da1b885c0b1f3a1f"
-INLINED_FILES = ("kernels/dispatch.py", "kernels/pointers.py", "ops.py")
+SOURCES_FINGERPRINT = "098c128e3e87b07a"
+INLINED_FILES = ("kernels/dispatch.py", "kernels/pointers.py", "kv_cache.py", "ops.py")
 
 
 def sources_fingerprint() -> str:
@@ -122,7 +122,7 @@ def decode_step(x, addrs, sizes, kinds, row_bytes, vecs, voff, flags, layer_rope
     out_norm : (dim,) f32
     eps, kq_scale : float
     cos, sin : (2, n_ctx, n_rot // 2) f32
-    k_cache, v_cache : (n_layer, n_kv_head, n_ctx, head_dim) f32
+    k_cache, v_cache : (n_layer, n_kv_head, capacity, head_dim) f32 or uint16 (f16 bits)
     pos : int
         The token's position.
     buf_dim : (2, dim); q : (1, n_head, hd); k, v : (1, n_kv_head, hd); att : (1, q_dim);

@@ -264,7 +264,7 @@ def _text(tok: Tokenizer, tid: int | None) -> str:
 def _make_backend(name: str, f: gguflite.GGUFFile, fam: type[Family], hp: HParams, *,
                   n_ctx: int, n_batch: int,
                   threads: int | None, device: str | None = None, dtype: str | None = None,
-                  compile: bool = False) -> Backend:
+                  compile: bool = False, kv_type: str = "f16") -> Backend:
     if name == "numba":
         if device not in (None, "cpu") or dtype not in (None, "float32", "f32") or compile:
             raise ModelError("the numba backend runs on the CPU in float32; for --device, "
@@ -273,7 +273,7 @@ def _make_backend(name: str, f: gguflite.GGUFFile, fam: type[Family], hp: HParam
 
         ops.set_threads(threads)
         ops.set_blas_threads(1)  # one spinning pool at a time (see ops.set_blas_threads)
-        return NumbaBackend(f, fam, hp, n_ctx=n_ctx, n_batch=n_batch)
+        return NumbaBackend(f, fam, hp, n_ctx=n_ctx, n_batch=n_batch, kv_type=kv_type)
     if name == "torch":
         from .torch_backend import TorchBackend  # raises ModelError naming the extra if no torch
 
@@ -284,7 +284,7 @@ def _make_backend(name: str, f: gguflite.GGUFFile, fam: type[Family], hp: HParam
 
 def load(path: str | Path | None = None, *, backend: str = "numba", threads: int | None = None,
          n_ctx: int | None = None, n_batch: int = 128, device: str | None = None,
-         dtype: str | None = None, compile: bool = False) -> Model:
+         dtype: str | None = None, compile: bool = False, kv_type: str = "f16") -> Model:
     """Load a model file (None: the embedded default model) for generation.
 
     Parameters
@@ -297,6 +297,8 @@ def load(path: str | Path | None = None, *, backend: str = "numba", threads: int
     device, dtype, compile : torch backend only: "cpu" / "cuda" / "cuda:1" / "mps"; the compute
         dtype ("float32", "float16", "bfloat16"; default float32 on CPU, float16 elsewhere);
         ``torch.compile`` of the forward pass
+    kv_type : numba backend: the KV cache's element type, "f16" (default, as llama.cpp) or
+        "f32"; the cache grows as the context fills
 
     Raises
     ------
@@ -308,4 +310,4 @@ def load(path: str | Path | None = None, *, backend: str = "numba", threads: int
 
         path = default_model_path()
     return Model(path, backend=backend, threads=threads, n_ctx=n_ctx, n_batch=n_batch,
-                 device=device, dtype=dtype, compile=compile)
+                 device=device, dtype=dtype, compile=compile, kv_type=kv_type)

@@ -29,6 +29,7 @@ from gguflite.reader import GGUFFile
 from . import ops
 from .decode import DecodePlan, decode_step
 from .dense import DenseLinear
+from .kv_cache import KVCache
 
 
 class Backend(Protocol):
@@ -158,7 +159,7 @@ class NumbaOps:
         out = np.empty((q.shape[0], hp.q_dim), np.float32)
         table = hp.layer_rope[layer]
         ops.attention(q, k, v, be.cos[max(table, 0)], be.sin[max(table, 0)], table != ROPE_NONE,
-                      hp.rope_neox, be.k_cache[layer], be.v_cache[layer], pos0, hp.kq_scale,
+                      hp.rope_neox, be.kv.k[layer], be.kv.v[layer], pos0, hp.kq_scale,
                       hp.layer_window[layer], out, be.scores)
         self._time("attention", t0)
         return out
@@ -177,10 +178,12 @@ class NumbaBackend:
         KV cache length (tokens); at most ``hp.context_length``.
     n_batch : int
         Largest number of tokens run through the graph in one step (prefill chunk).
+    kv_type : "f16" (default) or "f32"
+        The KV cache's element type (kv_cache.py); it grows as the context fills.
     """
 
     def __init__(self, f: GGUFFile, fam: type[Family], hp: HParams, *, n_ctx: int,
-                 n_batch: int = 128):
+                 n_batch: int = 128, kv_type: str = "f16"):
         t0 = time.perf_counter()
         self.hparams, self.family = hp, fam
         self.n_ctx = n_ctx
@@ -190,9 +193,7 @@ class NumbaBackend:
             linear=lambda name, rows, shape: make_linear(f, name, rows, shape),
             vector=lambda name: _vector(f, name), table=lambda name: EmbeddingTable(f, hp))
         self.cos, self.sin = rope_tables(hp, n_ctx, self.w.rope_factors)  # (2, n_ctx, r/2)
-        # The KV cache: zero pages cost nothing until written.
-        self.k_cache = np.zeros((hp.n_layer, hp.n_kv_head, n_ctx, hp.head_dim), np.float32)
-        self.v_cache = np.zeros((hp.n_layer, hp.n_kv_head, n_ctx, hp.head_dim), np.float32)
+        self.kv = KVCache(hp.n_layer, hp.n_kv_head, hp.head_dim, n_ctx, kv_type)
         self.scores = np.zeros((hp.n_head, n_ctx), np.float32)  # attention scratch
         self.ops = NumbaOps(self)
         # One Numba call per decoded token when every weight has a kernel (decode.py).
@@ -225,6 +226,7 @@ class NumbaBackend:
                              f"{self.n_ctx} tokens (n_ctx)")
         if int(ids.min()) < 0 or int(ids.max()) >= self.hparams.vocab_size:
             raise ModelError(f"token ids must be in 0..{self.hparams.vocab_size - 1}")
+        self.kv.reserve(pos + n)
         outs = []
         for start in range(0, n, self.n_batch):
             chunk = ids[start:start + self.n_batch]
@@ -252,6 +254,6 @@ def decode_step_call(be: NumbaBackend, token: int, pos: int) -> np.ndarray:
         p.x *= np.float32(be.hparams.embed_scale)
     decode_step(p.x, p.addrs, p.sizes, p.kinds, p.row_bytes, p.vecs, p.voff, p.flags,
                 p.layer_rope, p.layer_window, p.out_norm, be.hparams.norm_eps, be.cos, be.sin,
-                be.k_cache, be.v_cache, pos, be.hparams.kq_scale, p.buf_dim, p.q, p.k, p.v, p.att,
+                be.kv.k, be.kv.v, pos, be.hparams.kq_scale, p.buf_dim, p.q, p.k, p.v, p.att,
                 p.gate, p.up, p.hb, p.logits, be.scores, p.s_dim, p.s_q, p.s_hidden)
     return p.logits.copy()

@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from .kernels import threads as _threads  # noqa: F401  (selects the omp layer first)
+from .kv_cache import kv_load, kv_store
 
 
 @njit(cache=True, fastmath=True)
@@ -95,8 +96,8 @@ def _attend_head(h: int, q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray
     n, n_head, hd = q.shape
     g = h // (n_head // k_cache.shape[0])  # the key/value head this query head reads
     s = scores[h]  # (n_ctx,)
-    kc = k_cache[g]  # (n_ctx, hd)
-    vc = v_cache[g]  # (n_ctx, hd)
+    kc = k_cache[g]  # (capacity, hd), f16 bits or f32
+    vc = v_cache[g]
     for i in range(n):
         qi = q[i, h]  # (hd,)
         n_keys = pos0 + i + 1
@@ -104,8 +105,9 @@ def _attend_head(h: int, q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray
         m = np.float32(-np.inf)
         for t in range(first, n_keys):
             acc = np.float32(0.0)
+            kt = kc[t]
             for d in range(hd):
-                acc += qi[d] * kc[t, d]
+                acc += qi[d] * kv_load(kt, d)
             acc *= kq_scale
             s[t] = acc
             if acc > m:
@@ -119,8 +121,9 @@ def _attend_head(h: int, q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray
         o[:] = 0.0
         for t in range(first, n_keys):
             p = s[t]
+            vt = vc[t]
             for d in range(hd):
-                o[d] += p * vc[t, d]
+                o[d] += p * kv_load(vt, d)
         inv = np.float32(1.0) / total
         for d in range(hd):
             o[d] *= inv
@@ -157,8 +160,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin:
         This layer's table of ``rope_tables``.
     use_rope, neox : bool
         Rotate at all; NEOX pairs (i, i + n_rot/2) instead of (2i, 2i+1).
-    k_cache, v_cache : (n_kv_head, n_ctx, head_dim) f32
-        This layer's cache; rows pos0 .. pos0 + n - 1 are written.
+    k_cache, v_cache : (n_kv_head, >= pos0 + n, head_dim) f32, or uint16 f16 bits
+        This layer's cache (kv_cache.py); rows pos0 .. pos0 + n - 1 are written.
     pos0 : int
         Position of the first new token.
     kq_scale : float
@@ -176,8 +179,11 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin:
         rope(k, cos, sin, pos0, neox)
     for i in range(n):
         for g in range(k.shape[1]):
-            k_cache[g, pos0 + i, :] = k[i, g]
-            v_cache[g, pos0 + i, :] = v[i, g]
+            kr = k_cache[g, pos0 + i]
+            vr = v_cache[g, pos0 + i]
+            for d in range(hd):
+                kv_store(kr, d, k[i, g, d])
+                kv_store(vr, d, v[i, g, d])
     work = 2 * n_head * n * (pos0 + n) * hd
     if work >= PARALLEL_MIN_WORK:
         _attend_parallel(q, k_cache, v_cache, pos0, kq_scale, window, out, scores)

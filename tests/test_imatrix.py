@@ -78,7 +78,7 @@ def numpy_inputs(f: gguflite.GGUFFile, ids: np.ndarray) -> dict[str, np.ndarray]
 
 def test_statistics_equal_numpy(tiny: Path) -> None:
     ids = _ids(2 * CTX + 5)  # 2 chunks; the 5 extra tokens are not used (as llama.cpp)
-    with load(tiny, n_ctx=CTX, threads=1) as m:
+    with load(tiny, n_ctx=CTX, threads=1, kv_type="f32") as m:
         stats = collect_imatrix(m, ids, ctx=CTX)
         with gguflite.open(tiny) as f:
             chunks = [ids[i * CTX:(i + 1) * CTX].copy() for i in range(2)]

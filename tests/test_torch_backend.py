@@ -29,8 +29,8 @@ def _backends(path, n_ctx=64):
     f = gguflite.open(path)
     hp = hparams_from_metadata(f.metadata)
     fam = _fam(f)
-    return f, NumbaBackend(f, fam, hp, n_ctx=n_ctx), TorchBackend(f, fam, hp, n_ctx=n_ctx,
-                                                                  device="cpu")
+    numba = NumbaBackend(f, fam, hp, n_ctx=n_ctx, kv_type="f32")  # torch's cache is f32 too
+    return f, numba, TorchBackend(f, fam, hp, n_ctx=n_ctx, device="cpu")
 
 
 def _greedy(backend, ids, n):
@@ -167,7 +167,8 @@ def test_load_api_and_cli_give_numba_greedy_output(tmp_path):
     from gguflite.runtime import load
 
     path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
-    want = load(path).generate("the sea", max_tokens=10, temperature=0, stream=False)
+    want = load(path, kv_type="f32").generate("the sea", max_tokens=10, temperature=0,
+                                              stream=False)
     got = load(path, backend="torch", device="cpu").generate("the sea", max_tokens=10,
                                                             temperature=0, stream=False)
     assert got == want
