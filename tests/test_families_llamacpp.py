@@ -7,6 +7,11 @@ q8_0, loaded by llama.cpp (llama-cpp-python) and run on the same token ids as th
 ``*ForCausalLM`` in float32. A file llama.cpp refuses (a wrong metadata key or tensor name)
 fails here with llama.cpp's own message in the log.
 
+The other way round, llama.cpp's own converter (``convert_hf_to_gguf.py``, tests/
+llama_cpp_source.py) converts the same checkpoints, all in one subprocess: its files hold the
+same metadata and byte-identical tensors as gguflite's (f32 and q8_0), and gguflite's Numba and
+torch backends run them and agree with transformers.
+
 Tolerances (logits are O(1..3.5) here; measured values in comments at each assert):
 
 - f32, llama.cpp's KV cache in F32: max |diff| < 1e-4 (float32 summation order only), and the
@@ -26,7 +31,8 @@ Two facts of llama.cpp the families meet:
 - llama.cpp sets per-token attributes by ``general.name``: a name containing "phi3" or "phi-3"
   requires the tokens ``</s>``, ``<unk>``, ``<s>`` and ``<|endoftext|>`` in the vocabulary
   (Phi-3's own tokenizer has them; the tiny trained one does not), so the files are named
-  "tiny".
+  "tiny". Phi-3's checkpoint carries a SentencePiece tokenizer, as Phi-3 does: llama.cpp's
+  converter reads ``tokenizer.model`` for it.
 """
 
 from __future__ import annotations
@@ -38,13 +44,26 @@ import numpy as np
 import pytest
 from family_checkpoints import FAMILIES, family_checkpoint, hf_model
 from gguflite.converters.convert import convert
+from gguflite.runtime import load
 from llama_cpp import Llama
+from llama_cpp_source import convert_hf_to_gguf
 
 import gguflite
 
 TEXT = "The quick brown fox jumps over the lazy dog. Hello world, it's 2024!"  # 29 tokens
 F32_TOL = {"gemma3": 1e-2}  # f16 GELU table in ggml; every other family: 1e-4
 Q8_TOL, Q8_MARGIN = 0.3, 0.2
+TYPES = ("f32", "q8_0")
+TOKENIZER = {"phi3": "spm"}  # every other family: the SmolLM-style byte-level BPE
+TOKENIZER_PRE = "smollm"  # that BPE's pre-tokenizer, for llama.cpp's converter
+# Keys only gguflite writes (values of the shared keys are equal):
+ONLY_GGUFLITE = {
+    # gguflite honours Mistral's window; llama.cpp's converter drops it (its graph has none)
+    "mistral": {"llama.attention.sliding_window"},
+    # Phi-3's SentencePiece vocab: llama.cpp's converter leaves these at llama.cpp's defaults
+    # (true, 0), which are the values gguflite writes
+    "phi3": {"tokenizer.ggml.add_space_prefix", "tokenizer.ggml.unknown_token_id"},
+}
 
 
 @dataclass
@@ -57,14 +76,31 @@ class Case:
     window: int  # positions where ref_llama_cpp == ref (all of them but for Mistral)
 
 
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {fam: family_checkpoint(root / fam, fam, tokenizer=TOKENIZER.get(fam, "bpe"))
+            for fam in sorted(FAMILIES)}
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_files(checkpoints, tmp_path_factory) -> dict[tuple[str, str], Path]:
+    """(family, type) -> the file llama.cpp's converter writes (one subprocess for all)."""
+    root = tmp_path_factory.mktemp("llama_cpp_converted")
+    files = {(fam, t): root / f"{fam}.{t}.gguf" for fam in checkpoints for t in TYPES}
+    convert_hf_to_gguf([(checkpoints[fam], out, t) for (fam, t), out in files.items()],
+                       tokenizer_pre=TOKENIZER_PRE)
+    return files
+
+
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
-def case(request, tmp_path_factory) -> Case:
+def case(request, checkpoints) -> Case:
     """The family's checkpoint, its token ids and transformers' logits, built once."""
     import torch
     from transformers import AutoTokenizer
 
     family = request.param
-    ckpt = family_checkpoint(tmp_path_factory.mktemp(family) / family, family)
+    ckpt = checkpoints[family]
     ids = AutoTokenizer.from_pretrained(str(ckpt))(TEXT)["input_ids"]
     model = hf_model(ckpt)
     with torch.no_grad():
@@ -130,3 +166,40 @@ def test_q8_0_file_runs_in_llama_cpp_close_to_transformers(case, tmp_path):
     # measured max |diff|: 0.105 llama, mistral; 0.081 qwen2; 0.116 qwen3; 0.177 gemma3;
     # 0.095 phi3; 0.109 smollm3. Top-1 flips only where the lead was < 0.063.
     check_close(case, got, Q8_TOL, margin=Q8_MARGIN)
+
+
+def values(md) -> dict:
+    """Metadata as plain Python values (arrays as lists), comparable with ==."""
+    def plain(v):
+        if isinstance(v, str | int | float | bool):
+            return v
+        return [x.item() if isinstance(x, np.generic) else x for x in v]
+    return {k: plain(v) for k, v in md.items()}
+
+
+@pytest.mark.parametrize("type", TYPES)
+def test_llama_cpp_converter_writes_the_same_file(case, llama_cpp_files, tmp_path, type):
+    """Same keys and values (but ONLY_GGUFLITE), same tensor names, shapes, types and bytes."""
+    ours_path = convert_for_llama_cpp(case, tmp_path, type)
+    with gguflite.open(llama_cpp_files[case.family, type]) as theirs, \
+            gguflite.open(ours_path) as ours:
+        ours_md, theirs_md = values(ours.metadata), values(theirs.metadata)
+        assert set(ours_md) - set(theirs_md) == ONLY_GGUFLITE.get(case.family, set())
+        assert set(theirs_md) <= set(ours_md), "keys llama.cpp writes and gguflite does not"
+        differ = [k for k in theirs_md if ours_md[k] != theirs_md[k]]
+        assert not differ, f"{case.family}: values differ: {differ}"
+        assert sorted(ours.tensors) == sorted(theirs.tensors)
+        for name, ti in theirs.tensors.items():
+            mine = ours.tensors[name]
+            assert (mine.shape, mine.type) == (ti.shape, ti.type), name
+            assert np.array_equal(ours.raw(name), theirs.raw(name)), f"{name}: bytes differ"
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_gguflite_runs_llama_cpp_converter_file(case, llama_cpp_files, backend):
+    """llama.cpp's f32 file, run by gguflite, against transformers (Mistral: the file has no
+    window, so the reference is the windowless model, as for llama.cpp itself)."""
+    with load(llama_cpp_files[case.family, "f32"], backend=backend, threads=1, n_ctx=64) as m:
+        got = m.logits(case.ids)
+    err = check_close(case, got, 1e-4, margin=0.0)
+    print(f"{case.family} {backend}: max |gguflite - transformers| = {err:.2g}")
