@@ -152,7 +152,7 @@ def test_f32_file_runs_in_llama_cpp_like_transformers(case, tmp_path):
     path = convert_for_llama_cpp(case, tmp_path, "f32")
     got = llama_cpp_logits(path, case.ids)
     # measured max |diff|: 2.2e-6 llama, mistral; 1.7e-6 qwen2; 2.4e-6 qwen3; 1.8e-3 gemma3;
-    # 2.2e-6 phi3; 2.6e-6 smollm3
+    # 2.1e-6 phi3; 2.6e-6 smollm3
     check_close(case, got, F32_TOL.get(case.family, 1e-4), margin=0.0)
 
 
@@ -164,7 +164,8 @@ def test_q8_0_file_runs_in_llama_cpp_close_to_transformers(case, tmp_path):
     assert types["blk.0.attn_norm.weight"] == gguflite.GGMLType.F32
     got = llama_cpp_logits(path, case.ids)
     # measured max |diff|: 0.105 llama, mistral; 0.081 qwen2; 0.116 qwen3; 0.177 gemma3;
-    # 0.095 phi3; 0.109 smollm3. Top-1 flips only where the lead was < 0.063.
+    # 0.100 phi3; 0.109 smollm3. Top-1 flips (at 1 to 3 of 23..29 positions) only where the
+    # lead was < 0.063.
     check_close(case, got, Q8_TOL, margin=Q8_MARGIN)
 
 
@@ -201,5 +202,6 @@ def test_gguflite_runs_llama_cpp_converter_file(case, llama_cpp_files, backend):
     window, so the reference is the windowless model, as for llama.cpp itself)."""
     with load(llama_cpp_files[case.family, "f32"], backend=backend, threads=1, n_ctx=64) as m:
         got = m.logits(case.ids)
-    err = check_close(case, got, 1e-4, margin=0.0)
-    print(f"{case.family} {backend}: max |gguflite - transformers| = {err:.2g}")
+    # measured max |diff| (numba, torch): 2.6e-6, 2.0e-6 llama and mistral; 1.7e-6, 1.8e-6
+    # qwen2; 2.1e-6 qwen3; 3.8e-6, 4.2e-6 gemma3; 2.1e-6, 1.8e-6 phi3; 3.2e-6, 2.3e-6 smollm3
+    check_close(case, got, 1e-4, margin=0.0)
