@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gguflite.constants import GGUFValueType as T
 from gguflite.errors import ConversionError
 
 from .base import ROPE_GLOBAL, ROPE_NONE, Family, HParams, with_layers
@@ -43,3 +44,9 @@ class SmolLM3(Family):
             raise ConversionError("config.json: use_sliding_window=true is not supported for "
                                   "smollm3")
         return with_layers(hp, layer_rope=want, layer_window=(0,) * hp.n_layer)
+
+    @classmethod
+    def extra_metadata(cls, hp: HParams) -> list[tuple[str, Any, T, T | None]]:
+        # llama.cpp's converter writes SmolLM3 as a subclass of its llama model: these too
+        return [("smollm3.vocab_size", hp.vocab_size, T.UINT32, None),
+                ("smollm3.rope.dimension_count", hp.n_rot, T.UINT32, None)]
