@@ -222,7 +222,8 @@ def test_llama_cpp_converter_writes_the_same_file(case, llama_cpp_files, tmp_pat
 def test_gguflite_runs_llama_cpp_converter_file(case, llama_cpp_files, backend):
     """llama.cpp's f32 file, run by gguflite, against transformers (Mistral: the file has no
     window, so the reference is the windowless model, as for llama.cpp itself)."""
-    with load(llama_cpp_files[case.name, "f32"], backend=backend, threads=1, n_ctx=64) as m:
+    with load(llama_cpp_files[case.name, "f32"], backend=backend, threads=1, n_ctx=64,
+              kv_type="f32") as m:  # the f32 math end to end (the f16 cache: test_families)
         got = m.logits(case.ids)
     # measured max |diff| (numba, torch): 2.6e-6, 2.0e-6 llama and mistral; 1.7e-6, 1.8e-6
     # qwen2; 2.1e-6 qwen3; 3.8e-6, 4.2e-6 gemma3; 2.1e-6, 1.8e-6 phi3; 3.2e-6, 2.3e-6 smollm3;
