@@ -49,7 +49,7 @@ from ..errors import GGUFLiteError
               default="auto", show_default=True,
               help="Decode step: batched reads each weight once for all slots; sequential "
                    "steps the slots one after another (the fused one-token step); auto: batched "
-                   "with --parallel > 1 where the file allows.")
+                   "with --parallel > 1.")
 @click.option("--alias", default=None, help="Model name for /v1/models (default: file name).")
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads (default: all cores).")

@@ -54,7 +54,7 @@ class ServerConfig:
     /v1/models reports; threads: Numba threads of the scheduler (None: all cores); engine:
     "batched" (one pass over the weights per decode step for all slots, batched.py),
     "sequential" (slots stepped one after another, slots.py) or "auto" (batched with more
-    than one slot where the file's weights allow it).
+    than one slot).
     """
 
     n_slots: int = 1
@@ -73,8 +73,7 @@ def make_engine(model: Any, config: ServerConfig) -> SequentialSlots:
 
     if config.engine not in ("auto", "batched", "sequential"):
         raise ValueError(f"engine must be auto, batched or sequential, got {config.engine!r}")
-    batched = config.engine == "batched" or (config.engine == "auto" and config.n_slots > 1
-                                             and BatchedSlots.supported(model))
+    batched = config.engine == "batched" or (config.engine == "auto" and config.n_slots > 1)
     if batched:
         return BatchedSlots(model, config.n_slots)
     return SequentialSlots(model, config.n_slots)
@@ -90,6 +89,7 @@ class Server:
         self.model = model
         self.config = config
         self.engine = make_engine(model, config)
+        self.engine.warm_up()  # compile before serving, not inside the first request
         self.n_ctx = self.engine.n_ctx
         self.max_tokens_limit = min(config.max_tokens or self.n_ctx, self.n_ctx)
         self.scheduler = Scheduler(self.engine, model.tokenizer, max_queue=config.max_queue,

@@ -49,13 +49,16 @@ class SlotEngine(Protocol):
 
 
 def _new_backend(model: Model, n_ctx: int, n_batch: int) -> Any:
-    """Another backend over ``model``'s open file (shares the weights, owns its KV cache).
+    """Another backend over ``model``'s open file (shares the weights, owns its KV cache,
+    of the model's KV type). The one place that names the runtime's backend class."""
+    from gguflite.runtime.numba_backend import NumbaBackend
 
-    The one place that names the runtime's backend class (changes with issue 12's refactor).
-    """
-    from gguflite.runtime.llama import LlamaNumba
+    if not isinstance(model.backend, NumbaBackend):
+        from gguflite.errors import ModelError
 
-    return LlamaNumba(model.file, model.hparams, n_ctx=n_ctx, n_batch=n_batch)
+        raise ModelError("gguflite serve runs on the numba backend")
+    return NumbaBackend(model.file, model.family, model.hparams, n_ctx=n_ctx,
+                        n_batch=n_batch, kv_type=model.backend.kv.kv_type)
 
 
 class SequentialSlots:
@@ -78,6 +81,13 @@ class SequentialSlots:
         self.n_vocab = model.hparams.vocab_size
         self.n_batch = n_batch
         self.backends = [_new_backend(model, self.n_ctx, n_batch) for _ in range(n_slots)]
+
+    def warm_up(self) -> None:
+        """Run a tiny prefill and decode step on slot 0 so the kernels are compiled (or
+        loaded from Numba's cache) before the first request; slot 0's cache is then junk,
+        which is fine: the scheduler never reuses tokens it did not record."""
+        self.prefill_many([(0, np.zeros(9, np.int64), 0)])
+        self.decode([0], np.zeros(1, np.int64), np.array([9]))
 
     def prefill_many(self, work: Sequence[tuple[int, np.ndarray, int]]) -> None:
         for slot, ids, pos in work:  # one slot after another, on its own backend
