@@ -27,10 +27,22 @@ if TYPE_CHECKING:
 class SlotEngine(Protocol):
     """What the scheduler needs from a model: independent sequences stepped together.
 
-    A batched implementation reads every weight once per ``decode`` call: for each linear
-    layer, Y (n, out) = X (n, in) W^T with n = len(slots) <= 16, an int8 small-batch mat-vec
-    (each weight row dequantized once, dotted with n quantized activations); RoPE and
-    attention stay per slot (each slot its own position and KV cache).
+    What a fast batched implementation needs from the runtime (``batched.BatchedSlots`` is
+    the prototype on today's API, and shows where it falls short):
+
+    - a small-batch mat-vec kernel per type, Y (n, out) = X (n, in) W^T for n <= 16, that
+      unpacks each weight block once (nibbles / scales into registers) and runs the n int8
+      dot products from there, with the same per-row numbers as ``matvec`` (so a sequence's
+      tokens do not depend on its neighbours). Re-running the one-row kernel on a
+      cache-resident block, as the prototype does, saves little: the kernels are
+      compute-bound on this CPU (output Q8_0 49152x576: 4.8 ms for 1 row, 19.3 ms for 4);
+    - the fused decode step (decode.decode_step) over n rows: one Numba call per step, RoPE
+      and attention per row at its own position in its own KV cache (a list of caches, or
+      one cache with a slot axis), instead of ~15 Python calls per layer;
+    - a per-sequence cache object the engine hands out (``new_cache()``) rather than a whole
+      backend per slot, and a public ``Model.chat_ids(messages)`` (the server calls
+      ``Model._needs_bos`` today);
+    - a sampler that does not sort the vocabulary (it costs more than the decode step).
     """
 
     n_slots: int
