@@ -2,7 +2,9 @@
 
 ``validate(path)`` opens the file with the strict reader (rules V1-V15: a structural problem
 ends the check, because nothing after it can be located), then runs every semantic check and
-collects all their findings (V16-V25) instead of stopping at the first. Each finding is an
+collects all their findings (V16-V26) instead of stopping at the first. A split set is opened
+at its first shard: a broken set is one finding (S1-S8, ``gguflite.split``), the layout rules
+run in every shard, and S9 warns of keys that shards after the first should not hold. Each finding is an
 error (llama.cpp would refuse the file, or the file is wrong for gguflite) or a warning (legal
 but sloppy: llama.cpp loads it, gguflite would not have written it).
 
@@ -232,18 +234,24 @@ def _nonzero_at(buf: memoryview, start: int, stop: int) -> int | None:
 
 
 def _check_layout(f: GGUFFile, r: Report) -> None:
+    """V16-V18 in each physical file (each shard of a split set has its own data section)."""
+    for part in f.shards:
+        _check_file_layout(part, r, f"{part.path.name}: " if len(f.shards) > 1 else "")
+
+
+def _check_file_layout(f: GGUFFile, r: Report, where: str) -> None:
     buf = f._buf  # the whole mapped file  # noqa: SLF001  (same package)
     expected = 0
     for name, ti in f.tensors.items():
         if ti.offset != expected:
-            r.error("V16", f"tensor {name!r} has offset {ti.offset}, expected {expected}: "
-                    "tensors must be packed in declaration order (llama.cpp refuses holes, "
+            r.error("V16", f"{where}tensor {name!r} has offset {ti.offset}, expected "
+                    f"{expected}: tensors must be packed in declaration order (llama.cpp refuses holes, "
                     "overlaps and reordering)", offset=ti.info_offset, tensor=name)
         expected = ti.offset + _padded(ti.nbytes, f.alignment)
 
     bad = _nonzero_at(buf, f.header_end, min(f.data_offset, f.file_size))
     if bad is not None:
-        r.warn("V17", "nonzero padding between the tensor infos and the data section",
+        r.warn("V17", f"{where}nonzero padding between the tensor infos and the data section",
                offset=bad)
     # The padding after each tensor runs to the next tensor's start (or its aligned end).
     spans = sorted((ti.file_offset, ti.file_offset + ti.nbytes, name)
@@ -254,13 +262,25 @@ def _check_layout(f: GGUFFile, r: Report) -> None:
             stop = min(stop, spans[i + 1][0])
         bad = _nonzero_at(buf, end, min(stop, f.file_size))
         if bad is not None:
-            r.warn("V17", f"nonzero padding after tensor {name!r}", offset=bad, tensor=name)
+            r.warn("V17", f"{where}nonzero padding after tensor {name!r}", offset=bad,
+                   tensor=name)
 
     data_end = max((end for _, end, _ in spans), default=f.header_end)
     allowed_end = _padded(data_end, f.alignment)
     if f.file_size > allowed_end:
-        r.warn("V18", f"{f.file_size - allowed_end} bytes after the end of the data section; "
-               "a truncated rewrite or appended data?", offset=allowed_end)
+        r.warn("V18", f"{where}{f.file_size - allowed_end} bytes after the end of the data "
+               "section; a truncated rewrite or appended data?", offset=allowed_end)
+
+
+def _check_split(f: GGUFFile, r: Report) -> None:
+    """S9: keys in shards after the first are ignored by llama.cpp (S1-S8 are the reader's)."""
+    from .split import extra_keys
+
+    for part in f.shards[1:]:
+        extra = extra_keys(part)
+        if extra:
+            r.warn("S9", f"{part.path.name}: {len(extra)} keys besides split.* ({extra[:3]}); "
+                   "llama.cpp reads metadata from the first shard only", key=extra[0])
 
 
 # -- tokenizer -------------------------------------------------------------------------------
@@ -447,5 +467,5 @@ def _check_km(f: GGUFFile, r: Report) -> None:
 
 _CHECKS: tuple[Callable[[GGUFFile, Report], None], ...] = (
     _check_version, _check_keys, _check_tensor_names, _check_layout, _check_tokenizer,
-    _check_hparams, _check_km,
+    _check_hparams, _check_km, _check_split,
 )
