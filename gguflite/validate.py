@@ -4,9 +4,9 @@
 ends the check, because nothing after it can be located), then runs every semantic check and
 collects all their findings (V16-V26) instead of stopping at the first. A split set is opened
 at its first shard: a broken set is one finding (S1-S8, ``gguflite.split``), the layout rules
-run in every shard, and S9 warns of keys that shards after the first should not hold. Each finding is an
-error (llama.cpp would refuse the file, or the file is wrong for gguflite) or a warning (legal
-but sloppy: llama.cpp loads it, gguflite would not have written it).
+run in every shard, and S9 warns of keys that shards after the first should not hold. Each
+finding is an error (llama.cpp would refuse the file, or the file is wrong for gguflite) or a
+warning (legal but sloppy: llama.cpp loads it, gguflite would not have written it).
 
     >>> report = validate("model.gguf", deep=True)
     >>> report.ok, [str(f) for f in report.findings]
@@ -245,8 +245,8 @@ def _check_file_layout(f: GGUFFile, r: Report, where: str) -> None:
     for name, ti in f.tensors.items():
         if ti.offset != expected:
             r.error("V16", f"{where}tensor {name!r} has offset {ti.offset}, expected "
-                    f"{expected}: tensors must be packed in declaration order (llama.cpp refuses holes, "
-                    "overlaps and reordering)", offset=ti.info_offset, tensor=name)
+                    f"{expected}: tensors must be packed in declaration order (llama.cpp "
+                    "refuses holes, overlaps and reordering)", offset=ti.info_offset, tensor=name)
         expected = ti.offset + _padded(ti.nbytes, f.alignment)
 
     bad = _nonzero_at(buf, f.header_end, min(f.data_offset, f.file_size))

@@ -13,7 +13,6 @@ import gguf
 import llama_cpp
 import numpy as np
 import pytest
-from gguflite.runtime import load
 from tiny_models import make_tiny_llama
 
 import gguflite
@@ -22,6 +21,7 @@ from gguflite.constants import GGMLType
 from gguflite.constants import GGUFValueType as T
 from gguflite.converters.requantize import requantize
 from gguflite.metadata import StringArray
+from gguflite.runtime import load
 from gguflite.split import SplitFile, SplitLimits, write_split
 from gguflite.validate import validate
 
@@ -130,6 +130,7 @@ def test_runtime_and_torch_run_split_sets(tiny, tmp_path):
 
 def test_gguflite_run_cli_on_a_split_set(tiny, tmp_path):
     from click.testing import CliRunner
+
     from gguflite.cli.main import cli
 
     first = gguf_py_split(tiny, tmp_path / "m.gguf", max_tensors=7)
