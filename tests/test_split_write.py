@@ -247,3 +247,22 @@ def test_convert_split(tmp_path):
     assert "shards" in r.output and first.name in r.output
     _same_model(tmp_path / "one.gguf", first)
     assert validate(first).ok
+
+
+def test_set_metadata_edits_a_split_set_in_place(tmp_path):
+    """The first shard alone is rewritten (with its own tensors); the set stays whole."""
+    from gguflite.converters.edit import EditError, set_metadata
+
+    paths = write_split(declared(tmp_path / "model.gguf"), SplitLimits(max_tensors=2))
+    later = [p.read_bytes() for p in paths[1:]]
+    set_metadata(paths[0], {"general.name": "renamed"})
+    with gguflite.open(paths[0]) as f:
+        assert isinstance(f, SplitFile) and f.metadata["general.name"] == "renamed"
+        assert [len(s.tensors) for s in f.shards] == [2, 2, 1]
+        np.testing.assert_array_equal(f.array("t4"), np.full((4, 8), 4, np.float32))
+    assert [p.read_bytes() for p in paths[1:]] == later
+    assert validate(paths[0]).ok
+    with pytest.raises(EditError, match="in place"):
+        set_metadata(paths[0], {"general.name": "x"}, out=tmp_path / "other.gguf")
+    with pytest.raises(EditError, match="split.count"):
+        set_metadata(paths[0], {"split.count": "2"})
