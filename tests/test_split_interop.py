@@ -36,13 +36,12 @@ def tiny(tmp_path_factory) -> Path:
     return path
 
 
-def gguf_py_split(src: Path, out: Path, max_tensors: int) -> Path:
-    """``src`` rewritten by gguf-py's GGUFWriter as shards of ``max_tensors`` tensors; returns
-    the first shard."""
+def gguf_py_split(src: Path, out: Path, **split: int) -> Path:
+    """``src`` rewritten by gguf-py's GGUFWriter with ``split`` (``split_max_tensors``,
+    ``split_max_size``, ``small_first_shard``); returns the first shard."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with gguflite.open(src) as f:
-        w = gguf.GGUFWriter(out, f.metadata["general.architecture"],
-                            split_max_tensors=max_tensors)
+        w = gguf.GGUFWriter(out, f.metadata["general.architecture"], **split)
         for key in f.metadata:
             if key == "general.architecture":
                 continue  # gguf-py's constructor wrote it, first
@@ -62,8 +61,8 @@ def gguf_py_split(src: Path, out: Path, max_tensors: int) -> Path:
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-    n = -(-len(f.tensors) // max_tensors)
-    return out.with_name(f"{out.stem}-00001-of-{n:05d}.gguf")
+    (first,) = out.parent.glob(f"{out.stem}-00001-of-*.gguf")
+    return first
 
 
 def llama_cpp_logits(path: Path) -> np.ndarray:
@@ -74,25 +73,30 @@ def llama_cpp_logits(path: Path) -> np.ndarray:
     return out
 
 
-def test_our_shards_are_gguf_py_shards_byte_for_byte(tiny, tmp_path):
+@pytest.mark.parametrize(("theirs_limits", "ours_limits", "n"), [
+    (dict(split_max_tensors=8), SplitLimits(max_tensors=8), 3),
+    (dict(split_max_size=20_000), SplitLimits(max_size=20_000), 7),
+])
+def test_our_shards_are_gguf_py_shards_byte_for_byte(tiny, tmp_path, theirs_limits,
+                                                     ours_limits, n):
     """The same model split by gguf-py and by gguflite: every shard identical."""
-    theirs = gguf_py_split(tiny, tmp_path / "theirs" / "m.gguf", max_tensors=8)
+    theirs = gguf_py_split(tiny, tmp_path / "theirs" / "m.gguf", **theirs_limits)
     with gguflite.open(tiny) as f:  # the same declarations, in gguflite's writer
         w = GGUFWriter(tmp_path / "ours" / "m.gguf")
         for key in f.metadata:
             w.add_from(f, key)
         for name, ti in f.tensors.items():
             w.add_tensor(name, shape=ti.shape, type=ti.type, data=f.raw(name))
-        write_split(w, SplitLimits(max_tensors=8))
+        write_split(w, ours_limits)
     names = sorted(p.name for p in theirs.parent.iterdir())
-    assert names == [f"m-0000{k}-of-00003.gguf" for k in (1, 2, 3)]
+    assert names == [f"m-{k:05d}-of-{n:05d}.gguf" for k in range(1, n + 1)]
     assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == names
     for name in names:
         assert (theirs.parent / name).read_bytes() == (tmp_path / "ours" / name).read_bytes(), name
 
 
 def test_gguflite_reads_gguf_py_split_sets(tiny, tmp_path):
-    first = gguf_py_split(tiny, tmp_path / "m.gguf", max_tensors=5)  # 5 shards
+    first = gguf_py_split(tiny, tmp_path / "m.gguf", split_max_tensors=5)  # 5 shards
     with gguflite.open(first) as f, gguflite.open(tiny) as g:
         assert isinstance(f, SplitFile) and len(f.shards) == 5
         assert list(f.tensors) == list(g.tensors)
@@ -102,6 +106,17 @@ def test_gguflite_reads_gguf_py_split_sets(tiny, tmp_path):
         assert (f.metadata["split.count"], f.metadata["split.tensors.count"]) == (5, 21)
     report = validate(first)
     assert report.ok and not report.findings, report.findings
+
+
+def test_a_first_shard_without_tensors(tiny, tmp_path):
+    """gguf-py's small_first_shard (llama-gguf-split --no-tensor-first-split): the first shard
+    holds the metadata only."""
+    first = gguf_py_split(tiny, tmp_path / "m.gguf", split_max_tensors=11, small_first_shard=True)
+    with gguflite.open(first) as f, gguflite.open(tiny) as g:
+        assert [len(s.tensors) for s in f.shards] == [0, 11, 10]
+        assert list(f.tensors) == list(g.tensors)
+        assert all(np.array_equal(f.raw(n), g.raw(n)) for n in g.tensors)
+    assert validate(first).ok
 
 
 def test_llama_cpp_loads_our_split_sets(tiny, tmp_path):
@@ -117,7 +132,7 @@ def test_llama_cpp_loads_our_split_sets(tiny, tmp_path):
 def test_runtime_and_torch_run_split_sets(tiny, tmp_path):
     """The Numba runtime and the torch backend, given the first shard of llama.cpp-style
     shards, compute the same logits as from the single file."""
-    first = gguf_py_split(tiny, tmp_path / "m.gguf", max_tensors=3)
+    first = gguf_py_split(tiny, tmp_path / "m.gguf", split_max_tensors=3)
     with load(tiny, n_ctx=64, threads=1) as m:
         want = m.logits(IDS)  # (n, vocab)
     with load(first, n_ctx=64, threads=1) as m:
@@ -133,7 +148,7 @@ def test_gguflite_run_cli_on_a_split_set(tiny, tmp_path):
 
     from gguflite.cli.main import cli
 
-    first = gguf_py_split(tiny, tmp_path / "m.gguf", max_tensors=7)
+    first = gguf_py_split(tiny, tmp_path / "m.gguf", split_max_tensors=7)
     args = ["-p", "the sea", "-n", "8", "--seed", "0", "--temp", "0"]
     want = CliRunner().invoke(cli, ["run", str(tiny), *args])
     got = CliRunner().invoke(cli, ["run", str(first), *args])
