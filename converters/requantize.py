@@ -219,7 +219,8 @@ def requantize(src: str | Path, out: str | Path, *, type: str,  # noqa: A002
                              else quants.get_codec(e.type).ggml_type)
                     w.add_tensor(e.name, shape=e.shape, type=gtype,
                                  data=_producer(f, e, importance.get(e.name)))
-            written = write_split(w, split)  # drops the source's split.* keys
+            # drops the source's split.* keys; never overwrites a shard being read
+            written = write_split(w, split, keep=[s.path for s in f.shards])
             if outputs is not None:
                 outputs.extend(written)
         finally:

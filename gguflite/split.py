@@ -302,14 +302,17 @@ def plan_shards(nbytes: Sequence[int], limits: SplitLimits) -> list[range]:
     return [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def write_split(writer: GGUFWriter, limits: SplitLimits | None = None) -> list[Path]:
+def write_split(writer: GGUFWriter, limits: SplitLimits | None = None, *,
+                keep: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
     """Write ``writer``'s declarations as shards of ``writer.path`` (see ``shard_path``).
 
     With no limits, or when everything fits in one shard, this is ``writer.write()``: one plain
     file at ``writer.path`` without split keys (as gguf-py). Otherwise the first shard gets all
     metadata, every shard gets ``split.no``, ``split.count`` and ``split.tensors.count``, and
     every shard keeps ``general.alignment`` when it is not the default. Any ``split.*`` key
-    declared on ``writer`` (copied from a source set) is replaced. Returns the paths written.
+    declared on ``writer`` (copied from a source set) is replaced. ``keep``: files that must
+    not be overwritten (the shards being read); a clash is a ``WriterError`` before anything
+    is written. Returns the paths written.
     """
     # The writer's declarations are read directly (same package): _kv is key -> encoded entry,
     # _tensors is name -> _PendingTensor, both in declaration order.
@@ -320,12 +323,17 @@ def write_split(writer: GGUFWriter, limits: SplitLimits | None = None) -> list[P
         del kv[key]
     pending = list(writer._tensors.values())  # noqa: SLF001
     groups = plan_shards([t.nbytes for t in pending], limits or SplitLimits())
-    if len(groups) <= 1:
-        return [writer.write()]
     count = len(groups)
     if count > MAX_SHARDS:
         raise WriterError(f"{count} shards: split.count is a UINT16, at most {MAX_SHARDS}")
-    finals = [shard_path(writer.path, k + 1, count) for k in range(count)]
+    finals = [shard_path(writer.path, k + 1, count) for k in range(count)] if count > 1 \
+        else [writer.path]
+    kept = {Path(p).resolve() for p in keep}
+    for p in finals:
+        if p.resolve() in kept:
+            raise WriterError(f"{p} would overwrite an input file; choose another output name")
+    if count == 1:
+        return [writer.write()]
     for p in finals:
         if p.is_dir():
             raise WriterError(f"{p} is a directory")

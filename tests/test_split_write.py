@@ -266,3 +266,17 @@ def test_set_metadata_edits_a_split_set_in_place(tmp_path):
         set_metadata(paths[0], {"general.name": "x"}, out=tmp_path / "other.gguf")
     with pytest.raises(EditError, match="split.count"):
         set_metadata(paths[0], {"split.count": "2"})
+
+
+def test_quantize_refuses_to_overwrite_its_source_shards(tiny, tmp_path):
+    from gguflite.converters.requantize import requantize
+    from gguflite.errors import GGUFLiteError
+
+    paths: list[Path] = []
+    requantize(tiny, tmp_path / "m.gguf", type="q8_0", split=SplitLimits(max_tensors=7),
+               outputs=paths)
+    before = [p.read_bytes() for p in paths]
+    with pytest.raises(GGUFLiteError, match="would overwrite an input file"):
+        requantize(paths[0], tmp_path / "m.gguf", type="q8_0", split=SplitLimits(max_tensors=7))
+    assert [p.read_bytes() for p in paths] == before
+    assert sorted(tmp_path.iterdir()) == paths
