@@ -204,8 +204,15 @@ def _sibling(path: Path, no: int, count: int) -> str:
 
 
 def _check_no_extra(first: Path, prefix: str, count: int) -> None:
-    """S6: a file of the same set pattern numbered outside 1..count is a leftover or a mix-up."""
-    for entry in os.scandir(first.parent):
+    """S6: a file of the same set pattern numbered outside 1..count is a leftover or a mix-up.
+
+    Best effort: a directory that cannot be listed is not checked (llama.cpp never looks).
+    """
+    try:
+        entries = list(os.scandir(first.parent))
+    except OSError:
+        return
+    for entry in entries:
         m = _SHARD_NAME_RE.fullmatch(entry.name)
         if m and m["prefix"] == prefix and int(m["count"]) == count \
                 and not 1 <= int(m["no"]) <= count:
@@ -215,9 +222,12 @@ def _check_no_extra(first: Path, prefix: str, count: int) -> None:
 
 def _open_shard(path: Path, k: int, count: int, n_tensors: int) -> GGUFFile:
     """Open shard ``k`` of ``count`` and check its split keys (S4, S5)."""
-    if not path.is_file():
+    if not path.exists():
         raise SplitError(f"shard {k} of {count} is missing: expected {path.name} beside the "
                          "first shard", rule="S4")
+    if not path.is_file():
+        raise SplitError(f"shard {k} of {count}, {path.name}, is not a regular file",
+                         rule="S4")
     try:
         shard = GGUFFile(path)
     except FormatError as exc:  # the same error, naming the shard

@@ -119,6 +119,10 @@ CASES = [
     # S4: a shard missing
     ("missing", "S4", "m-00002-of-00003.gguf",
      lambda d: (d / "m-00002-of-00003.gguf").unlink() or d / "m-00001-of-00003.gguf"),
+    # S4: a directory where a shard should be
+    ("shard_is_a_directory", "S4", "not a regular file",
+     lambda d: (d / "m-00003-of-00003.gguf").unlink() or (d / "m-00003-of-00003.gguf").mkdir()
+     or d / "m-00001-of-00003.gguf"),
     # S5: shards 2 and 3 swapped (renamed): split.no disagrees with the name
     ("reordered", "S5", "m-00002-of-00003.gguf has split.no 2", _swap),
     # S5: a shard from another split of the same model (another split.count)
