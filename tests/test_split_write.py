@@ -231,22 +231,44 @@ def test_bad_split_options_are_usage_errors(tiny, tmp_path, args):
     assert r.exit_code == 2 and not list(tmp_path.iterdir()), r.output
 
 
+def _planned_and_written(args: list[str], out_dir: Path) -> tuple[list[str], list[str]]:
+    """Run ``args`` with --dry-run (the shard lines it prints), then for real (the same lines
+    computed from the shards written)."""
+    dry = CliRunner().invoke(cli, [*args, "--dry-run"])
+    assert dry.exit_code == 0 and not list(out_dir.glob("m*")), dry.output
+    planned = [line for line in dry.output.splitlines() if line.startswith("m-0")]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "shards" in r.output
+    with gguflite.open(next(out_dir.glob("m-00001-of-*.gguf"))) as f:
+        written = [f"{p.path.name}: {len(p.tensors)} tensors, "
+                   f"{sum(ti.nbytes for ti in p.tensors.values()):,} bytes" for p in f.shards]
+    return planned, written
+
+
 def test_convert_split(tmp_path):
-    """convert --split-max-size: the shards hold the same model as the single file."""
+    """convert --split-max-size: --dry-run lists the shards it then writes, and they hold the
+    same model as the single file."""
     from checkpoints import cached_checkpoint
 
-    ckpt = cached_checkpoint()
-    runner = CliRunner()
-    r = runner.invoke(cli, ["convert", str(ckpt), "-o", str(tmp_path / "one.gguf"), "-t", "f16",
-                            "--no-progress"])
+    ckpt = str(cached_checkpoint())
+    r = CliRunner().invoke(cli, ["convert", ckpt, "-o", str(tmp_path / "one.gguf"), "-t",
+                                 "q8_0", "--no-progress"])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(cli, ["convert", str(ckpt), "-o", str(tmp_path / "m.gguf"), "-t", "f16",
-                            "--split-max-size", "50K", "--no-progress"])
-    assert r.exit_code == 0, r.output
+    planned, written = _planned_and_written(
+        ["convert", ckpt, "-o", str(tmp_path / "m.gguf"), "-t", "q8_0", "--split-max-size",
+         "30K", "--no-progress"], tmp_path)
+    assert planned == written and len(written) > 2
     first = next(tmp_path.glob("m-00001-of-*.gguf"))
-    assert "shards" in r.output and first.name in r.output
     _same_model(tmp_path / "one.gguf", first)
     assert validate(first).ok
+
+
+def test_quantize_dry_run_lists_the_shards(tiny, tmp_path):
+    planned, written = _planned_and_written(
+        ["quantize", str(tiny), str(tmp_path / "m.gguf"), "-t", "q8_0", "--split-max-size",
+         "30K", "--no-progress"], tmp_path)
+    assert planned == written and len(written) > 2
 
 
 def test_set_metadata_edits_a_split_set_in_place(tmp_path):

@@ -47,3 +47,17 @@ def describe_written(paths: list[Path]) -> str:
     if len(paths) == 1:
         return f"{paths[0]} ({total})"
     return f"{len(paths)} shards {paths[0]} .. {paths[-1].name} ({total})"
+
+
+def echo_shard_plan(out: str | None, nbytes: list[int], max_size: int | None,
+                    max_tensors: int | None) -> None:
+    """``--dry-run``: the shards the limits give for tensors of ``nbytes`` (nothing if one)."""
+    from ..split import SplitLimits, plan_shards, shard_path
+
+    groups = plan_shards(nbytes, SplitLimits(max_size=max_size, max_tensors=max_tensors))
+    n = len(groups)
+    if n <= 1:
+        return
+    for k, g in enumerate(groups, 1):
+        name = shard_path(out, k, n).name if out else f"shard {k}/{n}"
+        click.echo(f"{name}: {len(g)} tensors, {sum(nbytes[i] for i in g):,} bytes")

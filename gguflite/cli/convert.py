@@ -13,7 +13,7 @@ import click
 from gguflite.converters.recipe import RECIPES  # light: no NumPy, no codecs
 
 from ._common import echo_json
-from ._split import describe_written, split_limits, split_options
+from ._split import describe_written, echo_shard_plan, split_limits, split_options
 
 
 @click.command("convert")
@@ -67,6 +67,8 @@ def convert(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...]
             echo_json(plan.to_dict())
         else:
             click.echo(plan.format_table())
+            echo_shard_plan(out, [t.bytes_out for t in plan.tensors], split_max_size,
+                            split_max_tensors)
         return
     if not out:
         raise click.UsageError("missing -o/--output")

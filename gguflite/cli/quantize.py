@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ._common import echo_json
-from ._split import describe_written, split_limits, split_options
+from ._split import describe_written, echo_shard_plan, split_limits, split_options
 from .convert import RECIPES
 
 
@@ -60,5 +60,6 @@ def quantize(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...
                        f"{e.bytes_out:>12,}  {'copy' if e.copied else e.reason}")
         click.echo(f"{len(entries)} tensors, {sum(e.bytes_in for e in entries):,} -> "
                    f"{sum(e.bytes_out for e in entries):,} bytes")
+        echo_shard_plan(out, [e.bytes_out for e in entries], split_max_size, split_max_tensors)
         return
     click.echo(f"wrote {describe_written(written)}: {len(entries)} tensors", err=True)
