@@ -302,3 +302,21 @@ def test_quantize_refuses_to_overwrite_its_source_shards(tiny, tmp_path):
         requantize(paths[0], tmp_path / "m.gguf", type="q8_0", split=SplitLimits(max_tensors=7))
     assert [p.read_bytes() for p in paths] == before
     assert sorted(tmp_path.iterdir()) == paths
+
+
+def test_km_tensors_across_shards(tiny, tmp_path):
+    """KM tensors (companions + gguflite.km.* keys, spec/extensions-km.md): the keys stay in
+    the first shard, the companions spread over the shards, and the set decodes as the file."""
+    from gguflite.converters.requantize import requantize
+
+    requantize(tiny, tmp_path / "one.gguf", type="km4")
+    paths: list[Path] = []
+    requantize(tiny, tmp_path / "m.gguf", type="km4", split=SplitLimits(max_tensors=4),
+               outputs=paths)
+    _same_model(tmp_path / "one.gguf", paths[0])
+    with gguflite.open(paths[0]) as f, gguflite.open(tmp_path / "one.gguf") as g:
+        km = "blk.1.ffn_down.weight"
+        assert f.shard_of(km + ".km") > 0 and f"gguflite.km.{km}.bits" in f.shards[0].metadata
+        np.testing.assert_array_equal(f.dequantize(km), g.dequantize(km))
+    report = validate(paths[0])
+    assert report.ok and not report.findings, report.findings
