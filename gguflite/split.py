@@ -252,6 +252,13 @@ def _open_shard(path: Path, k: int, count: int, n_tensors: int) -> GGUFFile:
     return shard
 
 
+def is_later_shard(f: GGUFFile) -> bool:
+    """Whether ``f`` says it is a shard after the first (split.no > 0) of a split set."""
+    md = f.metadata
+    return (KEY_SPLIT_NO in md and md.value_type(KEY_SPLIT_NO) == T.UINT16
+            and md[KEY_SPLIT_NO] > 0)
+
+
 def extra_keys(shard: GGUFFile) -> list[str]:
     """Keys of a shard after the first that llama.cpp ignores (S9): all but split.* and
     general.alignment."""

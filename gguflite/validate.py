@@ -36,6 +36,7 @@ from .errors import FormatError, UnsupportedTypeError
 from .metadata import StringArray
 from .reader import GGUFFile
 from .reader import open as open_gguf
+from .split import extra_keys, is_later_shard
 
 # llama.cpp's GGUF_MAX_ARRAY_ELEMENTS: longer arrays do not load.
 MAX_ARRAY_ELEMENTS_LLAMA_CPP = 1 << 30
@@ -166,8 +167,17 @@ def validate(path: str | Path, *, deep: bool = False) -> Report:
     try:
         f = open_gguf(path)
     except FormatError as exc:
-        report.error(exc.rule or "V3", exc.detail, offset=exc.offset)
-        return report
+        if exc.rule != "S2":
+            report.error(exc.rule or "V3", exc.detail, offset=exc.offset)
+            return report
+        # A later shard of a split set given alone (``validate model-*.gguf``): checked as the
+        # file it is; the set as a whole is checked through its first shard.
+        report.warn("S2", f"{exc.detail}; this shard was checked on its own")
+        try:
+            f = GGUFFile(path)
+        except FormatError as exc2:
+            report.error(exc2.rule or "V3", exc2.detail, offset=exc2.offset)
+            return report
     with f:
         for check in _CHECKS:
             try:
@@ -206,7 +216,7 @@ def _check_keys(f: GGUFFile, r: Report) -> None:
         if isinstance(value, StringArray):
             for i in range(len(value)):  # the reader decodes string arrays lazily
                 value.decode(i)
-    if "general.architecture" not in f.metadata:
+    if "general.architecture" not in f.metadata and not is_later_shard(f):
         r.warn("V25", "general.architecture is missing; llama.cpp cannot load this file as a "
                "model", key="general.architecture")
 
@@ -274,9 +284,8 @@ def _check_file_layout(f: GGUFFile, r: Report, where: str) -> None:
 
 def _check_split(f: GGUFFile, r: Report) -> None:
     """S9: keys in shards after the first are ignored by llama.cpp (S1-S8 are the reader's)."""
-    from .split import extra_keys
-
-    for part in f.shards[1:]:
+    later = f.shards[1:] if len(f.shards) > 1 else [f] if is_later_shard(f) else []
+    for part in later:
         extra = extra_keys(part)
         if extra:
             r.warn("S9", f"{part.path.name}: {len(extra)} keys besides split.* ({extra[:3]}); "

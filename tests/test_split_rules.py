@@ -109,8 +109,6 @@ CASES = [
     ("no_tensors_count", "S1", "split.tensors.count", lambda d: _rewrite_first(d, total=None)),
     # S1: split.no >= split.count
     ("no_out_of_range", "S1", "split.no is 5", lambda d: _replace_shard(d, 2, no=5)),
-    # S2: the second shard opened directly
-    ("opened_second", "S2", "m-00001-of-00003.gguf", lambda d: d / "m-00002-of-00003.gguf"),
     # S3: the first shard renamed, so its siblings cannot be found
     ("first_renamed", "S3", "model.gguf", _rename_first),
     # S3: the name's count disagrees with split.count
@@ -154,6 +152,23 @@ def test_broken_sets(tmp_path, case, rule, named, breaker):
     assert [f.rule for f in report.errors] == [rule], report.findings
 
 
+def test_a_later_shard_is_not_a_model_but_validates_alone(tmp_path):
+    """S2: the reader refuses a later shard (as llama.cpp does) and names the first; the
+    validator, given every shard (``validate m-*.gguf``), checks a later one as the file it is
+    and says so in a warning."""
+    good_set(tmp_path)
+    later = tmp_path / "m-00002-of-00003.gguf"
+    with pytest.raises(SplitError, match=r"\[S2\] .*open the first shard, m-00001-of-00003"):
+        gguflite.open(later)
+    report = validate(later)
+    assert report.ok and [f.rule for f in report.findings] == ["S2"], report.findings
+    _replace_shard(tmp_path, 2, keys={"general.name": ("x", T.STRING)})
+    assert [f.rule for f in validate(later).findings] == ["S2", "S9"]
+    with open(later, "ab") as fh:  # the file's own rules still apply: trailing bytes (V18)
+        fh.write(b"\1" * 40)
+    assert [f.rule for f in validate(later).findings] == ["S2", "V18", "S9"]
+
+
 def test_a_broken_shard_is_its_own_error_naming_the_shard(tmp_path):
     good_set(tmp_path)
     p = tmp_path / "m-00003-of-00003.gguf"
@@ -188,7 +203,7 @@ def test_layout_rules_run_in_every_shard(tmp_path):
 def test_spec_rule_table_mirrors_split_rules():
     section = SPEC[SPEC.index("## 14."):]
     assert re.findall(r"^\| (S\d+) \|", section, re.M) == list(RULES)
-    tested = {c[1] for c in CASES} | {"S9"}
+    tested = {c[1] for c in CASES} | {"S2", "S9"}
     assert tested == set(RULES)
 
 
