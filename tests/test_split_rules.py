@@ -4,6 +4,7 @@ files and sets with more than 4 GiB of tensor data (sparse files)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -293,3 +294,18 @@ def test_every_truncation_and_ff_byte_of_every_shard(tmp_path):
             exercise(first)  # FormatError is the only error it lets through the reader
             validate(first)
         p.write_bytes(data)
+
+
+def test_dump_shows_a_later_shard_alone(tmp_path):
+    from click.testing import CliRunner
+
+    from gguflite.cli.main import cli
+
+    good_set(tmp_path)
+    r = CliRunner().invoke(cli, ["dump", "--json", str(tmp_path / "m-00002-of-00003.gguf")])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert list(d["metadata"]) == ["split.no", "split.count", "split.tensors.count"]
+    assert [t["name"] for t in d["tensors"]] == ["t1"] and "shards" not in d
+    r = CliRunner().invoke(cli, ["info", str(tmp_path / "m-00002-of-00003.gguf")])
+    assert r.exit_code == 1 and "[S2]" in r.output

@@ -13,6 +13,7 @@ import click
 
 from .. import reader
 from ..constants import GGUFValueType
+from ..errors import SplitError
 from ..metadata import StringArray
 from ..reader import GGUFFile
 from ._common import default_option, echo_json, jsonable, resolve_paths
@@ -126,7 +127,15 @@ def dump(file: str | None, use_default: bool, as_json: bool, only_metadata: bool
     if only_metadata and only_tensors:
         raise click.UsageError("--metadata and --tensors exclude each other")
     (path,) = resolve_paths((file,) if file else (), use_default, many=False)
-    with reader.open(path) as f:
+    try:
+        f = reader.open(path)
+    except SplitError as exc:
+        if exc.rule != "S2":
+            raise
+        # a later shard of a split set: dump it as the file it is
+        click.echo(f"note: {exc.detail}; dumping this shard alone", err=True)
+        f = GGUFFile(path)
+    with f:
         d = dump_dict(f, full=full, metadata=not only_tensors, tensors=not only_metadata,
                       hashes=hashes)
     if as_json:
