@@ -1,9 +1,10 @@
 """Split sets across tools: llama.cpp (llama-cpp-python) loads the sets gguflite writes, and
-gguflite loads the sets llama.cpp's tooling writes (gguf-py's ``GGUFWriter`` with
-``split_max_tensors``, the writer behind ``convert_hf_to_gguf.py --split-max-tensors``; its
-shards have llama-gguf-split's layout: all metadata then the split keys in the first shard,
-only the split keys in the others, 32-byte aligned data). The runtime and the torch backend
-run a set as they run the single file."""
+gguflite loads the sets llama.cpp's tooling writes: gguf-py's ``GGUFWriter`` with
+``split_max_tensors`` / ``split_max_size`` (the writer behind ``convert_hf_to_gguf.py
+--split-max-*``; gguflite's shards equal its shards byte for byte), and ``llama-gguf-split``
+itself (its output committed under tests/data/llama_gguf_split; gguflite's shards hold the
+same bytes but for the order of the split keys). The runtime and the torch backend run a set
+as they run the single file."""
 
 from __future__ import annotations
 
@@ -166,3 +167,51 @@ def test_gguf_py_reads_our_split_keys(tiny, tmp_path):
         assert int(r.fields["split.no"].types[0]) == T.UINT16
         assert int(r.fields["split.tensors.count"].types[0]) == T.INT32
         assert (r.fields["split.no"].contents(), r.fields["split.count"].contents()) == (k, 3)
+
+
+# -- llama.cpp's own split tool (files in tests/data/llama_gguf_split, see its README) ---------
+LLAMA_GGUF_SPLIT = Path(__file__).parent / "data" / "llama_gguf_split"
+SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
+
+
+@pytest.mark.parametrize(("first", "per_shard"), [
+    ("max_tensors_2/m-00001-of-00003.gguf", [2, 2, 1]),
+    ("no_tensor_first_split/n-00001-of-00003.gguf", [0, 3, 2]),  # metadata-only first shard
+])
+def test_gguflite_reads_llama_gguf_split_output(first, per_shard):
+    with gguflite.open(LLAMA_GGUF_SPLIT / first) as f:
+        assert [len(s.tensors) for s in f.shards] == per_shard
+        assert list(f.tensors) == [f"t{i}" for i in range(5)]
+        for i in range(5):
+            np.testing.assert_array_equal(f.array(f"t{i}"), np.full((4, 8), i, np.float32))
+        assert f.metadata["general.name"] == "split-test"
+    report = validate(LLAMA_GGUF_SPLIT / first)
+    assert report.ok and not report.findings, report.findings
+
+
+def _kv_spans(path: Path) -> tuple[list[str], dict[str, bytes], bytes]:
+    """(key order, key -> its entry's bytes, every byte after the metadata) of one shard."""
+    data = path.read_bytes()
+    with gguflite.GGUFFile(path) as f:
+        starts = [f.metadata.entry(k).offset for k in f.metadata]
+        info_start = min((ti.info_offset for ti in f.tensors.values()), default=f.header_end)
+        bounds = [*starts, info_start]
+        spans = {k: data[a:b] for k, a, b in zip(f.metadata, bounds, bounds[1:], strict=False)}
+        return list(f.metadata), spans, data[info_start:]
+
+
+def test_our_shards_are_llama_gguf_split_shards_but_for_the_split_key_order(tmp_path):
+    """gguflite's shards of the same file, split by the same rule, hold the same bytes as
+    llama-gguf-split's: the same metadata entries, tensor infos, padding and data. The one
+    difference: llama-gguf-split orders the split keys no, tensors.count, count (gguf-py's
+    and gguflite's: no, count, tensors.count)."""
+    from test_split_write import declared
+
+    ours = write_split(declared(tmp_path / "m.gguf"), SplitLimits(max_tensors=2))
+    for path in ours:
+        o_keys, o_spans, o_rest = _kv_spans(path)
+        t_keys, t_spans, t_rest = _kv_spans(LLAMA_GGUF_SPLIT / "max_tensors_2" / path.name)
+        assert o_spans == t_spans and o_rest == t_rest, path.name
+        assert o_keys[-3:] == list(SPLIT_KEYS)
+        assert t_keys[-3:] == ["split.no", "split.tensors.count", "split.count"]
+        assert o_keys[:-3] == t_keys[:-3]
