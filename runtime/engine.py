@@ -103,6 +103,7 @@ class Model:
             raise
         self.tokens: list[int] = []
         self.last_stats = GenerationStats()
+        self._longest_token: int | None = None
         self.load_seconds = time.perf_counter() - t0
 
     # -- cache-aware evaluation -------------------------------------------------------------
@@ -228,8 +229,13 @@ class Model:
 
         tok = self.tokenizer
         tmpl = template or get_chat_template(self.file.metadata)
+        if self._longest_token is None:  # characters; n_ctx of them bound any prompt that fits
+            self._longest_token = max(map(len, tok.vocab.tokens), default=1)
         return render_chat(tmpl, messages, add_generation_prompt=add_generation_prompt,
-                           bos_token=_text(tok, tok.bos_id), eos_token=_text(tok, tok.eos_id))
+                           bos_token=_text(tok, tok.bos_id), eos_token=_text(tok, tok.eos_id),
+                           max_chars=self.n_ctx * max(self._longest_token, 1),
+                           name=("the template argument" if template else
+                                 f"tokenizer.chat_template of {self.path.name}"))
 
     def _needs_bos(self, prompt: str) -> bool:
         """Add the file's BOS unless the rendered template already starts with it."""
