@@ -24,6 +24,7 @@ import numpy as np
 
 import gguflite
 from gguflite.errors import ModelError
+from gguflite.finite import diagnose_nonfinite
 
 from .hparams import HParams, hparams_from_metadata
 from .llama import Backend, LlamaNumba
@@ -117,6 +118,17 @@ class Model:
             raise ModelError(f"{what} needs {n} tokens but the context holds {self.n_ctx} "
                              f"(n_ctx; the file allows up to {self.hparams.context_length})")
 
+    def _forward(self, ids: np.ndarray, pos: int, *, all_logits: bool = False) -> np.ndarray:
+        """``backend.forward``, refusing non-finite logits with an error that names the first
+        non-finite tensor of the file (gguflite.finite; checked only on that failure)."""
+        try:
+            logits = self.backend.forward(ids, pos, all_logits=all_logits)
+        except (ZeroDivisionError, FloatingPointError):  # NaN/Inf reaching a Numba division
+            raise diagnose_nonfinite(self.file, f"at position {pos}") from None
+        if not np.isfinite(logits).all():  # ~20 us a token
+            raise diagnose_nonfinite(self.file, f"at position {pos}")
+        return logits
+
     def eval(self, ids: Sequence[int]) -> np.ndarray:
         """Make the cache hold exactly ``ids``; returns the last position's logits (vocab,).
 
@@ -133,7 +145,7 @@ class Model:
                 break
             keep += 1
         keep = min(keep, len(ids) - 1)
-        logits = self.backend.forward(np.asarray(ids[keep:], dtype=np.int64), keep)
+        logits = self._forward(np.asarray(ids[keep:], dtype=np.int64), keep)
         self.tokens = ids
         return logits
 
@@ -144,7 +156,7 @@ class Model:
             raise ModelError("logits() needs a non-empty 1-D list of token ids")
         self._check_fits(int(ids.size), "logits()")
         self.reset()
-        out = self.backend.forward(ids, 0, all_logits=True)
+        out = self._forward(ids, 0, all_logits=True)
         self.tokens = ids.tolist()
         return out
 
@@ -207,7 +219,7 @@ class Model:
             if stats.n_generated == max_tokens:
                 break  # its logits are not needed (and it is not in the cache)
             t = time.perf_counter()
-            logits = self.backend.forward(np.array([tok], dtype=np.int64), len(self.tokens))
+            logits = self._forward(np.array([tok], dtype=np.int64), len(self.tokens))
             self.tokens.append(tok)
             stats.decode_seconds += time.perf_counter() - t
             stats.n_decode += 1

@@ -31,6 +31,7 @@ import numpy as np
 from gguflite import quants
 from gguflite.constants import GGMLType
 from gguflite.errors import ModelError, UnsupportedTypeError
+from gguflite.finite import check_finite
 from gguflite.quants import km
 from gguflite.reader import GGUFFile
 
@@ -163,6 +164,7 @@ class LlamaWeights:
     def load(cls, f: GGUFFile, hp: HParams) -> LlamaWeights:
         """Check every tensor's presence, shape and type, then wrap them (no copies)."""
         _check_tensors(f, hp)
+        check_finite(f, [n for n, ti in f.tensors.items() if len(ti.shape) <= 1])  # norms: KiB
         blocks = []
         for layer in range(hp.n_layer):
             b = f"blk.{layer}."
