@@ -343,8 +343,10 @@ class GGUFWriter:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.filename is None:
+                exc.filename = str(self.path)  # a full disk: say which output
             raise
         _fsync_dir(target.parent)
         self._written = True

@@ -141,11 +141,15 @@ class _Renderer:
                         raise ModelError("the chat template renderer process cannot be "
                                          "started again") from None
                     continue
-                answer = self._read(time.monotonic() + timeout)
+                try:
+                    answer = self._read(time.monotonic() + timeout)
+                except BaseException:  # Ctrl-C while waiting: its late answer must not be
+                    self.stop()        # read as the next request's
+                    raise
                 if answer is None:
                     self.stop()
-                    raise ModelError(f"chat template took more than {timeout:g} s to render "
-                                     "(the renderer's time limit); refused")
+                    return {"error": f"chat template took more than {timeout:g} s to render "
+                                     "(the renderer's time limit); refused"}
                 return answer
         raise AssertionError("unreachable")  # pragma: no cover
 
