@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -94,6 +95,23 @@ class LazyGroup(click.Group):
         module_name, attr = target.split(":")
         module = importlib.import_module(f"gguflite.cli.{module_name}")
         return getattr(module, attr)
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        """click's main, with its usage errors as one ``error: ...`` line too (exit 2)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.ClickException as exc:
+            hint = ""
+            ctx = getattr(exc, "ctx", None)
+            if isinstance(exc, click.UsageError) and ctx is not None:
+                hint = f" (see '{ctx.command_path} --help')"
+            _fail(one_line(exc.format_message()) + hint, exc.exit_code)
+        except (click.exceptions.Abort, EOFError, KeyboardInterrupt):
+            _fail("interrupted", 128 + signal.SIGINT)
+        sys.exit(rv if type(rv) is int else 0)  # an int only from click's Exit (--help: 0)
 
     def invoke(self, ctx: click.Context):
         _catch_signals()
