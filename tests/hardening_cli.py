@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ def _limits(memory: int | None, fsize: int | None):
         if fsize is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a background shell may ignore them
+            signal.signal(sig, signal.SIG_DFL)
 
     return apply
 
