@@ -14,7 +14,7 @@
     ├── WriterError(ValueError)          a value or tensor the writer refuses
     ├── ConversionError(ValueError)      a checkpoint the converter refuses
     ├── ModelError(ValueError)           a file the runtime cannot run
-    ├── NotRegularFileError(ValueError)  a FIFO, device or socket given as a model file
+    ├── NotRegularFileError(OSError)     a FIFO, device or socket given as a model file
     └── ClosedFileError(ValueError)      tensor data asked of a closed GGUFFile
 
 Every message names the key, tensor, byte offset and/or the spec rule (``V12``), and, where
@@ -96,9 +96,9 @@ class ModelError(GGUFLiteError, ValueError):
     """A file the runtime cannot run: unknown architecture, missing tensor, wrong shape."""
 
 
-class NotRegularFileError(GGUFLiteError, ValueError):
+class NotRegularFileError(GGUFLiteError, OSError):
     """A path that is not a regular file (a FIFO, a device, a socket): refused at once, since
-    reading it could block forever or never end."""
+    reading it could block forever or never end. An OSError, like IsADirectoryError."""
 
 
 class ClosedFileError(GGUFLiteError, ValueError):

@@ -139,7 +139,7 @@ class LazyGroup(click.Group):
             name = signal.Signals(exc.signum).name
             _fail(f"terminated ({name}); no partly written output was left", 128 + exc.signum)
         except Exception as exc:  # noqa: BLE001 - a bug: still one line unless -vv
-            if logging.getLogger().isEnabledFor(logging.DEBUG):
+            if ctx.params.get("verbose", 0) >= 2:
                 raise
             _fail(f"internal error, please report it: {type(exc).__name__}: {one_line(exc)} "
                   "(-vv shows the traceback)")
