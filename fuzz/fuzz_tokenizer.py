@@ -2,7 +2,7 @@
 and template rendering (fuzz/tokenizer_exercise.py says what it checks).
 
     mkdir -p /tmp/tok-corpus
-    python fuzz/fuzz_tokenizer.py -max_total_time=60 -timeout=30 /tmp/tok-corpus fuzz/corpus_tokenizer
+    python fuzz/fuzz_tokenizer.py -max_total_time=60 -max_len=4096 -timeout=30 /tmp/tok-corpus
 
 See fuzz/README.md. The -timeout must exceed the renderer's 5 s time limit.
 """

@@ -164,7 +164,7 @@ class _Renderer:
                              "template renderer (sys.executable is empty)")
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", str(_WORKER), str(RENDER_MEMORY_BYTES)],
+                [sys.executable, "-P", str(_WORKER), str(RENDER_MEMORY_BYTES)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 start_new_session=True)  # no Ctrl-C from the terminal: the caller decides
         except OSError as exc:

@@ -38,7 +38,6 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-
 _MEMORY = "chat template needs more memory than the renderer's limit"  # + " (N MiB)" at start
 
 

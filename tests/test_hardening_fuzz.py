@@ -27,7 +27,7 @@ def _exercise():
     b"",
     bytes(range(256)) * 4,
     bytes(range(255, -1, -1)) * 4,
-    b"\x01" * 600 + "{% for m in messages %}{{ m.content }}{% endfor %}".encode() * 3,
+    b"\x01" * 600 + b"{% for m in messages %}{{ m.content }}{% endfor %}" * 3,
     b"\x00\xff" * 700,
 ])
 def test_tokenizer_exercise_replays(tmp_path, data):
