@@ -24,10 +24,10 @@ from __future__ import annotations
 import math
 import os
 import re
+import secrets
 import socket
 import stat
 import struct
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,10 +325,13 @@ class GGUFWriter:
         if existing is not None and not stat.S_ISREG(existing.st_mode):
             what = "a directory" if stat.S_ISDIR(existing.st_mode) else "not a regular file"
             raise WriterError(f"{self.path} is {what}; give a file name to write")
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_temp_prefix(target),
-                                        suffix=".tmp")
-        tmp = Path(tmp_name)
+        # The name is chosen before the file exists and the file is created inside the `try`:
+        # a signal at any instant finds the cleanup in place. <host>-<pid> makes the name
+        # unique among live writers; the random part, among this process's writes.
+        tmp = target.parent / f"{_temp_prefix(target)}{secrets.token_hex(6)}.tmp"
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                         0o600)
             _set_mode(fd, existing)
             with os.fdopen(fd, "wb") as out:
                 out.write(self._header())
