@@ -14,19 +14,19 @@ import click
 
 from ..errors import GGUFLiteError
 from .run import (
-    _utf8_option,
     backend_options,
     load_model,
     print_stats,
     sampling_kwargs,
     sampling_options,
+    utf8_option,
     utf8_text,
 )
 
 
 @click.command("chat")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-@click.option("--system", default=None, callback=_utf8_option, help="System message.")
+@click.option("--system", default=None, callback=utf8_option, help="System message.")
 @click.option("--stats/--no-stats", default=False, help="Print tokens/s after each reply.")
 @sampling_options
 @backend_options

@@ -55,7 +55,7 @@ def utf8_text(what: str, text: str) -> str:
     return text
 
 
-def _utf8_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+def utf8_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """Callback: the option's text (or each of its texts) must be valid, non-empty for --stop."""
     texts = value if isinstance(value, tuple) else (value,)
     for text in texts:
@@ -88,7 +88,7 @@ def sampling_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      "(1: off)."),
         click.option("--seed", type=click.IntRange(min=0), default=None,
                      help="Random seed, >= 0 (default: a fresh one each run)."),
-        click.option("--stop", multiple=True, callback=_utf8_option,
+        click.option("--stop", multiple=True, callback=utf8_option,
                      help="Stop string, non-empty (repeatable)."),
         click.option("-t", "--threads", type=click.IntRange(min=1), default=None,
                      help="CPU threads (default: all cores)."),
@@ -182,12 +182,12 @@ class CompileTimer:
 
 @click.command("run")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-@click.option("-p", "--prompt", required=True, callback=_utf8_option,
+@click.option("-p", "--prompt", required=True, callback=utf8_option,
               help="The prompt text (UTF-8).")
 @click.option("--chat-template/--raw", "use_template", default=None,
               help="Wrap the prompt as a user message with the file's chat template "
                    "(default when the file has one), or feed it as raw text.")
-@click.option("--system", default=None, callback=_utf8_option,
+@click.option("--system", default=None, callback=utf8_option,
               help="System message (with the chat template).")
 @sampling_options
 @backend_options
