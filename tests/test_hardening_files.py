@@ -61,6 +61,17 @@ def test_set_metadata_in_place_keeps_a_private_mode(tiny, tmp_path):
         assert f.metadata["general.name"] == "private"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another owner needs root")
+def test_set_metadata_in_place_keeps_the_owner(tiny, tmp_path):
+    model = tmp_path / "owned.gguf"
+    model.write_bytes(tiny.read_bytes())
+    os.chown(model, 12345, 23456)
+    proc = run_cli(["set-metadata", str(model), "general.name=owned"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    st = model.stat()
+    assert (st.st_uid, st.st_gid) == (12345, 23456)
+
+
 def test_set_metadata_writes_through_a_symlink(tiny, tmp_path):
     real = tmp_path / "store" / "real.gguf"
     real.parent.mkdir()
