@@ -73,6 +73,10 @@ def test_sigkill_leftover_is_recognised_and_swept_by_the_next_write(big, tiny, t
     left = leftovers(tmp_path)
     assert len(left) == 1 and f"-{proc.pid}-" in left[0]  # named after the dead writer
     assert [p.name for p in stale_temp_files(tmp_path)] == left
+    shutil.copy(big, tmp_path / "model.gguf")
+    proc = run_cli(["validate", "model.gguf"], cwd=tmp_path)  # lists it, removes nothing
+    assert proc.returncode == 0 and left[0] in proc.stderr.decode(), proc.stderr.decode()
+    assert leftovers(tmp_path) == left
     proc = run_cli(["set-metadata", str(tiny), "general.name=x", "-o", "edited.gguf"],
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()
