@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -288,11 +289,6 @@ def _check_tokenizer(f: GGUFFile, r: Report) -> None:
 
 
 # -- hyper-parameters vs shapes ----------------------------------------------------------------
-# Architectures whose blocks use llama's tensor names and shapes.
-LLAMA_LIKE = frozenset({
-    "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "granite", "smollm3",
-    "olmo", "olmo2", "internlm2", "stablelm", "starcoder2", "exaone", "minicpm",
-})
 _BLOCK = re.compile(r"blk\.(\d+)\.")
 
 
@@ -303,59 +299,30 @@ def _scalar_uint(md: Any, key: str) -> int | None:
     return None
 
 
-def _per_layer(md: Any, key: str, n_layer: int) -> Callable[[int], int | None]:
-    """Layer -> value of a scalar-or-per-layer-array hyper-parameter, or None if unknown."""
-    if key in md and md.value_type(key) == GGUFValueType.ARRAY \
-            and md.element_type(key) in (GGUFValueType.INT32, GGUFValueType.UINT32):
-        values = md[key]
-        return lambda layer: int(values[layer]) if layer < len(values) else None
-    v = _scalar_uint(md, key)
-    return lambda layer: v
-
-
-def _expected_shapes(f: GGUFFile, arch: str, n_layer: int,
+def _expected_shapes(f: GGUFFile, arch: str,
                      layers: Iterable[int]) -> Iterator[tuple[str, tuple, str]]:
-    """(tensor name, expected GGUF dims, which keys say so) for the tensors we can predict.
+    """(tensor name, expected GGUF dims, what says so) from the family description
+    (``gguflite.models``), for the families gguflite knows.
 
     ``layers``: the block indices the file has tensors for (never ``range(n_layer)``: the
     declared block count is untrusted and may be huge).
     """
-    md = f.metadata
-    n_embd = _scalar_uint(md, f"{arch}.embedding_length")
-    n_vocab = _scalar_uint(md, f"{arch}.vocab_size")
-    if n_vocab is None and "tokenizer.ggml.tokens" in md:
-        n_vocab = len(md["tokenizer.ggml.tokens"])
-    if n_embd is None:
+    from .errors import ModelError
+    from .models import FAMILIES
+
+    fam = FAMILIES.get(arch)
+    if fam is None:
         return
-    if n_vocab is not None:
-        src = "embedding_length, vocabulary size"
-        yield "token_embd.weight", (n_embd, n_vocab), src
-        yield "output.weight", (n_embd, n_vocab), src
-    yield "output_norm.weight", (n_embd,), "embedding_length"
-    head = _per_layer(md, f"{arch}.attention.head_count", n_layer)
-    head_kv = _per_layer(md, f"{arch}.attention.head_count_kv", n_layer)
-    n_ff = _per_layer(md, f"{arch}.feed_forward_length", n_layer)
-    key_len = _scalar_uint(md, f"{arch}.attention.key_length")
-    val_len = _scalar_uint(md, f"{arch}.attention.value_length")
-    for layer in sorted(x for x in layers if x < n_layer):
-        p = f"blk.{layer}."
-        yield p + "attn_norm.weight", (n_embd,), "embedding_length"
-        yield p + "ffn_norm.weight", (n_embd,), "embedding_length"
-        nh = head(layer)
-        if nh:
-            nkv = head_kv(layer) or nh
-            hk = key_len if key_len is not None else n_embd // nh
-            hv = val_len if val_len is not None else n_embd // nh
-            src = "embedding_length, attention.head_count(_kv), key/value_length"
-            yield p + "attn_q.weight", (n_embd, nh * hk), src
-            yield p + "attn_k.weight", (n_embd, nkv * hk), src
-            yield p + "attn_v.weight", (n_embd, nkv * hv), src
-            yield p + "attn_output.weight", (nh * hv, n_embd), src
-        ff = n_ff(layer)
-        if ff:
-            yield p + "ffn_gate.weight", (n_embd, ff), "embedding_length, feed_forward_length"
-            yield p + "ffn_up.weight", (n_embd, ff), "embedding_length, feed_forward_length"
-            yield p + "ffn_down.weight", (ff, n_embd), "embedding_length, feed_forward_length"
+    # keys that shape no tensor get stand-ins, so a file without them is still checked
+    stand_ins = {f"{arch}.attention.layer_norm_rms_epsilon": 1e-5, f"{arch}.context_length": 1}
+    try:
+        hp = fam.from_metadata(ChainMap(f.metadata, stand_ins))  # type: ignore[arg-type]
+    except ModelError:
+        return  # inconsistent hyper-parameters: the runtime names the key
+    src = f"the {arch} family's tensor table and metadata"
+    globals_ = [t for t in fam.tensors(replace(hp, n_layer=0))]
+    for t in globals_ + [t for layer in layers for t in fam.block_tensors(hp, layer)]:
+        yield t.name, tuple(reversed(t.shape)), src
 
 
 def _check_hparams(f: GGUFFile, r: Report) -> None:
@@ -374,13 +341,14 @@ def _check_hparams(f: GGUFFile, r: Report) -> None:
         r.error("V23", f"{arch}.block_count is {n_layer} but the tensors have blocks "
                 f"{min(layers)}..{max(layers)} ({len(layers)} distinct; missing {missing}, "
                 f"extra {extra})", key=f"{arch}.block_count")
-    if arch not in LLAMA_LIKE or n_layer is None:
+    if n_layer is None:
         return
-    for name, dims, source in _expected_shapes(f, arch, n_layer, layers):
+    for name, dims, source in _expected_shapes(f, arch, sorted(x for x in layers
+                                                                if x < n_layer)):
         ti = f.tensors.get(name)
         if ti is not None and ti.dims != dims:
             r.error("V23", f"tensor {name!r} has dims {list(ti.dims)} (GGUF order), but "
-                    f"{source} say {list(dims)}", offset=ti.info_offset, tensor=name)
+                    f"{source} give {list(dims)}", offset=ti.info_offset, tensor=name)
 
 
 # -- tensor data (--deep) --------------------------------------------------------------------

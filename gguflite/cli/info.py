@@ -12,6 +12,7 @@ from .. import reader
 from ..constants import GGMLType, GGUFValueType
 from ..keys import KM_PREFIX
 from ..reader import GGUFFile
+from ..models import FAMILIES, SUPPORTED_ARCHS
 from ._common import default_option, echo_json, human_bytes, human_count, resolve_paths
 
 
@@ -89,6 +90,7 @@ def summarize(f: GGUFFile) -> dict[str, Any]:
         "n_metadata": len(md),
         "tensor_types": per_type,
         "runtime_native_types": _runtime_native_types(),
+        "runs": arch in FAMILIES,
     }
 
 
@@ -100,7 +102,9 @@ def _print(s: dict[str, Any]) -> None:
     line("file", f"{s['path']}")
     line("size", f"{human_bytes(s['file_size'])} ({s['file_size']} bytes), GGUF v{s['version']}, "
          f"alignment {s['alignment']}, {s['n_metadata']} keys, {s['n_tensors']} tensors")
-    line("architecture", s["architecture"])
+    runs = "runs in gguflite" if s["runs"] else \
+        f"not run by gguflite (it runs {', '.join(SUPPORTED_ARCHS)})"
+    line("architecture", f"{s['architecture']} ({runs})" if s["architecture"] else None)
     line("name", s["name"])
     line("parameters", f"{human_count(s['parameters'])} ({s['parameters']})")
     if s["bits_per_weight"] is not None:
