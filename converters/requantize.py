@@ -28,6 +28,7 @@ from gguflite import quants
 from gguflite.constants import KEY_ALIGNMENT, GGMLType
 from gguflite.constants import GGUFValueType as T
 from gguflite.errors import ConversionError, QuantizationError, UnsupportedTypeError
+from gguflite.finite import check_finite
 from gguflite.split import SplitLimits, write_split
 
 from .convert import CHUNK_BYTES, add_km_tensor, is_km, make_recipe, stored_nbytes
@@ -176,6 +177,9 @@ def requantize(src: str | Path, out: str | Path, *, type: str,  # noqa: A002
                                       "columns")
         if dry_run:
             return entries
+        # Copied tensors are not decoded by a codec (which refuses NaN/Inf): check them here.
+        check_finite(f, [e.name for e in entries if e.copied and not e.src_is_km],
+                     action="quantize")
         if Path(out).resolve() == Path(src).resolve():
             raise ConversionError(f"{out}: the output must differ from the input")
         bar = None

@@ -15,7 +15,9 @@
     ├── QuantizationError(ValueError)    input a codec cannot encode (NaN, bad row length)
     ├── WriterError(ValueError)          a value or tensor the writer refuses
     ├── ConversionError(ValueError)      a checkpoint the converter refuses
-    └── ModelError(ValueError)           a file the runtime cannot run
+    ├── ModelError(ValueError)           a file the runtime cannot run
+    ├── NotRegularFileError(OSError)     a FIFO, device or socket given as a model file
+    └── ClosedFileError(ValueError)      tensor data asked of a closed GGUFFile
 
 Every message names the key, tensor, byte offset and/or the spec rule (``V12``), and, where
 there is one, says what to do.
@@ -98,3 +100,12 @@ class ConversionError(GGUFLiteError, ValueError):
 
 class ModelError(GGUFLiteError, ValueError):
     """A file the runtime cannot run: unknown architecture, missing tensor, wrong shape."""
+
+
+class NotRegularFileError(GGUFLiteError, OSError):
+    """A path that is not a regular file (a FIFO, a device, a socket): refused at once, since
+    reading it could block forever or never end. An OSError, like IsADirectoryError."""
+
+
+class ClosedFileError(GGUFLiteError, ValueError):
+    """Tensor data asked of a ``GGUFFile`` after ``close()``."""

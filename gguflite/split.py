@@ -111,6 +111,10 @@ class SplitFile(GGUFFile):
     def shards(self) -> tuple[GGUFFile, ...]:
         return self._shards
 
+    @property
+    def closed(self) -> bool:
+        return self._shards[0].closed
+
     def shard_of(self, name: str) -> int:
         self._tensor(name)
         return self._where[name]

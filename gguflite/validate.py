@@ -27,13 +27,12 @@ import numpy as np
 
 from . import keys as keyreg
 from .constants import (
-    GGML_TYPE_TRAITS,
     GGUF_VERSION,
     MAX_TENSOR_NAME_LENGTH,
-    GGMLType,
     GGUFValueType,
 )
-from .errors import FormatError, UnsupportedTypeError
+from .errors import FormatError
+from .finite import count_nonfinite
 from .metadata import StringArray
 from .reader import GGUFFile
 from .reader import open as open_gguf
@@ -382,41 +381,9 @@ def _check_hparams(f: GGUFFile, r: Report) -> None:
 
 
 # -- tensor data (--deep) --------------------------------------------------------------------
-_CHUNK_ELEMENTS = 1 << 22
-
-
-def _count_nonfinite(f: GGUFFile, name: str) -> int | None:
-    """Number of NaN/Inf values in a tensor, or None if its type cannot be decoded."""
-    ti = f.tensors[name]
-    raw = f.raw(name)  # (nbytes,) uint8
-    if ti.type in (GGMLType.I8, GGMLType.I16, GGMLType.I32, GGMLType.I64):
-        return 0
-    if ti.type in (GGMLType.F32, GGMLType.F16, GGMLType.F64):
-        values = f.array(name).reshape(-1)
-        return sum(int(np.count_nonzero(~np.isfinite(values[i:i + _CHUNK_ELEMENTS])))
-                   for i in range(0, values.size, _CHUNK_ELEMENTS))
-    if ti.type == GGMLType.BF16:
-        bits = raw.view("<u2")  # exponent all ones: Inf or NaN
-        return int(np.count_nonzero((bits & 0x7F80) == 0x7F80))
-    from . import quants
-
-    try:
-        codec = quants.get_codec(ti.type)
-    except UnsupportedTypeError:
-        return None
-    block_size, type_size = GGML_TYPE_TRAITS[ti.type]
-    blocks = raw.reshape(-1, type_size)  # (n_blocks, type_size)
-    step = max(1, _CHUNK_ELEMENTS // block_size)
-    bad = 0
-    for i in range(0, blocks.shape[0], step):
-        values = codec.dequantize_blocks_fast(blocks[i:i + step])  # (step, block_size)
-        bad += int(np.count_nonzero(~np.isfinite(values)))
-    return bad
-
-
 def _check_finite(f: GGUFFile, r: Report) -> None:
     for name, ti in f.tensors.items():
-        bad = _count_nonfinite(f, name)
+        bad = count_nonfinite(f, name)
         if bad is None:
             r.warn("V24", f"tensor {name!r}: gguflite cannot decode {ti.type.name}; its data "
                    "was not checked", tensor=name)

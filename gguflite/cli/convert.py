@@ -33,7 +33,7 @@ from ._split import describe_written, echo_shard_plan, split_limits, split_optio
 @click.option("--fallback-type", default="q8_0", show_default=True,
               help="Type used when a row length is not a multiple of the chosen type's block "
                    "size (e.g. 576-wide rows and 256-element k-quant blocks).")
-@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False),
+@click.option("--imatrix", type=click.Path(dir_okay=False),
               help="Importance matrix (llama.cpp imatrix GGUF, or .npz of per-column mean "
                    "squared activations keyed by tensor name) for the types that use one.")
 @click.option("--revision", help="Hub revision (branch, tag or commit) when SRC is a repo id.")

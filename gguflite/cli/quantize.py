@@ -15,7 +15,7 @@ from .convert import RECIPES
 
 
 @click.command("quantize")
-@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("src", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False), required=False)
 @click.option("-t", "--type", "type_", type=click.Choice(RECIPES, case_sensitive=False),
               required=True, help="Tensor type recipe (as for convert); 1-D tensors are kept.")
@@ -25,7 +25,7 @@ from .convert import RECIPES
 @click.option("--embedding-type", help="Type of token_embd.weight.")
 @click.option("--fallback-type", default="q8_0", show_default=True,
               help="Type used when a row length does not fit the chosen type's block size.")
-@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False),
+@click.option("--imatrix", type=click.Path(dir_okay=False),
               help="Importance matrix (imatrix GGUF or .npz) for the types that use one.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
