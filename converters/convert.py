@@ -34,6 +34,7 @@ from gguflite.models import Family, HParams, TensorSpec, family_for_hf
 from gguflite.models.rope import llama3_factors, permute_rows
 from gguflite.quants.base import registered
 from gguflite.quants.ternary import is_ternary
+from gguflite.split import SplitLimits, write_split
 
 from .checkpoint import Checkpoint, open_checkpoint
 from .recipe import Recipe, parse_tensor_type
@@ -461,10 +462,13 @@ def make_producer(plan: Plan, t: PlannedTensor,
 
 
 def convert(src: str | Path, out: str | Path, *, progress: bool = False,
+            split: SplitLimits | None = None, outputs: list[Path] | None = None,
             **options: Any) -> Plan:
     """Convert ``src`` (directory or hub repo id) to the file ``out``; returns the plan.
 
     ``options`` are those of ``plan_conversion``. The file appears only when complete.
+    ``split``: write shards ``out-00001-of-0000N.gguf`` instead (gguflite.split), all or
+    nothing. ``outputs``, if given, receives the paths written.
     """
     from gguflite import GGUFWriter
 
@@ -501,7 +505,9 @@ def convert(src: str | Path, out: str | Path, *, progress: bool = False,
             else:
                 writer.add_tensor(t.name, shape=t.shape, type=t.ggml_type,
                                   data=make_producer(plan, t, started))
-        writer.write()
+        written = write_split(writer, split)
+        if outputs is not None:
+            outputs.extend(written)
     finally:
         if bar is not None:
             bar.close()

@@ -2,9 +2,11 @@
 
 ``validate(path)`` opens the file with the strict reader (rules V1-V15: a structural problem
 ends the check, because nothing after it can be located), then runs every semantic check and
-collects all their findings (V16-V25) instead of stopping at the first. Each finding is an
-error (llama.cpp would refuse the file, or the file is wrong for gguflite) or a warning (legal
-but sloppy: llama.cpp loads it, gguflite would not have written it).
+collects all their findings (V16-V26) instead of stopping at the first. A split set is opened
+at its first shard: a broken set is one finding (S1-S8, ``gguflite.split``), the layout rules
+run in every shard, and S9 warns of keys that shards after the first should not hold. Each
+finding is an error (llama.cpp would refuse the file, or the file is wrong for gguflite) or a
+warning (legal but sloppy: llama.cpp loads it, gguflite would not have written it).
 
     >>> report = validate("model.gguf", deep=True)
     >>> report.ok, [str(f) for f in report.findings]
@@ -25,16 +27,16 @@ import numpy as np
 
 from . import keys as keyreg
 from .constants import (
-    GGML_TYPE_TRAITS,
     GGUF_VERSION,
     MAX_TENSOR_NAME_LENGTH,
-    GGMLType,
     GGUFValueType,
 )
-from .errors import FormatError, UnsupportedTypeError
+from .errors import FormatError
+from .finite import count_nonfinite
 from .metadata import StringArray
 from .reader import GGUFFile
 from .reader import open as open_gguf
+from .split import extra_keys, is_later_shard
 
 # llama.cpp's GGUF_MAX_ARRAY_ELEMENTS: longer arrays do not load.
 MAX_ARRAY_ELEMENTS_LLAMA_CPP = 1 << 30
@@ -165,8 +167,17 @@ def validate(path: str | Path, *, deep: bool = False) -> Report:
     try:
         f = open_gguf(path)
     except FormatError as exc:
-        report.error(exc.rule or "V3", exc.detail, offset=exc.offset)
-        return report
+        if exc.rule != "S2":
+            report.error(exc.rule or "V3", exc.detail, offset=exc.offset)
+            return report
+        # A later shard of a split set given alone (``validate model-*.gguf``): checked as the
+        # file it is; the set as a whole is checked through its first shard.
+        report.warn("S2", f"{exc.detail}; this shard was checked on its own")
+        try:
+            f = GGUFFile(path)
+        except FormatError as exc2:
+            report.error(exc2.rule or "V3", exc2.detail, offset=exc2.offset)
+            return report
     with f:
         for check in _CHECKS:
             try:
@@ -205,7 +216,7 @@ def _check_keys(f: GGUFFile, r: Report) -> None:
         if isinstance(value, StringArray):
             for i in range(len(value)):  # the reader decodes string arrays lazily
                 value.decode(i)
-    if "general.architecture" not in f.metadata:
+    if "general.architecture" not in f.metadata and not is_later_shard(f):
         r.warn("V25", "general.architecture is missing; llama.cpp cannot load this file as a "
                "model", key="general.architecture")
 
@@ -233,18 +244,24 @@ def _nonzero_at(buf: memoryview, start: int, stop: int) -> int | None:
 
 
 def _check_layout(f: GGUFFile, r: Report) -> None:
+    """V16-V18 in each physical file (each shard of a split set has its own data section)."""
+    for part in f.shards:
+        _check_file_layout(part, r, f"{part.path.name}: " if len(f.shards) > 1 else "")
+
+
+def _check_file_layout(f: GGUFFile, r: Report, where: str) -> None:
     buf = f._buf  # the whole mapped file  # noqa: SLF001  (same package)
     expected = 0
     for name, ti in f.tensors.items():
         if ti.offset != expected:
-            r.error("V16", f"tensor {name!r} has offset {ti.offset}, expected {expected}: "
-                    "tensors must be packed in declaration order (llama.cpp refuses holes, "
-                    "overlaps and reordering)", offset=ti.info_offset, tensor=name)
+            r.error("V16", f"{where}tensor {name!r} has offset {ti.offset}, expected "
+                    f"{expected}: tensors must be packed in declaration order (llama.cpp "
+                    "refuses holes, overlaps and reordering)", offset=ti.info_offset, tensor=name)
         expected = ti.offset + _padded(ti.nbytes, f.alignment)
 
     bad = _nonzero_at(buf, f.header_end, min(f.data_offset, f.file_size))
     if bad is not None:
-        r.warn("V17", "nonzero padding between the tensor infos and the data section",
+        r.warn("V17", f"{where}nonzero padding between the tensor infos and the data section",
                offset=bad)
     # The padding after each tensor runs to the next tensor's start (or its aligned end).
     spans = sorted((ti.file_offset, ti.file_offset + ti.nbytes, name)
@@ -255,13 +272,24 @@ def _check_layout(f: GGUFFile, r: Report) -> None:
             stop = min(stop, spans[i + 1][0])
         bad = _nonzero_at(buf, end, min(stop, f.file_size))
         if bad is not None:
-            r.warn("V17", f"nonzero padding after tensor {name!r}", offset=bad, tensor=name)
+            r.warn("V17", f"{where}nonzero padding after tensor {name!r}", offset=bad,
+                   tensor=name)
 
     data_end = max((end for _, end, _ in spans), default=f.header_end)
     allowed_end = _padded(data_end, f.alignment)
     if f.file_size > allowed_end:
-        r.warn("V18", f"{f.file_size - allowed_end} bytes after the end of the data section; "
-               "a truncated rewrite or appended data?", offset=allowed_end)
+        r.warn("V18", f"{where}{f.file_size - allowed_end} bytes after the end of the data "
+               "section; a truncated rewrite or appended data?", offset=allowed_end)
+
+
+def _check_split(f: GGUFFile, r: Report) -> None:
+    """S9: keys in shards after the first are ignored by llama.cpp (S1-S8 are the reader's)."""
+    later = f.shards[1:] if len(f.shards) > 1 else [f] if is_later_shard(f) else []
+    for part in later:
+        extra = extra_keys(part)
+        if extra:
+            r.warn("S9", f"{part.path.name}: {len(extra)} keys besides split.* ({extra[:3]}); "
+                   "llama.cpp reads metadata from the first shard only", key=extra[0])
 
 
 # -- tokenizer -------------------------------------------------------------------------------
@@ -353,41 +381,9 @@ def _check_hparams(f: GGUFFile, r: Report) -> None:
 
 
 # -- tensor data (--deep) --------------------------------------------------------------------
-_CHUNK_ELEMENTS = 1 << 22
-
-
-def _count_nonfinite(f: GGUFFile, name: str) -> int | None:
-    """Number of NaN/Inf values in a tensor, or None if its type cannot be decoded."""
-    ti = f.tensors[name]
-    raw = f.raw(name)  # (nbytes,) uint8
-    if ti.type in (GGMLType.I8, GGMLType.I16, GGMLType.I32, GGMLType.I64):
-        return 0
-    if ti.type in (GGMLType.F32, GGMLType.F16, GGMLType.F64):
-        values = f.array(name).reshape(-1)
-        return sum(int(np.count_nonzero(~np.isfinite(values[i:i + _CHUNK_ELEMENTS])))
-                   for i in range(0, values.size, _CHUNK_ELEMENTS))
-    if ti.type == GGMLType.BF16:
-        bits = raw.view("<u2")  # exponent all ones: Inf or NaN
-        return int(np.count_nonzero((bits & 0x7F80) == 0x7F80))
-    from . import quants
-
-    try:
-        codec = quants.get_codec(ti.type)
-    except UnsupportedTypeError:
-        return None
-    block_size, type_size = GGML_TYPE_TRAITS[ti.type]
-    blocks = raw.reshape(-1, type_size)  # (n_blocks, type_size)
-    step = max(1, _CHUNK_ELEMENTS // block_size)
-    bad = 0
-    for i in range(0, blocks.shape[0], step):
-        values = codec.dequantize_blocks_fast(blocks[i:i + step])  # (step, block_size)
-        bad += int(np.count_nonzero(~np.isfinite(values)))
-    return bad
-
-
 def _check_finite(f: GGUFFile, r: Report) -> None:
     for name, ti in f.tensors.items():
-        bad = _count_nonfinite(f, name)
+        bad = count_nonfinite(f, name)
         if bad is None:
             r.warn("V24", f"tensor {name!r}: gguflite cannot decode {ti.type.name}; its data "
                    "was not checked", tensor=name)
@@ -415,5 +411,5 @@ def _check_km(f: GGUFFile, r: Report) -> None:
 
 _CHECKS: tuple[Callable[[GGUFFile, Report], None], ...] = (
     _check_version, _check_keys, _check_tensor_names, _check_layout, _check_tokenizer,
-    _check_hparams, _check_km,
+    _check_hparams, _check_km, _check_split,
 )

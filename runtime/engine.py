@@ -24,6 +24,7 @@ import numpy as np
 
 import gguflite
 from gguflite.errors import ModelError
+from gguflite.finite import diagnose_nonfinite
 from gguflite.models import Family, HParams, family_for_arch
 
 from .numba_backend import Backend, NumbaBackend
@@ -105,6 +106,7 @@ class Model:
             raise
         self.tokens: list[int] = []
         self.last_stats = GenerationStats()
+        self._longest_token: int | None = None
         self.load_seconds = time.perf_counter() - t0
 
     # -- cache-aware evaluation -------------------------------------------------------------
@@ -117,6 +119,17 @@ class Model:
         if n > self.n_ctx:
             raise ModelError(f"{what} needs {n} tokens but the context holds {self.n_ctx} "
                              f"(n_ctx; the file allows up to {self.hparams.context_length})")
+
+    def _forward(self, ids: np.ndarray, pos: int, *, all_logits: bool = False) -> np.ndarray:
+        """``backend.forward``, refusing non-finite logits with an error that names the first
+        non-finite tensor of the file (gguflite.finite; checked only on that failure)."""
+        try:
+            logits = self.backend.forward(ids, pos, all_logits=all_logits)
+        except (ZeroDivisionError, FloatingPointError):  # NaN/Inf reaching a Numba division
+            raise diagnose_nonfinite(self.file, f"at position {pos}") from None
+        if not np.isfinite(logits).all():  # ~20 us a token
+            raise diagnose_nonfinite(self.file, f"at position {pos}")
+        return logits
 
     def eval(self, ids: Sequence[int]) -> np.ndarray:
         """Make the cache hold exactly ``ids``; returns the last position's logits (vocab,).
@@ -134,7 +147,7 @@ class Model:
                 break
             keep += 1
         keep = min(keep, len(ids) - 1)
-        logits = self.backend.forward(np.asarray(ids[keep:], dtype=np.int64), keep)
+        logits = self._forward(np.asarray(ids[keep:], dtype=np.int64), keep)
         self.tokens = ids
         return logits
 
@@ -145,7 +158,7 @@ class Model:
             raise ModelError("logits() needs a non-empty 1-D list of token ids")
         self._check_fits(int(ids.size), "logits()")
         self.reset()
-        out = self.backend.forward(ids, 0, all_logits=True)
+        out = self._forward(ids, 0, all_logits=True)
         self.tokens = ids.tolist()
         return out
 
@@ -208,7 +221,7 @@ class Model:
             if stats.n_generated == max_tokens:
                 break  # its logits are not needed (and it is not in the cache)
             t = time.perf_counter()
-            logits = self.backend.forward(np.array([tok], dtype=np.int64), len(self.tokens))
+            logits = self._forward(np.array([tok], dtype=np.int64), len(self.tokens))
             self.tokens.append(tok)
             stats.decode_seconds += time.perf_counter() - t
             stats.n_decode += 1
@@ -230,8 +243,13 @@ class Model:
 
         tok = self.tokenizer
         tmpl = template or get_chat_template(self.file.metadata)
+        if self._longest_token is None:  # characters; n_ctx of them bound any prompt that fits
+            self._longest_token = max(map(len, tok.vocab.tokens), default=1)
         return render_chat(tmpl, messages, add_generation_prompt=add_generation_prompt,
-                           bos_token=_text(tok, tok.bos_id), eos_token=_text(tok, tok.eos_id))
+                           bos_token=_text(tok, tok.bos_id), eos_token=_text(tok, tok.eos_id),
+                           max_chars=self.n_ctx * max(self._longest_token, 1),
+                           name=("the template argument" if template else
+                                 f"tokenizer.chat_template of {self.path.name}"))
 
     def _needs_bos(self, prompt: str) -> bool:
         """Add the file's BOS unless the rendered template already starts with it."""

@@ -60,7 +60,9 @@ def test_fused_decode_equals_per_op_decode_and_transformers(case):
         be.enable_timers()  # the per-op path
         per_op = np.stack([be.forward([t], i) for i, t in enumerate(IDS)])
         be.enable_timers(False)
-        assert np.abs(fused - per_op).max() <= 1e-5, f"{fam}: fused != per-op"
+        # equal up to float32 summation order, which can move a key across an f16 rounding
+        # boundary of the cache (measured: up to 3e-5 on gemma3, 0 to 3e-6 elsewhere)
+        assert np.abs(fused - per_op).max() <= 1e-4, f"{fam}: fused != per-op"
         _close(fused, want, f"{fam} fused decode")
     finally:
         m.file.close()

@@ -12,12 +12,21 @@ from typing import Any
 
 import click
 
-from .run import backend_options, load_model, print_stats, sampling_kwargs, sampling_options
+from ..errors import GGUFLiteError
+from .run import (
+    backend_options,
+    load_model,
+    print_stats,
+    sampling_kwargs,
+    sampling_options,
+    utf8_option,
+    utf8_text,
+)
 
 
 @click.command("chat")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-@click.option("--system", default=None, help="System message.")
+@click.option("--system", default=None, callback=utf8_option, help="System message.")
 @click.option("--stats/--no-stats", default=False, help="Print tokens/s after each reply.")
 @sampling_options
 @backend_options
@@ -33,13 +42,19 @@ def chat(file: str | None, system: str | None, stats: bool, **kw: Any) -> None:
     base: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     messages = list(base)
     interactive = sys.stdin.isatty()
+    n_line = 0
     while True:
         if interactive:
             click.echo("> ", nl=False, err=True)
-        line = sys.stdin.readline()
+        n_line += 1
+        try:
+            line = sys.stdin.readline()
+        except UnicodeDecodeError:
+            raise GGUFLiteError(f"stdin line {n_line} is not valid UTF-8; give UTF-8 "
+                                "text") from None
         if not line:
             break
-        text = line.rstrip("\n")
+        text = utf8_text(f"stdin line {n_line}", line.rstrip("\n"))
         if text.strip() in ("/exit", "/quit"):
             break
         if text.strip() == "/reset":

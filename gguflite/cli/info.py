@@ -70,7 +70,8 @@ def summarize(f: GGUFFile) -> dict[str, Any]:
     vocab = len(tokens) if tokens is not None and not isinstance(tokens, str | int) else None
     return {
         "path": str(f.path),
-        "file_size": f.file_size,
+        "file_size": f.file_size,  # all shards of a split set
+        "shards": len(f.shards),
         "version": f.version,
         "alignment": f.alignment,
         "architecture": arch,
@@ -101,7 +102,8 @@ def _print(s: dict[str, Any]) -> None:
 
     line("file", f"{s['path']}")
     line("size", f"{human_bytes(s['file_size'])} ({s['file_size']} bytes), GGUF v{s['version']}, "
-         f"alignment {s['alignment']}, {s['n_metadata']} keys, {s['n_tensors']} tensors")
+         f"alignment {s['alignment']}, {s['n_metadata']} keys, {s['n_tensors']} tensors"
+         + (f", {s['shards']} shards" if s["shards"] > 1 else ""))
     runs = "runs in gguflite" if s["runs"] else \
         f"not run by gguflite (it runs {', '.join(SUPPORTED_ARCHS)})"
     line("architecture", f"{s['architecture']} ({runs})" if s["architecture"] else None)

@@ -15,6 +15,7 @@ import numpy as np
 from gguflite import quants
 from gguflite.constants import GGMLType
 from gguflite.errors import ModelError, UnsupportedTypeError
+from gguflite.finite import check_finite
 from gguflite.quants import km
 from gguflite.reader import GGUFFile
 
@@ -80,6 +81,7 @@ def load_weights(f: GGUFFile, fam: type[Family], hp: HParams, *, n_ctx: int, lin
     vector(name): a 1-D float tensor. table(name): the embedding table for ``embed``.
     """
     check_tensors(f, fam, hp)
+    check_finite(f, [n for n, ti in f.tensors.items() if len(ti.shape) <= 1])  # vectors: KiB
     splits = fam.split_rows(hp)
     parts: dict[str, tuple[str, tuple[int, int]]] = {}  # logical suffix -> (fused, rows)
     for fused, pieces in splits.items():
