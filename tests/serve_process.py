@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-START_TIMEOUT = 300.0  # first start in a fresh checkout compiles the Numba kernels
+START_TIMEOUT = 600.0  # a fresh checkout compiles the Numba kernels before serving (warm-up)
 _READY = re.compile(r"listening on (http://\S+)")
 
 
