@@ -230,10 +230,12 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2, help="requests per client")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--timeout", type=float, default=600.0)
-    ap.add_argument("--engines", nargs="+", default=["batched", "sequential"],
+    ap.add_argument("--engines", nargs="*", default=["batched", "sequential"],
                     choices=["batched", "sequential"], help="gguflite serve --engine values")
     ap.add_argument("--llama-server", type=Path, default=None,
                     help="path of llama.cpp's llama-server binary (optional)")
+    ap.add_argument("--llama-threads", type=int, default=None,
+                    help="llama-server -t (default: --threads)")
     ap.add_argument("--out", type=Path, default=None, help="write a markdown table here")
     ap.add_argument("--step", action="store_true",
                     help="measure the engines' decode step and prefill in process instead")
@@ -261,10 +263,12 @@ def main() -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         ref = Proc([str(args.llama_server), "-m", str(model), "--host", "127.0.0.1",
-                    "--port", str(port), "-np", str(args.parallel), "-t", str(args.threads),
+                    "--port", str(port), "-np", str(args.parallel),
+                    "-t", str(args.llama_threads or args.threads),
                     "-c", str(CTX * args.parallel), "--no-webui"], port, None)
         try:
-            rows += bench("llama-server", ref.url, ref.proc.pid, args)
+            rows += bench(f"llama-server -t {args.llama_threads or args.threads}", ref.url,
+                          ref.proc.pid, args)
         finally:
             ref.stop()
     if args.out:
