@@ -1,6 +1,6 @@
 """The tokenizer part of a file's metadata, read once into plain Python tables.
 
-Keys read (all under ``tokenizer.``; llama.cpp's names and defaults)::
+Keys read (under ``tokenizer.`` unless written in full; llama.cpp's names and defaults)::
 
     ggml.model               STRING   "llama" (SentencePiece) | "gpt2" (byte-level BPE)   required
     ggml.pre                 STRING   pre-tokenizer name for "gpt2" (llama-bpe, smollm, ...)
@@ -12,6 +12,7 @@ Keys read (all under ``tokenizer.``; llama.cpp's names and defaults)::
                                       eom, unknown, seperator (sic), padding, cls, mask, fim_*
     ggml.add_bos_token / add_eos_token / add_space_prefix   BOOL
     chat_template            STRING
+    general.name             STRING   only to apply llama.cpp's Phi-3 rule (_phi3_rstrip_ids)
 
 Everything here is validated: a missing required key, an array of the wrong length or a special
 token id outside the vocabulary raises a :class:`gguflite.errors.ModelError` that names the key.
@@ -41,6 +42,7 @@ KEY_ADD_BOS = "tokenizer.ggml.add_bos_token"
 KEY_ADD_EOS = "tokenizer.ggml.add_eos_token"
 KEY_ADD_SPACE_PREFIX = "tokenizer.ggml.add_space_prefix"
 KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
+KEY_NAME = "general.name"  # llama.cpp sets token attributes by model name (Phi-3, see below)
 
 # Special token kind (our short name) -> the word in llama.cpp's key (src/llama-arch.cpp).
 SPECIAL_ID_NAMES = {
@@ -114,6 +116,9 @@ class Vocab:
     special:
         Special token ids by kind (``"bos"``, ``"eos"``, ...); a kind absent from the file and
         without a llama.cpp default is missing from the dict.
+    rstrip_ids:
+        Special tokens that swallow the whitespace after them when matched in text (see
+        :func:`_phi3_rstrip_ids`).
     """
 
     model: str
@@ -128,6 +133,7 @@ class Vocab:
     add_eos: bool = False
     add_space_prefix: bool = False
     chat_template: str | None = None
+    rstrip_ids: frozenset[int] = frozenset()
 
     @property
     def n_vocab(self) -> int:
@@ -280,6 +286,9 @@ def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
             types[token_to_id[t]] = TokenType.CONTROL
 
     chat_template = _get(metadata, KEY_CHAT_TEMPLATE, str, None)
+    name = metadata.get(KEY_NAME)
+    rstrip_ids = _phi3_rstrip_ids(types, token_to_id) if isinstance(name, str) and (
+        "phi-3" in name.lower() or "phi3" in name.lower()) else frozenset()
     return Vocab(
         model=model,
         pre=pre,
@@ -293,7 +302,26 @@ def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
         add_eos=add_eos,
         add_space_prefix=add_space_prefix,
         chat_template=chat_template,
+        rstrip_ids=rstrip_ids,
     )
+
+
+def _phi3_rstrip_ids(types: np.ndarray, token_to_id: dict[str, int]) -> frozenset[int]:
+    """llama.cpp's Phi-3 rule (``llama_vocab::impl::load``, "set attributes by model name").
+
+    When ``general.name`` contains "phi-3" or "phi3" (any case), every special token (control,
+    user-defined, unknown) and ``</s>`` gets the RSTRIP attribute, except ``<unk>``, ``<s>`` and
+    ``<|endoftext|>``: whitespace right after such a token in the text is dropped before the rest
+    is tokenized (Phi-3's tokenizer_config marks these added tokens ``rstrip: true``), so
+    ``"<|user|>\nHi"`` encodes as ``<|user|>`` + ``"Hi"``.
+    """
+    special = np.isin(types, np.array(
+        (TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN), np.int32))
+    ids = set(np.flatnonzero(special).tolist())
+    ids.update(token_to_id[t] for t in ("</s>",) if t in token_to_id)
+    ids.difference_update(token_to_id[t] for t in ("<unk>", "<s>", "<|endoftext|>")
+                          if t in token_to_id)
+    return frozenset(ids)
 
 
 # Pre-tokenizers for which llama.cpp adds BOS unless the file says otherwise.
