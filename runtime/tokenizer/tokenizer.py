@@ -10,7 +10,7 @@ Special tokens are the CONTROL, USER_DEFINED and UNKNOWN tokens. With ``parse_sp
 USER_DEFINED tokens are still matched as a whole (llama.cpp and Hugging Face agree on this).
 For SentencePiece with ``add_space_prefix``, every text fragment that starts the input or follows a
 special token gets a leading space (llama.cpp, and Hugging Face's ``legacy=True`` Llama tokenizer).
-In files named like Phi-3, special tokens drop the whitespace that follows them (``Vocab.rstrip_ids``).
+In files named like Phi-3, special tokens drop the whitespace after them (``Vocab.rstrip_ids``).
 
 Decoding turns each id into its bytes (``token_to_piece``) and joins them:
 

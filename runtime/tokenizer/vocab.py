@@ -287,8 +287,11 @@ def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
 
     chat_template = _get(metadata, KEY_CHAT_TEMPLATE, str, None)
     name = metadata.get(KEY_NAME)
-    rstrip_ids = _phi3_rstrip_ids(types, token_to_id) if isinstance(name, str) and (
-        "phi-3" in name.lower() or "phi3" in name.lower()) else frozenset()
+    rstrip_ids = (
+        _phi3_rstrip_ids(types, token_to_id)
+        if isinstance(name, str) and ("phi-3" in name.lower() or "phi3" in name.lower())
+        else frozenset()
+    )
     return Vocab(
         model=model,
         pre=pre,
@@ -315,12 +318,14 @@ def _phi3_rstrip_ids(types: np.ndarray, token_to_id: dict[str, int]) -> frozense
     is tokenized (Phi-3's tokenizer_config marks these added tokens ``rstrip: true``), so
     ``"<|user|>\nHi"`` encodes as ``<|user|>`` + ``"Hi"``.
     """
-    special = np.isin(types, np.array(
-        (TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN), np.int32))
+    special = np.isin(
+        types, np.array((TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN), np.int32)
+    )
     ids = set(np.flatnonzero(special).tolist())
     ids.update(token_to_id[t] for t in ("</s>",) if t in token_to_id)
-    ids.difference_update(token_to_id[t] for t in ("<unk>", "<s>", "<|endoftext|>")
-                          if t in token_to_id)
+    ids.difference_update(
+        token_to_id[t] for t in ("<unk>", "<s>", "<|endoftext|>") if t in token_to_id
+    )
     return frozenset(ids)
 
 
