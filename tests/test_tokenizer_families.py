@@ -27,9 +27,7 @@ import llama_cpp
 import pytest
 from click.testing import CliRunner
 from helpers_tokenizers import (
-    GEMMA3_TEMPLATE,
     LLAMA3_TEMPLATE,
-    PHI3_TEMPLATE,
     PHI4_MINI_TEMPLATE,
     QWEN3_TEMPLATE,
     TEST_STRINGS,
