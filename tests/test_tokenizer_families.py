@@ -45,7 +45,7 @@ from gguflite.constants import GGUFValueType as T
 from gguflite.converters.tokenizer_export import export_tokenizer
 from gguflite.errors import ModelError
 from gguflite.runtime.chat import chat_ids, chat_prompt
-from gguflite.runtime.tokenizer import Tokenizer
+from gguflite.runtime.tokenizer import Tokenizer, TokenType
 
 
 @dataclass
@@ -213,6 +213,7 @@ def test_phi3_rule_follows_the_file_name(tmp_path):
         tok, ref = _load(_write_file(items, tmp_path / f"{name}.gguf", name))
         got[name] = tok.encode(text, add_special=False)
         assert got[name] == ref.tokenize(text.encode(), add_bos=False, special=True), name
+        _assert_same_attributes(tok, ref, name)
     user = tok.vocab.token_to_id["<|user|>"]
     assert got["Phi3 mini"][:2] == [user, tok.encode("Hi", add_special=False)[0]]
     assert got["Phi3 mini"] != got["Mistral 7B"]
@@ -226,6 +227,77 @@ def test_gemma_spm_never_adds_a_space_prefix(tmp_path):
         items = export_tokenizer(d, {**config, "model_type": model_type})
         got = [v for k, v, *_ in items if k == "tokenizer.ggml.add_space_prefix"]
         assert got == [want], model_type
+
+
+# llama.cpp's token attribute bit for each of our token types
+_ATTR = {
+    TokenType.UNDEFINED: llama_cpp.LLAMA_TOKEN_ATTR_UNDEFINED,
+    TokenType.NORMAL: llama_cpp.LLAMA_TOKEN_ATTR_NORMAL,
+    TokenType.UNKNOWN: llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN,
+    TokenType.CONTROL: llama_cpp.LLAMA_TOKEN_ATTR_CONTROL,
+    TokenType.USER_DEFINED: llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED,
+    TokenType.UNUSED: llama_cpp.LLAMA_TOKEN_ATTR_UNUSED,
+    TokenType.BYTE: llama_cpp.LLAMA_TOKEN_ATTR_BYTE,
+}
+_TYPE_BITS = sum(_ATTR.values())
+
+
+def _assert_same_attributes(tok: Tokenizer, ref: llama_cpp.Llama, label: str) -> None:
+    """Token types (after llama.cpp's by-text corrections), end-of-generation set and RSTRIP."""
+    vocab = llama_cpp.llama_model_get_vocab(ref._model.model)  # the loaded llama_model
+    eog, rstrip = set(), set()
+    for i in range(tok.n_vocab):
+        attr = llama_cpp.llama_vocab_get_attr(vocab, i)
+        want = _ATTR[TokenType(int(tok.vocab.types[i]))]
+        if want == llama_cpp.LLAMA_TOKEN_ATTR_CONTROL:  # by-text EOG tokens keep their old bit
+            assert attr & want, (label, i, tok.vocab.tokens[i], attr)
+        else:
+            assert attr & _TYPE_BITS == want, (label, i, tok.vocab.tokens[i], attr)
+        if llama_cpp.llama_vocab_is_eog(vocab, i):
+            eog.add(i)
+        if attr & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP:
+            rstrip.add(i)
+    assert tok.eot_ids == eog, label
+    assert tok.vocab.rstrip_ids == rstrip, label
+
+
+def test_token_attributes_match_llama_cpp(family):
+    _assert_same_attributes(family.tok, family.ref, family.name)
+
+
+def test_default_model_attributes_match_llama_cpp():
+    # the embedded SmolLM2 file, written by llama.cpp (FIM tokens found by text end generation)
+    from gguflite.default_model import default_model_path
+
+    tok, ref = _load(default_model_path())
+    _assert_same_attributes(tok, ref, "SmolLM2")
+
+
+# tokens added to a vocabulary -> which of them end generation, as llama.cpp decides by text
+_EOG_CASES = [
+    (["<|return|>", "<|call|>", "<|end|>"], {"<|return|>", "<|call|>"}),  # gpt-oss harmony
+    (["<|calls|>", "<|flush|>", "<|end|>"], {"<|calls|>", "<|flush|>"}),  # solar-open
+    (["<|call|>", "<|end|>"], {"<|call|>", "<|end|>"}),  # no <|return|>: <|end|> ends turns
+    (["</s>", "<|tool_response>"], {"<|tool_response>"}),  # gemma4: </s> is a normal token
+    (["</s>", "<eos>", "[EOT]"], {"</s>", "<eos>", "[EOT]"}),
+]
+
+
+@pytest.mark.parametrize("extra, ends", _EOG_CASES)
+def test_end_of_generation_by_text_matches_llama_cpp(tmp_path, extra, ends):
+    d = make_bpe_dir(tmp_path / "tok", "gpt2")
+    items = export_tokenizer(d, json.loads((d / "config.json").read_text()))
+    md = {k: v for k, v, *_ in items}
+    tokens = list(md["tokenizer.ggml.tokens"]) + extra  # appended as NORMAL tokens
+    types = [int(t) for t in md["tokenizer.ggml.token_type"]] + [TokenType.NORMAL] * len(extra)
+    edited = {"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types}
+    items = [(k, edited.get(k, v), t, e) for k, v, t, e in items]
+    tok, ref = _load(_write_file(items, tmp_path / "v.gguf", "x"))
+    _assert_same_attributes(tok, ref, str(extra))
+    eos = tok.eos_id
+    assert {tok.vocab.tokens[i] for i in tok.eot_ids if i != eos} == ends
+    text = "a" + "b ".join(extra)
+    assert tok.encode(text) == ref.tokenize(text.encode(), add_bos=True, special=True)
 
 
 # ---------------------------------------------------------------------------- real vocabularies
@@ -282,6 +354,7 @@ def test_real_vocabulary_matches_llama_cpp(real):
     # (and so a control token) by its text
     assert "</s>" not in real.tok.vocab.token_to_id or (
         real.tok.vocab.token_to_id["</s>"] in real.tok.eot_ids)
+    _assert_same_attributes(real.tok, real.ref, real.name)
 
 
 def test_real_qwen3_template_enable_thinking(tmp_path_factory):

@@ -103,6 +103,19 @@ EOG_TEXTS = frozenset(
     }
 )
 
+# FIM token kind -> the texts llama.cpp recognises it by when the file has no id for it.
+_FIM_TEXTS = {
+    "fim_pre": ("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\uff5cfim\u2581begin\uff5c>",
+                "<PRE>", "\u2581<PRE>", "<|code_prefix|>", "<|prefix|>"),
+    "fim_suf": ("<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\uff5cfim\u2581hole\uff5c>",
+                "<SUF>", "\u2581<SUF>", "<|code_suffix|>", "<|suffix|>"),
+    "fim_mid": ("<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\uff5cfim\u2581end\uff5c>",
+                "<MID>", "\u2581<MID>", "<|code_middle|>", "<|middle|>"),
+    "fim_pad": ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
+    "fim_rep": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
+    "fim_sep": ("<|file_sep|>",),
+}  # fmt: skip
+
 # tokenizer.ggml.model -> (default bos, eos, unk) ids, as llama.cpp assumes when the key is absent.
 _DEFAULT_SPECIAL = {"llama": {"bos": 1, "eos": 2, "unk": 0}, "gpt2": {"bos": 11, "eos": 11}}
 
@@ -280,6 +293,15 @@ def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
             logger.warning("%s = %d is outside the vocabulary (0..%d); ignored", key, tid, n - 1)
             continue
         special[kind] = tid
+    # llama.cpp finds FIM tokens the file does not name by their text, and makes them control
+    # tokens; FIM pad/repo/sep then end generation. (Where a vocabulary has two texts for one kind,
+    # llama.cpp takes whichever its hash map yields first; here the first listed.)
+    for kind, texts in _FIM_TEXTS.items():
+        if kind not in special:
+            found = [token_to_id[t] for t in texts if t in token_to_id]
+            if found:
+                special[kind] = found[0]
+                types[found[0]] = TokenType.CONTROL
 
     if model == "llama":
         add_bos, add_eos, add_space_prefix = True, False, True
