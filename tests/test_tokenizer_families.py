@@ -18,6 +18,7 @@ CLI's ``--chat-template-kwargs`` on a converted tiny Qwen 3 model.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import shutil
 from dataclasses import dataclass
@@ -179,7 +180,8 @@ _PIECES = list("aAÜüzZé你😀\n\r\t  .,'!?0123456789-/<>") + [
 @given(data=st.data())
 def test_random_text_matches_llama_cpp(family, data):
     pieces = data.draw(st.lists(st.sampled_from(_PIECES + family.specials), max_size=16))
-    text = "".join(pieces)
+    text = "".join(pieces) + data.draw(st.text(st.characters(exclude_categories=("Cs",)),
+                                               max_size=6)).replace("\x00", "")
     add_special, parse_special = data.draw(st.booleans()), data.draw(st.booleans())
     ours = family.tok.encode(text, add_special=add_special, parse_special=parse_special)
     assert ours == family.ref.tokenize(text.encode(), add_bos=add_special, special=parse_special)
@@ -243,10 +245,14 @@ _TYPE_BITS = sum(_ATTR.values())
 
 
 def _assert_same_attributes(tok: Tokenizer, ref: llama_cpp.Llama, label: str) -> None:
-    """Token types (after llama.cpp's by-text corrections), end-of-generation set and RSTRIP."""
+    """Every token's type (after llama.cpp's by-text corrections), end-of-generation flag, RSTRIP
+    and piece (its bytes, as ``llama_token_to_piece(special=True)`` gives them)."""
     vocab = llama_cpp.llama_model_get_vocab(ref._model.model)  # the loaded llama_model
+    buf = ctypes.create_string_buffer(1024)  # (Llama.detokenize's 32 bytes cut long tokens)
     eog, rstrip = set(), set()
     for i in range(tok.n_vocab):
+        n = llama_cpp.llama_token_to_piece(vocab, i, buf, len(buf), 0, True)
+        assert tok.token_to_piece(i) == buf.raw[:n], (label, i, tok.vocab.tokens[i])
         attr = llama_cpp.llama_vocab_get_attr(vocab, i)
         want = _ATTR[TokenType(int(tok.vocab.types[i]))]
         if want == llama_cpp.LLAMA_TOKEN_ATTR_CONTROL:  # by-text EOG tokens keep their old bit
@@ -355,6 +361,21 @@ def test_real_vocabulary_matches_llama_cpp(real):
     assert "</s>" not in real.tok.vocab.token_to_id or (
         real.tok.vocab.token_to_id["</s>"] in real.tok.eot_ids)
     _assert_same_attributes(real.tok, real.ref, real.name)
+
+
+_REAL_SPECIALS = ["<|im_start|>", "<|im_end|>", "<think>", "</think>", "</s>", "<|fim_pad|>",
+                  "<|begin_of_text|>", "<|eot_id|>", "<|image|>", "<|python_tag|>"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_real_random_text_matches_llama_cpp(real, data):
+    pieces = data.draw(st.lists(st.sampled_from(_PIECES + _REAL_SPECIALS), max_size=16))
+    text = "".join(pieces) + data.draw(st.text(st.characters(exclude_categories=("Cs",)),
+                                               max_size=6)).replace("\x00", "")
+    add_special, parse_special = data.draw(st.booleans()), data.draw(st.booleans())
+    ours = real.tok.encode(text, add_special=add_special, parse_special=parse_special)
+    assert ours == real.ref.tokenize(text.encode(), add_bos=add_special, special=parse_special)
 
 
 def test_real_qwen3_template_enable_thinking(tmp_path_factory):
