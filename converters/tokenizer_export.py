@@ -193,7 +193,12 @@ def detect_pre(tj: dict, tc: dict, where: Path) -> str:
         elif kind == "Digits":
             sig.append(("Digits", bool(s.get("individual_digits", False))))
         elif kind == "Split":
-            sig.append(("Split", _regex_of(s), s.get("behavior"), bool(s.get("invert", False))))
+            behavior, invert = s.get("behavior"), bool(s.get("invert", False))
+            if (behavior, invert) == ("Removed", True):
+                # keep the matches, drop what is between them (Xenova's tiktoken conversions):
+                # the same split as Isolated for these regexes, which match every character
+                behavior, invert = "Isolated", False
+            sig.append(("Split", _regex_of(s), behavior, invert))
         else:
             sig.append((kind,))
     clean = bool(tc.get("clean_up_tokenization_spaces", False))

@@ -205,6 +205,19 @@ def test_gpt4o_splits_as_llama_cpp_not_as_tokenizer_json(tmp_path):
     assert tok.encode(text, add_special=False) == hf.encode(text, add_special_tokens=False)
 
 
+def test_gpt4o_detected_in_xenova_split_form(tmp_path):
+    # Xenova's tiktoken conversions write Split(behavior="Removed", invert=true): keep the
+    # matches. For a regex that matches every character that is the Isolated split.
+    d = make_bpe_family_dir(tmp_path / "tok", "phi4-mini")
+    tj = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
+    split = tj["pre_tokenizer"]["pretokenizers"][0]
+    assert (split["type"], split["behavior"], split["invert"]) == ("Split", "Isolated", False)
+    split.update(behavior="Removed", invert=True)
+    (d / "tokenizer.json").write_text(json.dumps(tj), encoding="utf-8")
+    items = export_tokenizer(d, json.loads((d / "config.json").read_text()))
+    assert [v for k, v, *_ in items if k == "tokenizer.ggml.pre"] == ["gpt-4o"]
+
+
 def test_phi3_rule_follows_the_file_name(tmp_path):
     # llama.cpp gives special tokens RSTRIP only when general.name contains "phi-3" / "phi3"
     d = make_phi3_spm_dir(tmp_path / "tok")
