@@ -146,6 +146,8 @@ class Vocab:
     rstrip_ids:
         Special tokens that swallow the whitespace after them when matched in text (see
         :func:`_phi3_rstrip_ids`).
+    eog:
+        Ids that end generation, as llama.cpp decides them (see :meth:`eog_ids`).
     """
 
     model: str
