@@ -478,19 +478,17 @@ def test_qwen3_enable_thinking_and_gemma_turns(tmp_path):
 # ---------------------------------------------------------------------------- Model and CLI
 
 
-@pytest.fixture(scope="module")
-def qwen3_model(tmp_path_factory) -> Path:
-    """A tiny Qwen 3 checkpoint with the Qwen-3-shaped tokenizer and template, converted."""
+def _family_model(root: Path, family: str, tokdir: Path) -> Path:
+    """A tiny ``family`` checkpoint (tests/family_checkpoints.py) with the tokenizer of ``tokdir``
+    in place of the copied one, converted to f32 by gguflite."""
     from family_checkpoints import family_checkpoint
 
     from gguflite.converters.convert import convert
 
-    root = tmp_path_factory.mktemp("qwen3-model")
-    tokdir = make_bpe_family_dir(root / "tok", "qwen3", chat_template=QWEN3_TEMPLATE)
     cfg = json.loads((tokdir / "config.json").read_text())
-    ck = family_checkpoint(root / "ck", "qwen3", vocab_size=cfg["vocab_size"],
+    ck = family_checkpoint(root / "ck", family, tokenizer="spm", vocab_size=cfg["vocab_size"],
                            bos_token_id=cfg["bos_token_id"], eos_token_id=cfg["eos_token_id"])
-    for p in ck.iterdir():  # replace the copied tokenizer with the Qwen-shaped one
+    for p in ck.iterdir():
         if p.name.startswith(("tokenizer", "chat_template", "special_tokens", "added_tokens")):
             p.unlink()
     for p in tokdir.iterdir():
@@ -498,6 +496,30 @@ def qwen3_model(tmp_path_factory) -> Path:
             shutil.copy(p, ck / p.name)
     convert(ck, root / "m.gguf", type="f32")
     return root / "m.gguf"
+
+
+@pytest.fixture(scope="module")
+def qwen3_model(tmp_path_factory) -> Path:
+    """A tiny Qwen 3 model with the Qwen-3-shaped tokenizer and template."""
+    root = tmp_path_factory.mktemp("qwen3-model")
+    tokdir = make_bpe_family_dir(root / "tok", "qwen3", chat_template=QWEN3_TEMPLATE)
+    return _family_model(root, "qwen3", tokdir)
+
+
+def test_model_chat_gemma3_bos_from_the_template(tmp_path):
+    # Gemma's template writes <bos> itself: Model.chat adds no second one, and the converted
+    # file (model_type gemma3_text) tokenizes the prompt as llama.cpp does
+    from gguflite.runtime import load
+
+    path = _family_model(tmp_path, "gemma3", make_gemma3_spm_dir(tmp_path / "tok"))
+    with load(path) as model:
+        assert model.tokenizer.vocab.add_space_prefix is False
+        prompt = model.render_chat(CONVERSATIONS[1])
+        out = model.chat(CONVERSATIONS[1], max_tokens=1, temperature=0.0, stream=False)
+        ids = model.tokenizer.encode(prompt, add_special=False)
+        assert out.stats.n_prompt == len(ids) and ids.count(model.tokenizer.bos_id) == 1
+        ref = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        assert ids == ref.tokenize(prompt.encode(), add_bos=False, special=True)
 
 
 def test_model_chat_passes_template_kwargs(qwen3_model):
