@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 
 import gguf
-import llama_cpp
 import numpy as np
 import pytest
 from ggml_ref import LIB_PATH

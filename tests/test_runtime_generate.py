@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from cli_helpers import assert_user_error
 from click.testing import CliRunner
 from gguflite.runtime import load
 from gguflite.runtime.perplexity import perplexity
@@ -145,12 +146,10 @@ def test_cli_perplexity_and_bench_json(tiny, tmp_path):
 def test_cli_errors_are_one_line(tiny, tmp_path):
     short = tmp_path / "s.txt"
     short.write_text("the sea", encoding="utf-8")
-    res = CliRunner().invoke(cli, ["perplexity", str(tiny), "--text", str(short), "-c", "64"])
-    assert res.exit_code == 1 and "needs at least 128" in res.stderr
-    res = CliRunner().invoke(cli, ["perplexity", str(tiny), "--text", str(short)])
-    assert res.exit_code == 1 and "n_ctx=512 must be in 1..256" in res.stderr
-    res = CliRunner().invoke(cli, ["run", str(tmp_path / "nope.gguf"), "-p", "x"])
-    assert res.exit_code == 1 and "no such file" in res.stderr
+    assert_user_error("perplexity", tiny, "--text", short, "-c", "64",
+                      words=["needs at least 128"])
+    assert_user_error("perplexity", tiny, "--text", short, words=["n_ctx=512 must be in 1..256"])
+    assert_user_error("run", tmp_path / "nope.gguf", "-p", "x", words=["nope.gguf", "no such file"])
 
 
 def test_cli_run_default_model():
