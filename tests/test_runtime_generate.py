@@ -14,7 +14,6 @@ from gguflite.runtime.perplexity import perplexity
 from tiny_models import make_tiny_llama
 
 from gguflite.cli.main import cli
-from gguflite.default_model import default_model_path
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +25,6 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(tiny):
     m = load(tiny, threads=1)  # one thread: robust timing on a loaded machine
-    yield m
-    m.close()
-
-
-@pytest.fixture(scope="module")
-def smollm():
-    m = load(default_model_path(), n_ctx=512, threads=1)
     yield m
     m.close()
 
@@ -81,10 +73,10 @@ def test_prompt_prefix_is_reused_from_the_cache(model):
     assert fresh == first and fresh.stats.n_prefill == fresh.stats.n_prompt
 
 
-def test_smollm_chat_ends_at_end_of_turn(smollm):
+def test_smollm_chat_ends_at_end_of_turn(smollm2):  # the session's model (conftest.py)
     """The real model answers and stops on <|im_end|> (an end-of-generation token)."""
     msgs = [{"role": "user", "content": "What is 2+2? Answer with one number."}]
-    reply = smollm.chat(msgs, max_tokens=24, temperature=0, stream=False)
+    reply = smollm2.chat(msgs, max_tokens=24, temperature=0, stream=False)
     assert "4" in reply
     assert reply.stats.stop_reason == "eog"
     assert "<|im_end|>" not in reply
