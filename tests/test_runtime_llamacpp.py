@@ -26,8 +26,15 @@ TEXT = ("The ocean covers most of the Earth's surface. It is home to countless s
         "whales and coral, and it shapes the weather of every continent.")
 
 
+def llama_cpp_model(path) -> llama_cpp.Llama:
+    # one thread: ggml's threads spin at barriers, and on a loaded 2-core machine two of them
+    # ran a SmolLM2 decode step ~30x slower (measured 1.7 s per token against 0.05 s)
+    return llama_cpp.Llama(str(path), logits_all=True, verbose=False, n_ctx=128,
+                           n_threads=1)
+
+
 def llama_cpp_logits(path, ids: list[int]) -> np.ndarray:
-    llm = llama_cpp.Llama(str(path), logits_all=True, verbose=False, n_ctx=128, n_threads=2)
+    llm = llama_cpp_model(path)
     llm.eval(ids)
     return np.array(llm.scores[: len(ids)], dtype=np.float32)  # (n, vocab)
 
@@ -60,7 +67,7 @@ def test_smollm_teacher_forced_decode(smollm2, smollm_ids):
     both sides are fed the same 32 tokens, one at a time after an 8-token prefill, and the
     argmax of every step's logits must agree."""
     path, n_prompt = default_model_path(), 8
-    llm = llama_cpp.Llama(str(path), logits_all=True, verbose=False, n_ctx=128, n_threads=2)
+    llm = llama_cpp_model(path)
     llm.eval(smollm_ids[:n_prompt])
     theirs = [np.array(llm.scores[n_prompt - 1], np.float32)]
     ours = [smollm2.eval(smollm_ids[:n_prompt]).copy()]  # the backend reuses its buffer
