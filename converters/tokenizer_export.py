@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguflite.runtime.tokenizer.vocab import special_id_key
 
 from gguflite.constants import GGUFValueType as T
 from gguflite.errors import ConversionError
+from gguflite.runtime.tokenizer.vocab import special_id_key
 from gguflite.writer import MetadataItem
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6

@@ -8,7 +8,9 @@
     │   ├── EndiannessError              a big-endian file
     │   ├── LimitError                   a count or size over a spec limit
     │   ├── MetadataError                a bad key, value type or value
-    │   └── TensorInfoError              a bad tensor name, shape, type or offset
+    │   ├── TensorInfoError              a bad tensor name, shape, type or offset
+    │   └── SplitError                   a split set with a missing, extra, reordered or
+    │                                    inconsistent shard (rules S1-S9)
     ├── UnsupportedTypeError(ValueError) a tensor type we know but cannot encode/decode
     ├── QuantizationError(ValueError)    input a codec cannot encode (NaN, bad row length)
     ├── WriterError(ValueError)          a value or tensor the writer refuses
@@ -72,6 +74,10 @@ class MetadataError(FormatError):
 
 class TensorInfoError(FormatError):
     """A tensor's name, shape, type, size or offset is invalid."""
+
+
+class SplitError(FormatError):
+    """A split set (``name-00001-of-0000N.gguf``) whose shards do not form one file."""
 
 
 class UnsupportedTypeError(GGUFLiteError, ValueError):

@@ -420,6 +420,16 @@ class GGUFFile:
         self.tensors = fixed
 
     # -- access ------------------------------------------------------------------------------
+    @property
+    def shards(self) -> tuple[GGUFFile, ...]:
+        """The physical files: ``(self,)``; a split set (``gguflite.split``) has one per shard."""
+        return (self,)
+
+    def shard_of(self, name: str) -> int:
+        """Index in ``shards`` of the file that holds tensor ``name``."""
+        self._tensor(name)
+        return 0
+
     def _tensor(self, name: str) -> TensorInfo:
         try:
             return self.tensors[name]
@@ -481,5 +491,11 @@ class GGUFFile:
 
 
 def open(path: str | os.PathLike[str]) -> GGUFFile:  # noqa: A001  (gguflite.open)
-    """Open a GGUF file memory-mapped and read-only; raises ``FormatError`` on bad input."""
-    return GGUFFile(path)
+    """Open a GGUF file memory-mapped and read-only; raises ``FormatError`` on bad input.
+
+    The first shard of a split set (``name-00001-of-0000N.gguf``) opens the whole set as one
+    file (``gguflite.split.SplitFile``); a broken set raises ``SplitError``.
+    """
+    from .split import open_set  # the one door to split sets
+
+    return open_set(GGUFFile(path))

@@ -6,9 +6,9 @@
     >>> text = model.generate("The sea is", max_tokens=32, stream=False)
     >>> text.stats.decode_tps
 
-The backend (``Backend`` in llama.py: ``forward(ids, pos)`` and ``reset()``) is the only part
-that depends on the compute library; hyper-parameters, tokenizer, sampling, stop handling,
-prompt-prefix reuse and perplexity are shared by every backend.
+The backend (``Backend`` in numba_backend.py: ``forward(ids, pos)`` and ``reset()``) is the
+only part that depends on the compute library; hyper-parameters, tokenizer, sampling, stop
+handling, prompt-prefix reuse and perplexity are shared by every backend.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import numpy as np
 
 import gguflite
 from gguflite.errors import ModelError
+from gguflite.models import Family, HParams, family_for_arch
 
-from .hparams import HParams, hparams_from_metadata
-from .llama import Backend, LlamaNumba
+from .numba_backend import Backend, NumbaBackend
 from .sampling import Sampler, StopStrings
 from .tokenizer import Tokenizer
 
@@ -83,7 +83,8 @@ class Model:
         self.path = Path(path)
         self.file = gguflite.open(self.path)
         try:
-            self.hparams: HParams = hparams_from_metadata(self.file.metadata)
+            self.family = family_for_arch(self.file.metadata.get("general.architecture"))
+            self.hparams: HParams = self.family.from_metadata(self.file.metadata)
             hp = self.hparams
             if n_ctx is None:
                 n_ctx = min(hp.context_length, DEFAULT_N_CTX)
@@ -95,7 +96,8 @@ class Model:
             if self.tokenizer.n_vocab != hp.vocab_size:
                 raise ModelError(f"the tokenizer has {self.tokenizer.n_vocab} tokens but "
                                  f"{hp.arch}.vocab_size is {hp.vocab_size}")
-            self.backend: Backend = _make_backend(backend, self.file, hp, n_ctx=n_ctx,
+            self.backend: Backend = _make_backend(backend, self.file, self.family, hp,
+                                                  n_ctx=n_ctx,
                                                   n_batch=n_batch, threads=threads,
                                                   **backend_options)
         except BaseException:
@@ -259,9 +261,10 @@ def _text(tok: Tokenizer, tid: int | None) -> str:
     return "" if tid is None else tok.vocab.tokens[tid]
 
 
-def _make_backend(name: str, f: gguflite.GGUFFile, hp: HParams, *, n_ctx: int, n_batch: int,
+def _make_backend(name: str, f: gguflite.GGUFFile, fam: type[Family], hp: HParams, *,
+                  n_ctx: int, n_batch: int,
                   threads: int | None, device: str | None = None, dtype: str | None = None,
-                  compile: bool = False) -> Backend:
+                  compile: bool = False, kv_type: str = "f16") -> Backend:
     if name == "numba":
         if device not in (None, "cpu") or dtype not in (None, "float32", "f32") or compile:
             raise ModelError("the numba backend runs on the CPU in float32; for --device, "
@@ -270,18 +273,18 @@ def _make_backend(name: str, f: gguflite.GGUFFile, hp: HParams, *, n_ctx: int, n
 
         ops.set_threads(threads)
         ops.set_blas_threads(1)  # one spinning pool at a time (see ops.set_blas_threads)
-        return LlamaNumba(f, hp, n_ctx=n_ctx, n_batch=n_batch)
+        return NumbaBackend(f, fam, hp, n_ctx=n_ctx, n_batch=n_batch, kv_type=kv_type)
     if name == "torch":
-        from .torch_backend import LlamaTorch  # raises ModelError naming the extra if no torch
+        from .torch_backend import TorchBackend  # raises ModelError naming the extra if no torch
 
-        return LlamaTorch(f, hp, n_ctx=n_ctx, threads=threads, device=device, dtype=dtype,
+        return TorchBackend(f, fam, hp, n_ctx=n_ctx, threads=threads, device=device, dtype=dtype,
                           compile=compile)
     raise ModelError(f"unknown backend {name!r}; choose 'numba' or 'torch'")
 
 
 def load(path: str | Path | None = None, *, backend: str = "numba", threads: int | None = None,
          n_ctx: int | None = None, n_batch: int = 128, device: str | None = None,
-         dtype: str | None = None, compile: bool = False) -> Model:
+         dtype: str | None = None, compile: bool = False, kv_type: str = "f16") -> Model:
     """Load a model file (None: the embedded default model) for generation.
 
     Parameters
@@ -294,6 +297,8 @@ def load(path: str | Path | None = None, *, backend: str = "numba", threads: int
     device, dtype, compile : torch backend only: "cpu" / "cuda" / "cuda:1" / "mps"; the compute
         dtype ("float32", "float16", "bfloat16"; default float32 on CPU, float16 elsewhere);
         ``torch.compile`` of the forward pass
+    kv_type : numba backend: the KV cache's element type, "f16" (default, as llama.cpp) or
+        "f32"; the cache grows as the context fills
 
     Raises
     ------
@@ -305,4 +310,4 @@ def load(path: str | Path | None = None, *, backend: str = "numba", threads: int
 
         path = default_model_path()
     return Model(path, backend=backend, threads=threads, n_ctx=n_ctx, n_batch=n_batch,
-                 device=device, dtype=dtype, compile=compile)
+                 device=device, dtype=dtype, compile=compile, kv_type=kv_type)

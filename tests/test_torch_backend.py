@@ -7,24 +7,30 @@ import sys
 import numpy as np
 import pytest
 import torch
-from gguflite.runtime.hparams import hparams_from_metadata
-from gguflite.runtime.llama import LlamaNumba
-from gguflite.runtime.reference import reference_logits
-from gguflite.runtime.torch_backend import LlamaTorch, import_torch, resolve_device
 from tiny_models import TinyConfig, hf_model, hf_weights_from_gguf, make_tiny_llama
 
 import gguflite
 from gguflite.constants import GGMLType
 from gguflite.default_model import default_model_path
 from gguflite.errors import ModelError
+from gguflite.models import family_for_arch, hparams_from_metadata
+from gguflite.runtime.numba_backend import NumbaBackend
+from gguflite.runtime.reference import reference_logits
+from gguflite.runtime.torch_backend import TorchBackend, import_torch, resolve_device
 
 IDS = np.array([1, 5, 77, 300, 12, 9, 260, 4, 33])
+
+
+def _fam(f):
+    return family_for_arch(f.metadata["general.architecture"])
 
 
 def _backends(path, n_ctx=64):
     f = gguflite.open(path)
     hp = hparams_from_metadata(f.metadata)
-    return f, LlamaNumba(f, hp, n_ctx=n_ctx), LlamaTorch(f, hp, n_ctx=n_ctx, device="cpu")
+    fam = _fam(f)
+    numba = NumbaBackend(f, fam, hp, n_ctx=n_ctx, kv_type="f32")  # torch's cache is f32 too
+    return f, numba, TorchBackend(f, fam, hp, n_ctx=n_ctx, device="cpu")
 
 
 def _greedy(backend, ids, n):
@@ -133,7 +139,7 @@ def test_bad_device_and_dtype(tmp_path):
     path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
     f = gguflite.open(path)
     with pytest.raises(ModelError, match="dtype"):
-        LlamaTorch(f, hparams_from_metadata(f.metadata), n_ctx=8, dtype="float8")
+        TorchBackend(f, _fam(f), hparams_from_metadata(f.metadata), n_ctx=8, dtype="float8")
 
 
 def test_missing_torch_names_the_extra(monkeypatch):
@@ -154,7 +160,7 @@ def test_out_of_memory_names_model_size_and_free_memory(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "zeros", exhausted)
     with pytest.raises(ModelError, match=r"out of memory on cpu: the model needs about"):
-        LlamaTorch(f, hparams_from_metadata(f.metadata), n_ctx=8)
+        TorchBackend(f, _fam(f), hparams_from_metadata(f.metadata), n_ctx=8)
 
 
 @pytest.mark.cuda
@@ -163,8 +169,8 @@ def test_cuda_matches_cpu(tmp_path):
     path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
     f = gguflite.open(path)
     hp = hparams_from_metadata(f.metadata)
-    cpu = LlamaTorch(f, hp, n_ctx=64, device="cpu")
-    gpu = LlamaTorch(f, hp, n_ctx=64, device="cuda", dtype="float32")
+    cpu = TorchBackend(f, _fam(f), hp, n_ctx=64, device="cpu")
+    gpu = TorchBackend(f, _fam(f), hp, n_ctx=64, device="cuda", dtype="float32")
     np.testing.assert_allclose(gpu.forward(IDS, 0, all_logits=True),
                                cpu.forward(IDS, 0, all_logits=True), rtol=0, atol=1e-3)
 
@@ -172,12 +178,13 @@ def test_cuda_matches_cpu(tmp_path):
 # -- API and CLI --------------------------------------------------------------------------
 def test_load_api_and_cli_give_numba_greedy_output(tmp_path):
     from click.testing import CliRunner
-    from gguflite.runtime import load
 
     from gguflite.cli.main import cli
+    from gguflite.runtime import load
 
     path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
-    want = load(path).generate("the sea", max_tokens=10, temperature=0, stream=False)
+    want = load(path, kv_type="f32").generate("the sea", max_tokens=10, temperature=0,
+                                              stream=False)
     got = load(path, backend="torch", device="cpu").generate("the sea", max_tokens=10,
                                                             temperature=0, stream=False)
     assert got == want

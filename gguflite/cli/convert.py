@@ -12,7 +12,8 @@ import click
 
 from gguflite.converters.recipe import RECIPES  # light: no NumPy, no codecs
 
-from ._common import echo_json, human_bytes
+from ._common import echo_json
+from ._split import describe_written, echo_shard_plan, split_limits, split_options
 
 
 @click.command("convert")
@@ -43,10 +44,12 @@ from ._common import echo_json, human_bytes
               "and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@split_options
 def convert(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...],
             output_type: str | None, embedding_type: str | None, fallback_type: str,
             imatrix: str | None, revision: str | None, allow_pickle: bool, name: str | None,
-            dry_run: bool, as_json: bool, no_progress: bool) -> None:
+            dry_run: bool, as_json: bool, no_progress: bool, split_max_size: int | None,
+            split_max_tensors: int | None) -> None:
     """Convert SRC (a Hugging Face checkpoint directory or hub repo id; Llama, Mistral,
     SmolLM, TinyLlama) to one file. Everything is checked before anything is written; the
     output appears only when complete."""
@@ -64,11 +67,16 @@ def convert(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...]
             echo_json(plan.to_dict())
         else:
             click.echo(plan.format_table())
+            echo_shard_plan(out, [t.bytes_out for t in plan.tensors], split_max_size,
+                            split_max_tensors)
         return
     if not out:
         raise click.UsageError("missing -o/--output")
-    plan = run_convert(src, out, progress=not no_progress, **options)
-    click.echo(f"wrote {out}: {len(plan.tensors)} tensors, {human_bytes(Path(out).stat().st_size)}"
-               f" ({plan.recipe.base})", err=True)
+    written: list[Path] = []
+    plan = run_convert(src, out, progress=not no_progress,
+                       split=split_limits(split_max_size, split_max_tensors), outputs=written,
+                       **options)
+    click.echo(f"wrote {describe_written(written)}: {len(plan.tensors)} tensors "
+               f"({plan.recipe.base})", err=True)
     for note in plan.notes:
         click.echo(note, err=True)

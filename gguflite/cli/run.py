@@ -60,6 +60,9 @@ def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      "the CPU, float16 on accelerators)."),
         click.option("--compile", "compile_", is_flag=True,
                      help="torch backend: torch.compile the forward pass."),
+        click.option("--kv-type", type=click.Choice(["f16", "f32"]), default="f16",
+                     show_default=True, help="numba backend: the KV cache's element type "
+                     "(llama.cpp's --cache-type-k/v)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -68,7 +71,7 @@ def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def backend_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     return {"backend": kw["backend"], "device": kw["device"], "dtype": kw["dtype"],
-            "compile": kw["compile_"]}
+            "compile": kw["compile_"], "kv_type": kw["kv_type"]}
 
 
 def sampling_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
