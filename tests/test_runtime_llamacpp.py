@@ -57,7 +57,7 @@ def test_smollm_q4_1_prefill_logits(smollm2, smollm_ids):
     with gguflite.open(path) as f:
         ref = reference_logits(f, smollm_ids, dtype=np.float32)
     assert top1_agreement(ours, theirs) == 1.0  # measured: 1.0
-    assert np.abs(ours - theirs).mean() < 0.25  # measured: 0.16 (llama.cpp's f16 KV, int8 acts)
+    assert np.abs(ours - theirs).mean() < 0.2  # measured: 0.17 (int8 activations on both sides)
     # The fast path against the dequantized NumPy reference: float32 rounding only.
     assert np.abs(ours - ref).max() < 1e-3 * np.abs(ref).max()
 
@@ -78,7 +78,7 @@ def test_smollm_teacher_forced_decode(smollm2, smollm_ids):
     a, b = np.stack(ours), np.stack(theirs)  # (25, vocab)
     same = a.argmax(-1) == b.argmax(-1)
     assert same.all(), f"argmax differs at steps {np.flatnonzero(~same).tolist()}"  # measured
-    assert np.abs(a - b).mean() < 0.25  # measured: 0.20 (smallest top-2 gap: 0.04)
+    assert np.abs(a - b).mean() < 0.2  # measured: 0.16 (smallest top-2 gap: 0.04)
 
 
 def test_llama_cpp_q4_k_m_file_runs_and_agrees(smollm2_q4_k_m, smollm_ids):
@@ -89,7 +89,7 @@ def test_llama_cpp_q4_k_m_file_runs_and_agrees(smollm2_q4_k_m, smollm_ids):
         ours = m.logits(smollm_ids)
     theirs = llama_cpp_logits(smollm2_q4_k_m, smollm_ids)
     assert top1_agreement(ours, theirs) >= 0.96  # measured 0.97 (31 of 32)
-    assert np.abs(ours - theirs).mean() < 0.35  # measured 0.27
+    assert np.abs(ours - theirs).mean() < 0.33  # measured 0.27
 
 
 TINY = TinyConfig(dim=256, hidden_dim=512, n_head=4, n_kv_head=2)  # rows of 256 for K types
@@ -101,7 +101,7 @@ TINY_IDS = [1, 5, 300, 17, 42, 99, 7, 8, 260, 11, 12, 270, 3, 4, 290, 100] * 3
 # near what is measured (in the comments). Where top-1 differs, llama.cpp's own top-2 gap is
 # within the tolerance (a near-tie), which the test checks too.
 TINY_CASES = {
-    "F32": (GGMLType.F32, TINY, 1e-3, 1.0),  # 2.4e-4
+    "F32": (GGMLType.F32, TINY, 1e-3, 1.0),  # 2.1e-4
     "Q8_0": (GGMLType.Q8_0, TINY, 0.02, 1.0),  # 0.013
     "Q4_K": (GGMLType.Q4_K, TINY, 0.03, 1.0),  # 0.020
     "Q6_K": (GGMLType.Q6_K, TINY, 0.03, 0.97),  # 0.019; 47 of 48
@@ -109,10 +109,10 @@ TINY_CASES = {
     # llama3-style rope_freqs.weight: one divisor per rotary frequency (head_dim / 2 = 32)
     "rope_freqs": (GGMLType.F32, TinyConfig(**{**TINY.__dict__, "rope_freq_factors":
                                                  list(np.geomspace(1.0, 16.0, 32))}),
-                   1e-3, 1.0),  # 2.4e-4
+                   1e-3, 1.0),  # 2.0e-4
     # rope.scaling.type = linear: positions divided by the factor
     "rope_linear": (GGMLType.F32, TinyConfig(**{**TINY.__dict__, "rope_linear_factor": 4.0}),
-                    1e-3, 1.0),  # 3.2e-4
+                    1e-3, 1.0),  # 2.1e-4
 }
 
 
