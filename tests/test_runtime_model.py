@@ -116,8 +116,10 @@ def test_fused_decode_step_equals_per_op_path(tmp_path, wtype, tol):
     assert (fused.argmax(-1) == per_op.argmax(-1)).all()
 
 
-def test_rope_freq_factors_and_linear_scaling(tmp_path):
-    """llama3-style rope_freqs.weight and linear rope scaling follow the reference."""
+def test_rope_freq_factors_follow_the_reference(tmp_path):
+    """llama3-style rope_freqs.weight: the fast path equals the float64 reference, and the
+    factors change the logits. Against llama.cpp (factors and linear scaling): see
+    test_runtime_llamacpp.py::test_tiny_model_agrees_with_llama_cpp."""
     cfg = TinyConfig(rope_freq_factors=list(np.linspace(1.0, 8.0, 8)))
     path, _, _ = make_tiny_llama(tmp_path / "m.gguf", cfg)
     with load(path, kv_type="f32") as model, gguflite.open(path) as f:

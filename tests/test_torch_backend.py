@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from tiny_models import TinyConfig, hf_model, make_tiny_llama
+from tiny_models import TinyConfig, hf_model, hf_weights_from_gguf, make_tiny_llama
 
 import gguflite
 from gguflite.constants import GGMLType
@@ -67,13 +67,20 @@ def test_f32_matches_transformers(tmp_path):
 
 
 @pytest.mark.parametrize("wtype", [GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.Q6_K,
-                                   GGMLType.TQ2_0, GGMLType.F16, GGMLType.BF16])
+                                   GGMLType.TQ2_0, GGMLType.F16, GGMLType.BF16],
+                         ids=lambda t: t.name)
 def test_quantized_matches_dequantized_reference(tmp_path, wtype):
+    """Against transformers in float64 on the file's weights as the ``gguf`` package decodes
+    them: neither the weights nor the graph of the reference go through gguflite."""
+    from gguflite.runtime import load
+
     cfg = TinyConfig(dim=256, hidden_dim=512, n_head=4, n_kv_head=2)  # rows of 256 for K types
     path, _, _ = make_tiny_llama(tmp_path / "m.gguf", cfg, wtype=wtype)
-    f, _, tb = _backends(path)
-    want = reference_logits(f, IDS)  # float64 over dequantized weights
-    got = tb.forward(IDS, 0, all_logits=True)
+    with torch.no_grad():
+        hf = hf_model(cfg, hf_weights_from_gguf(path, cfg)).double()
+        want = hf(torch.from_numpy(IDS)[None]).logits[0].numpy()  # (n, vocab) float64
+    with load(path, backend="torch", device="cpu", n_ctx=64) as m:
+        got = m.logits(IDS)
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-4 * max(1.0, np.abs(want).max()))
 
 
@@ -101,13 +108,22 @@ def test_decode_after_prefill_equals_one_prefill(tmp_path):
     np.testing.assert_allclose(np.stack(steps), full[5:], rtol=0, atol=1e-5)
 
 
-def test_smollm2_agrees_with_numba():
-    f, nb, tb = _backends(default_model_path(), n_ctx=128)
-    ids = np.array([1, 504, 3458, 314, 253, 2388, 28, 1344, 314, 6431, 30])
-    a, b = nb.forward(ids, 0, all_logits=True), tb.forward(ids, 0, all_logits=True)
-    assert (a.argmax(1) == b.argmax(1)).all()
-    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
-    assert _greedy(nb, ids, 8) == _greedy(tb, ids, 8)
+def test_smollm2_agrees_with_numba(smollm2):
+    from gguflite.runtime import load
+
+    ids = [1, 504, 3458, 314, 253, 2388, 28, 1344, 314, 6431, 30]
+
+    def greedy(model, n):
+        out: list[int] = []
+        for _ in range(n):
+            out.append(int(np.argmax(model.eval(ids + out))))
+        return out
+
+    with load(default_model_path(), backend="torch", device="cpu", n_ctx=128) as tm:
+        a, b = smollm2.logits(ids), tm.logits(ids)
+        assert (a.argmax(1) == b.argmax(1)).all()
+        assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+        assert greedy(smollm2, 8) == greedy(tm, 8)
 
 
 # -- errors -------------------------------------------------------------------------------

@@ -125,6 +125,29 @@ def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _parse_template_kwargs(ctx: click.Context, param: click.Parameter,
+                           value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    import json
+
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter('must be a JSON object, e.g. \'{"enable_thinking": false}\'')
+    return parsed
+
+
+# Extra chat template variables, as llama.cpp's --chat-template-kwargs (llama-server / llama-cli).
+chat_template_kwargs_option = click.option(
+    "--chat-template-kwargs", "chat_template_kwargs", default=None,
+    callback=_parse_template_kwargs, metavar="JSON",
+    help='Extra chat template variables as a JSON object, e.g. \'{"enable_thinking": false}\' '
+         "(Qwen 3).")
+
+
 def backend_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     return {"backend": kw["backend"], "device": kw["device"], "dtype": kw["dtype"],
             "compile": kw["compile_"], "kv_type": kw["kv_type"]}
@@ -192,10 +215,11 @@ class CompileTimer:
                    "(default when the file has one), or feed it as raw text.")
 @click.option("--system", default=None, callback=utf8_option,
               help="System message (with the chat template).")
+@chat_template_kwargs_option
 @sampling_options
 @backend_options
 def run(file: str | None, prompt: str, use_template: bool | None, system: str | None,
-        **kw: Any) -> None:
+        chat_template_kwargs: dict[str, Any] | None, **kw: Any) -> None:
     """Generate a continuation of PROMPT with FILE (default: the embedded SmolLM2 model).
 
     Exit codes: 0 done; 1 the file cannot be run or the prompt does not fit; 2 usage error.
@@ -206,10 +230,12 @@ def run(file: str | None, prompt: str, use_template: bool | None, system: str | 
     if use_template:
         messages = ([{"role": "system", "content": system}] if system else [])
         messages.append({"role": "user", "content": prompt})
-        pieces = model.chat(messages, stream=True, **sampling_kwargs(kw))
+        pieces = model.chat(messages, stream=True, chat_template_kwargs=chat_template_kwargs,
+                            **sampling_kwargs(kw))
     else:
-        if system:
-            raise click.UsageError("--system needs the chat template (drop --raw)")
+        if system or chat_template_kwargs:
+            raise click.UsageError("--system and --chat-template-kwargs need the chat template "
+                                   "(drop --raw)")
         pieces = model.generate(prompt, stream=True, **sampling_kwargs(kw))
     with CompileTimer() as compiling:
         for piece in pieces:
