@@ -21,6 +21,7 @@ ARGS = {
     "perplexity": ["--text", "{text}"],
     "imatrix": ["--text", "{text}", "-o", "{out}"],
     "bench": ["-p", "4", "-n", "2", "-r", "1"],
+    "serve": ["--port", "0"],  # fails while loading, before it binds
 }
 
 
