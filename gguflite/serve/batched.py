@@ -14,7 +14,9 @@ every slot in the step, through ``SlotOps``: the runtime's own ops (each slot ba
   (each weight dequantized once), the rows padded to at least ``BLAS_MIN_TOKENS`` so every
   prompt takes the same (dequantize + BLAS) path alone or beside others;
 - ``attention`` splits the rows by slot: each segment attends over its own slot's KV cache at
-  its own positions (the slot backend's ``NumbaOps.attention``).
+  its own positions (the slot backend's ``NumbaOps.attention``);
+- a step with one sequence takes the runtime's fused one-call step, which the per-op graph
+  equals (the runtime's tests) up to how a fresh Numba compile contracts multiply-adds.
 
 The graph is the family's (one description, no copy); weights the mat-vec kernels cannot walk
 (KM, the dense fallback) take their own ``matvec`` row by row, which is still the same per row
@@ -173,6 +175,11 @@ class BatchedSlots(SequentialSlots):
         forward(ops, self.weights, self.hp, np.concatenate(ids), 0, all_logits=False)
 
     def decode(self, slots: Sequence[int], ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        if len(slots) == 1 and self.backends[slots[0]].fused:
+            # one sequence: the runtime's fused step, the same row kernels in one Numba call
+            # (equal to the per-op graph, which the batched rows reproduce; test_server_batching)
+            be = self.backends[slots[0]]
+            return be.forward(np.asarray(ids, np.int64), int(positions[0]))[None, :]
         segments = []
         for i, (slot, pos) in enumerate(zip(slots, positions, strict=True)):
             self._reserve(slot, int(pos) + 1)
