@@ -139,14 +139,16 @@ def _store_kv(k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin: np.ndarray,
     for i in range(k.shape[0]):
         for g in range(k.shape[1]):
             _rope_head(k[i, g], cos[pos0 + i], sin[pos0 + i])
-            k_cache[g, pos0 + i, :] = k[i, g]
-            v_cache[g, pos0 + i, :] = v[i, g]
+            for d in range(k.shape[2]):  # element loops: a slice assignment would compile
+                k_cache[g, pos0 + i, d] = k[i, g, d]  # Numba's shape-mismatch message
+                v_cache[g, pos0 + i, d] = v[i, g, d]  # formatting (seconds at first run)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _attend_parallel(q, cos, sin, k_cache, v_cache, pos0, kq_scale, out, scores) -> None:
-    for h in prange(q.shape[1]):
-        _attend_head(h, q, cos, sin, k_cache, v_cache, pos0, kq_scale, out, scores)
+    for h in prange(q.shape[1]):  # h is unsigned in a prange: cast, to share attention's
+        _attend_head(np.int64(h), q, cos, sin, k_cache, v_cache, pos0, kq_scale, out,
+                     scores)  # compiled (int64) _attend_head instead of a second one
 
 
 # Multiply-adds below which attention runs on the calling thread: starting a parallel region
