@@ -324,7 +324,7 @@ class LlamaNumba:
                         p.out_norm, eps, self.cos, self.sin, self.k_cache, self.v_cache, pos0,
                         hp.kq_scale, xb[0], q, k, v, att, gate[0], up[0], hb[0], delta[0],
                         self.logits[0], self.scores, p.s_dim, p.s_q, p.s_hidden, p.empty_w,
-                        p.empty_y)
+                        p.empty_y, p.kset)
             return self.logits[:1] if all_logits else self.logits[0]
         for layer, blk in enumerate(w.blocks):
             if layer == 0:

@@ -32,7 +32,7 @@ from .kernels import dispatch
 N_PER_BLOCK = 7
 
 # sha256 of the text of the inlined modules; recompute with sources_fingerprint().
-SOURCES_FINGERPRINT = "0a6719275db07cf9"
+SOURCES_FINGERPRINT = "5ee900633ad92dad"
 INLINED_FILES = ("kernels/dispatch.py", "ops.py")
 
 
@@ -49,39 +49,39 @@ def sources_fingerprint() -> str:
 
 @njit(cache=True)
 def _matvec(kind: int, w: np.ndarray, row_bytes: int, x: np.ndarray, y: np.ndarray,
-            scratch: np.ndarray) -> None:
+            scratch: np.ndarray, kset: Any) -> None:
     """y (rows,) = W x (n,) for one weight."""
-    dispatch.matvec_one(kind, w, y, row_bytes, x, scratch)
+    dispatch.matvec_one(kind, w, y, row_bytes, x, scratch, kset)
 
 
 @njit(cache=True)
-def _matvec2(ws, kinds, row_bytes, i, x, y0, y1, scratch, empty_w, empty_y) -> None:
+def _matvec2(ws, kinds, row_bytes, i, x, y0, y1, scratch, empty_w, empty_y, kset) -> None:
     """y0 = W_i x, y1 = W_{i+1} x: one parallel region when the two share a type."""
     if kinds[i] == kinds[i + 1] and row_bytes[i] == row_bytes[i + 1]:
         dispatch.matvec_group(kinds[i], (ws[i], ws[i + 1], empty_w, empty_w),
-                              (y0, y1, empty_y, empty_y), row_bytes[i], x, scratch)
+                              (y0, y1, empty_y, empty_y), row_bytes[i], x, scratch, kset)
     else:
-        _matvec(kinds[i], ws[i], row_bytes[i], x, y0, scratch)
-        _matvec(kinds[i + 1], ws[i + 1], row_bytes[i + 1], x, y1, scratch)
+        _matvec(kinds[i], ws[i], row_bytes[i], x, y0, scratch, kset)
+        _matvec(kinds[i + 1], ws[i + 1], row_bytes[i + 1], x, y1, scratch, kset)
 
 
 @njit(cache=True)
 def _matvec3(ws, kinds, row_bytes, i, x, y0, y1, y2, scratch, empty_w,
-             empty_y) -> None:
+             empty_y, kset) -> None:
     """y0, y1, y2 = W_i x, W_{i+1} x, W_{i+2} x (q, k, v)."""
     if (kinds[i] == kinds[i + 1] == kinds[i + 2]
             and row_bytes[i] == row_bytes[i + 1] == row_bytes[i + 2]):
         dispatch.matvec_group(kinds[i], (ws[i], ws[i + 1], ws[i + 2], empty_w),
-                              (y0, y1, y2, empty_y), row_bytes[i], x, scratch)
+                              (y0, y1, y2, empty_y), row_bytes[i], x, scratch, kset)
     else:
-        _matvec2(ws, kinds, row_bytes, i, x, y0, y1, scratch, empty_w, empty_y)
-        _matvec(kinds[i + 2], ws[i + 2], row_bytes[i + 2], x, y2, scratch)
+        _matvec2(ws, kinds, row_bytes, i, x, y0, y1, scratch, empty_w, empty_y, kset)
+        _matvec(kinds[i + 2], ws[i + 2], row_bytes[i + 2], x, y2, scratch, kset)
 
 
 @njit(cache=True)
 def decode_step(x, ws, kinds, row_bytes, attn_norm, ffn_norm, out_norm, eps, cos, sin,
                 k_cache, v_cache, pos, kq_scale, xb, q, k, v, att, gate, up, hb, delta,
-                logits, scores, s_dim, s_q, s_hidden, empty_w, empty_y) -> None:
+                logits, scores, s_dim, s_q, s_hidden, empty_w, empty_y, kset) -> None:
     """Run the embedded token x through every block and the output head.
 
     Parameters
@@ -101,6 +101,8 @@ def decode_step(x, ws, kinds, row_bytes, attn_norm, ffn_norm, out_norm, eps, cos
         Buffers, all f32.
     s_dim, s_q, s_hidden : uint8
         Activation scratch for inputs of width dim, q_dim and hidden.
+    kset : dispatch.Kinds
+        The set of ``kinds``: only their kernels are compiled into the step.
     """
     n_layer = attn_norm.shape[0]
     q1 = q.reshape(q.size)  # (q_dim,) views of the attention buffers
@@ -110,23 +112,23 @@ def decode_step(x, ws, kinds, row_bytes, attn_norm, ffn_norm, out_norm, eps, cos
     for layer in range(n_layer):
         i = N_PER_BLOCK * layer
         ops._rmsnorm_row(x, attn_norm[layer], eps, xb)  # (dim,)
-        _matvec3(ws, kinds, row_bytes, i, xb, q1, k1, v1, s_dim, empty_w, empty_y)
+        _matvec3(ws, kinds, row_bytes, i, xb, q1, k1, v1, s_dim, empty_w, empty_y, kset)
         ops.attention(q, k, v, cos, sin, k_cache[layer], v_cache[layer], pos, kq_scale, att,
                       scores)  # (1, q_dim)
-        _matvec(kinds[i + 3], ws[i + 3], row_bytes[i + 3], att1, delta, s_q)
+        _matvec(kinds[i + 3], ws[i + 3], row_bytes[i + 3], att1, delta, s_q, kset)
         for j in range(x.shape[0]):
             x[j] += delta[j]
         ops._rmsnorm_row(x, ffn_norm[layer], eps, xb)
-        _matvec2(ws, kinds, row_bytes, i + 4, xb, gate, up, s_dim, empty_w, empty_y)
+        _matvec2(ws, kinds, row_bytes, i + 4, xb, gate, up, s_dim, empty_w, empty_y, kset)
         for j in range(gate.shape[0]):  # silu(gate) * up
             g = gate[j]
             hb[j] = g / (np.float32(1.0) + np.exp(-g)) * up[j]
-        _matvec(kinds[i + 6], ws[i + 6], row_bytes[i + 6], hb, delta, s_hidden)
+        _matvec(kinds[i + 6], ws[i + 6], row_bytes[i + 6], hb, delta, s_hidden, kset)
         for j in range(x.shape[0]):
             x[j] += delta[j]
     ops._rmsnorm_row(x, out_norm, eps, xb)
     o = N_PER_BLOCK * n_layer
-    _matvec(kinds[o], ws[o], row_bytes[o], xb, logits, s_dim)
+    _matvec(kinds[o], ws[o], row_bytes[o], xb, logits, s_dim, kset)
 
 
 class DecodePlan:
@@ -140,6 +142,7 @@ class DecodePlan:
         for lin in lins:
             self.ws.append(lin._w)  # flat read-only uint8 view of the mapped weight
         self.kinds = np.array([lin.kind for lin in lins], np.int64)
+        self.kset = dispatch.kinds_of(*self.kinds.tolist())  # the kernels to compile
         self.row_bytes = np.array([lin.row_bytes for lin in lins], np.int64)
         self.attn_norm = attn_norm  # (n_layer, dim)
         self.ffn_norm = ffn_norm  # (n_layer, dim)
