@@ -254,10 +254,23 @@ class Linear:
         return out
 
 
+def share_kinds(linears: Sequence[Linear]) -> dispatch.Kinds:
+    """Make every Linear of a model compile (and call) its drivers for the union of their
+    kinds, so the drivers are compiled once per model, not once per type, and the fused
+    decode step (which switches over all of them) reuses the same compiled code. Returns that
+    set, for ``get_rows(..., kinds=)`` and the decode step."""
+    kinds = dispatch.kinds_of(*(lin.kind for lin in linears))
+    for lin in linears:
+        lin._kinds = kinds
+    return kinds
+
+
 def get_rows(data: np.ndarray, ggml_type: int | str | GGMLType, shape: Sequence[int],
-             ids: np.ndarray, *, name: str = "token_embd.weight") -> np.ndarray:
+             ids: np.ndarray, *, name: str = "token_embd.weight",
+             kinds: dispatch.Kinds | None = None) -> np.ndarray:
     """Rows ``ids`` of a (vocab, dim) weight as float32 (n, dim), bit-exact with ggml.
 
+    ``kinds``: the kind set to compile the gather for (share_kinds); default this type alone.
     Raises ModelError for an id outside [0, vocab).
     """
     t = _as_type(ggml_type, name)
@@ -273,8 +286,9 @@ def get_rows(data: np.ndarray, ggml_type: int | str | GGMLType, shape: Sequence[
     out = np.empty((ids.size, shape[1]), np.float32)
     if ids.size:
         ensure_threading_layer()
-        dispatch.dequant_rows(int(t), flat, row_bytes, shape[1], ids, 0, out,
-                              dispatch.kinds_of(int(t)))
+        if kinds is None or int(t) not in kinds.ids:
+            kinds = dispatch.kinds_of(int(t))
+        dispatch.dequant_rows(int(t), flat, row_bytes, shape[1], ids, 0, out, kinds)
     return out
 
 
