@@ -198,15 +198,16 @@ class LlamaWeights:
 
 
 def embed_rows(table: Any, ggml_type: GGMLType | None, ids: np.ndarray,
-               out: np.ndarray) -> None:
-    """Rows ``ids`` (n,) of the embedding table, decoded into out (n, dim) float32."""
+               out: np.ndarray, kinds: Any = None) -> None:
+    """Rows ``ids`` (n,) of the embedding table, decoded into out (n, dim) float32
+    (``kinds``: the model's kernel kind set, kernels.share_kinds)."""
     k = _kernels()
     dim = out.shape[1]
     if ggml_type is None:  # a KM table (KMLinear)
         out[:] = table.rows(ids)
         return
     if k is not None and ggml_type in k.NATIVE_TYPES:
-        out[:] = k.get_rows(table, ggml_type, (table.shape[0], dim), ids)
+        out[:] = k.get_rows(table, ggml_type, (table.shape[0], dim), ids, kinds=kinds)
         return
     rows = np.ascontiguousarray(table[ids])  # (n, dim) typed or (n, row_bytes) uint8
     if ggml_type == GGMLType.F32:
@@ -237,6 +238,11 @@ class LlamaNumba:
         self.n_ctx = n_ctx
         self.n_batch = n_batch
         self.w = LlamaWeights.load(f, hp)
+        k = _kernels()  # one kernel kind set for the whole model: each driver compiles once
+        self.kset = None if k is None else k.share_kinds(
+            [lin for b in self.w.blocks for lin in (b.wq, b.wk, b.wv, b.wo, b.w_gate, b.w_up,
+                                                    b.w_down, self.w.output)
+             if isinstance(lin, k.Linear)])
         self.cos, self.sin = ops.rope_tables(n_ctx, hp.head_dim, hp.rope_theta,
                                              hp.rope_freq_scale, self.w.rope_freq_factors)
         nb, f32 = n_batch, np.float32
@@ -315,7 +321,7 @@ class LlamaNumba:
         q, k, v = self.q[:n], self.k[:n], self.v[:n]  # (n, heads, hd)
         q2, k2, v2 = (a.reshape(n, -1) for a in (q, k, v))  # (n, q_dim), (n, kv_dim) x2
         att, gate, up, hb = self.att[:n], self.gate[:n], self.up[:n], self.hb[:n]
-        embed_rows(w.tok_embd, w.tok_embd_type, ids, x)  # (n, dim)
+        embed_rows(w.tok_embd, w.tok_embd_type, ids, x, self.kset)  # (n, dim)
         tick("embed")
         decode = n == 1
         if decode and self.plan is not None and not timed:
