@@ -37,3 +37,33 @@ def test_stats_line_mentions_compilation_only_when_it_happened():
     assert "compilation" in runner.invoke(show, ["--c", "12.5"]).output
     assert "12.5 s" in runner.invoke(show, ["--c", "12.5"]).output
     assert "compilation" not in runner.invoke(show, ["--c", "0.0"]).output
+
+
+def test_notice_goes_to_stderr_once_and_only_when_compiling(capsys, monkeypatch):
+    import gguflite.cli.run as run_cli
+
+    monkeypatch.setattr(run_cli, "_noticed", False)
+
+    @njit(cache=False)
+    def warm(x):
+        return x + 1
+
+    warm(1)
+    with CompileTimer(notify=True):
+        warm(2)  # compiled already: silent
+    assert capsys.readouterr().err == ""
+
+    @njit(cache=False)
+    def cold_a(x):
+        return x + 2
+
+    @njit(cache=False)
+    def cold_b(x):
+        return x + 3
+
+    with CompileTimer(notify=True) as t:
+        cold_a(1)
+    with CompileTimer(notify=True):
+        cold_b(1)
+    err = capsys.readouterr().err
+    assert err.count(CompileTimer.NOTICE) == 1 and t.count == 1
