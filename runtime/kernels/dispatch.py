@@ -355,9 +355,10 @@ def _prepare_for(kind, x, scratch, kinds):
     return prepare
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(cache=True)
 def matvec_one(kind, w, y, row_bytes, x, scratch, kinds=ALL_KINDS):
-    """y = W @ x, one parallel region over chunks of rows.
+    """y = W @ x, one parallel region over chunks of rows: matvec_group with one weight (the
+    same region and row chunks, and one parallel function less to compile).
 
     Parameters
     ----------
@@ -368,13 +369,10 @@ def matvec_one(kind, w, y, row_bytes, x, scratch, kinds=ALL_KINDS):
     scratch : (scratch_bytes(n),) uint8 buffer for the quantized activation
     kinds : Kinds holding ``kind``: the kernels compiled into this call (kinds_of)
     """
-    n = x.size
-    xq, xd, xsd = _prepare(kind, x, scratch, kinds)
-    rows = y.size
-    chunk = matvec_chunk(rows)
-    for c in prange((rows + chunk - 1) // chunk):
-        lo = c * chunk
-        rows_dot(kind, w, row_bytes, n, lo, min(lo + chunk, rows), y, x, xq, xd, xsd, kinds)
+    no_w = w[:0]  # empty slots of the types of w and y: matvec_group's one signature
+    no_y = y[:0]
+    matvec_group(kind, (w, no_w, no_w, no_w), (y, no_y, no_y, no_y), row_bytes, x, scratch,
+                 kinds)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
