@@ -13,8 +13,9 @@
   the default top-k 40 / min-p 0.05, once with both off) against the raw decode loop (one
   ``backend.forward`` per token, no sampling) and against llama-cpp-python's
   ``create_completion`` with the same sampling, on the default model requantized to Q8_0
-  (bench_runtime.make_files). Generation time = wall time of the call minus its prefill;
-  tokens/s = generated tokens / that time (n samples and n - 1 forward passes, in both).
+  (bench_runtime.make_files). Both stream; the rate is (pieces - 1) / (time of the last piece
+  - time of the first), so the prefill is left out and each counted piece is one forward pass,
+  one sampling and one detokenization, in both engines.
 """
 
 from __future__ import annotations
@@ -139,11 +140,8 @@ def worker_main(engine: str, path: Path, threads: int) -> None:
 
         def gen(n: int, seed: int, cfg: dict) -> dict:
             model.reset()
-            t0 = time.perf_counter()
-            model.generate(GEN_PROMPT, max_tokens=n, seed=seed, stream=False, **cfg)
-            total = time.perf_counter() - t0
-            st = model.last_stats
-            return {"n": st.n_generated, "seconds": total - st.prefill_seconds}
+            return _pieces_per_second(model.generate(GEN_PROMPT, max_tokens=n, seed=seed,
+                                                     stream=True, **cfg))
     else:
         import llama_cpp
         from bench_runtime import time_llama_cpp
@@ -157,13 +155,10 @@ def worker_main(engine: str, path: Path, threads: int) -> None:
         def gen(n: int, seed: int, cfg: dict) -> dict:
             llm.reset()
             llm._ctx.kv_cache_clear()
-            llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
-            t0 = time.perf_counter()
-            out = llm.create_completion(GEN_PROMPT, max_tokens=n, seed=seed, repeat_penalty=1.0,
-                                        **cfg)
-            total = time.perf_counter() - t0
-            prefill = llama_cpp.llama_perf_context(llm._ctx.ctx).t_p_eval_ms / 1e3
-            return {"n": out["usage"]["completion_tokens"], "seconds": total - prefill}
+            return _pieces_per_second(
+                chunk["choices"][0]["text"]
+                for chunk in llm.create_completion(GEN_PROMPT, max_tokens=n, seed=seed,
+                                                   repeat_penalty=1.0, stream=True, **cfg))
 
     print(json.dumps({}), flush=True)
     for line in sys.stdin:
@@ -173,6 +168,13 @@ def worker_main(engine: str, path: Path, threads: int) -> None:
         else:
             out = gen(int(n), int(seed), CONFIGS[rest[0].strip()])
         print(json.dumps(out), flush=True)
+
+
+def _pieces_per_second(pieces) -> dict:
+    """Pieces streamed after the first one, and the seconds from the first to the last: the
+    generation rate without the prefill (one piece per token, in both engines)."""
+    times = [time.perf_counter() for piece in pieces if piece]
+    return {"n": len(times) - 1, "seconds": times[-1] - times[0]}
 
 
 class Worker:
@@ -267,7 +269,8 @@ def report(s: dict, u: dict, threads: int) -> str:
     lines += [
         "## Decode through `generate()` vs the raw loop vs llama-cpp-python (Q8_0 file)",
         "",
-        "tokens/s, medians; generate = sampling + detokenizing + forward, prefill excluded.",
+        "tokens/s, medians; generate = forward + sampling + detokenizing per streamed token, "
+        "prefill excluded.",
         "",
         "| path | gguflite | llama.cpp | gguflite / llama.cpp | gguflite / its raw loop |",
         "|---|---|---|---|---|",

@@ -124,7 +124,7 @@ def test_a_linear_compiles_only_its_own_kernels():
     f32_only = dispatch.kinds_of(int(GGMLType.F32))
     assert f32_only._numba_type_ in {sig[-1] for sig in dispatch.matvec_one.signatures}
     y = np.empty(4, np.float32)
-    with pytest.raises(ValueError, match="outside the driver's Kinds"):
+    with pytest.raises(ValueError, match="kind outside the driver.s Kinds set"):
         dispatch.matvec_one(int(GGMLType.F16), lin._w, y, lin.row_bytes, x, lin._scratch,
                             f32_only)
     with pytest.raises(ValueError, match="no row kernel"):

@@ -137,6 +137,27 @@ def _kinds_type(kinds) -> KindsType | None:
     return kinds if isinstance(kinds, KindsType) else None
 
 
+def _in_kinds(kind, kinds):
+    """True when ``kind`` is in ``kinds``; compiled from _in_kinds_for."""
+    raise NotImplementedError("only callable from compiled code")
+
+
+@overload(_in_kinds)
+def _in_kinds_for(kind, kinds):
+    kt = _kinds_type(kinds)
+    if kt is None:
+        return None
+    ids = tuple(k for i, k in enumerate(ALL_KIND_IDS) if kt.mask >> i & 1)
+
+    def impl(kind, kinds):
+        for k in ids:
+            if kind == k:
+                return True
+        return False
+
+    return impl
+
+
 @njit(cache=True)
 def is_float(kind):
     return kind == F32 or kind == F16 or kind == BF16
@@ -388,6 +409,8 @@ def matvec_group(kind, ws, ys, row_bytes, x, scratch, kinds=ALL_KINDS):
     scratch : (scratch_bytes(n),) uint8 buffer for the quantized activation
     kinds : Kinds holding ``kind`` (see matvec_one)
     """
+    if not _in_kinds(kind, kinds):  # checked here: an exception inside prange is garbled
+        raise ValueError("matvec_group: kind outside the driver's Kinds set")
     n = x.size
     xq, xd, xsd = _prepare(kind, x, scratch, kinds)
     n0 = ys[0].size
@@ -414,6 +437,8 @@ def dequant_rows(kind, w, row_bytes, n, ids, first, dst, kinds=ALL_KINDS):
     dst : (count, n) float32, C-contiguous
     kinds : Kinds holding ``kind`` (see matvec_one)
     """
+    if not _in_kinds(kind, kinds):
+        raise ValueError("dequant_rows: kind outside the driver's Kinds set")
     flat = dst.reshape(-1)
     count = dst.shape[0]
     for c in prange((count + CHUNK_ROWS - 1) // CHUNK_ROWS):
