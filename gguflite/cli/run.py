@@ -8,8 +8,9 @@ Timings (prefill and decode tokens/s) go to stderr at the end.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,33 @@ def load_model(file: str | None, kw: dict[str, Any]):  # -> Model
 
     if kw.get("use_default") and file:
         raise click.UsageError("give FILE or --default, not both")
-    return load(Path(file) if file else None, threads=kw["threads"], n_ctx=kw["n_ctx"],
-                **backend_kwargs(kw))
+    with _small_pages():
+        return load(Path(file) if file else None, threads=kw["threads"], n_ctx=kw["n_ctx"],
+                    **backend_kwargs(kw))
+
+
+@contextlib.contextmanager
+def _small_pages() -> Iterator[None]:
+    """Allocate without NumPy's transparent-huge-page hint.
+
+    NumPy asks the kernel for 2 MB pages on every large array (madvise). The KV cache is
+    written one row per layer and head at a time, so each first write faulted in a whole
+    2 MB page: at the default context of 4096 the f32 cache of SmolLM2 became resident on the
+    first token (peak RSS 490 MB instead of 316 MB, benchmarks/results/startup.md). With
+    4 kB pages only the rows written are. (A private NumPy switch; skipped if it is gone.)
+    """
+    import numpy as np
+
+    switch = getattr(getattr(getattr(np, "_core", None), "multiarray", None),
+                     "_set_madvise_hugepage", None)
+    if switch is None:
+        yield
+        return
+    before = switch(False)
+    try:
+        yield
+    finally:
+        switch(before)
 
 
 def print_stats(stats: Any, compile_seconds: float = 0.0) -> None:
