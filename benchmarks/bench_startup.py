@@ -1,7 +1,7 @@
 """Start-up, the generation path users run, and peak memory: gguflite vs llama.cpp
 (llama-cpp-python), each engine in its own process, ratios from the same run.
 
-    python benchmarks/bench_startup.py [--reps 3] [--threads 2] [--out benchmarks/results/startup.md]
+    python benchmarks/bench_startup.py [--reps 5] [--threads 1] [--out FILE.md]
 
 - cold: ``gguflite run`` on the default model (chat template, 16 tokens, seed 0) from an empty
   Numba cache directory (NUMBA_CACHE_DIR = a new temporary directory), process start to exit,
@@ -281,6 +281,19 @@ def report(s: dict, u: dict, threads: int) -> str:
         g, r = u[f"gguflite generate {c}"], u[f"llama.cpp generate {c}"]
         lines.append(f"| generate {c} | {g:.1f} | {r:.1f} | {g / r:.2f}x | "
                      f"{g / u['gguflite raw']:.2f}x |")
+    a = u["all"]
+
+    def per_rep(num: str, den: str) -> str:  # ratios of runs made back to back, robust to drift
+        ratios = sorted(x / y for x, y in zip(a[num], a[den], strict=True))
+        return f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+    lines += ["", "The same, as the median (range) of per-repetition ratios:", "",
+              "| path | gguflite / llama.cpp | gguflite / its raw loop |", "|---|---|---|",
+              f"| raw decode loop | {per_rep('gguflite raw', 'llama.cpp raw')} | 1.00x |"]
+    for c in CONFIGS:
+        lines.append(f"| generate {c} | "
+                     f"{per_rep(f'gguflite generate {c}', f'llama.cpp generate {c}')} | "
+                     f"{per_rep(f'gguflite generate {c}', 'gguflite raw')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -292,10 +305,15 @@ def main() -> None:
     ap.add_argument("--n-gen", type=int, default=64)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "gguflite-bench")
     ap.add_argument("--skip-startup", action="store_true")
+    ap.add_argument("--from-json", type=Path, help="rewrite --out from a saved JSON")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "startup.md")
     a = ap.parse_args()
     if a.worker:
         worker_main(a.worker[0], Path(a.worker[1]), a.threads)
+        return
+    if a.from_json:
+        saved = json.loads(a.from_json.read_text())
+        a.out.write_text(report(saved["startup"], saved["user_path"], a.threads))
         return
     from bench_runtime import make_files
 

@@ -12,8 +12,14 @@ from typing import Any
 
 import click
 
-from .run import (CompileTimer, backend_options, load_model, print_stats, sampling_kwargs,
-                  sampling_options)
+from .run import (
+    CompileTimer,
+    backend_options,
+    load_model,
+    print_stats,
+    sampling_kwargs,
+    sampling_options,
+)
 
 
 @click.command("chat")
