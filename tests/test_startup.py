@@ -129,3 +129,22 @@ def test_a_linear_compiles_only_its_own_kernels():
                             f32_only)
     with pytest.raises(ValueError, match="no row kernel"):
         dispatch.kinds_of(77)
+
+
+def test_no_writable_cache_place_means_a_temporary_one(tmp_path):
+    """Numba raises at import when it can cache nowhere; gguflite then gives it a private
+    temporary directory (and leaves it alone when any usual place is writable)."""
+    from numba.core import config
+
+    from gguflite._numba_cache import ensure_writable_cache
+
+    (tmp_path / "a-file").write_text("")
+    nowhere = [tmp_path / "a-file" / "cache", tmp_path / "a-file" / "pycache"]  # cannot exist
+    before = config.CACHE_DIR
+    try:
+        assert ensure_writable_cache([nowhere[0], tmp_path / "ok"]) is None
+        assert config.CACHE_DIR == before
+        tmp = ensure_writable_cache(nowhere)
+        assert tmp is not None and config.CACHE_DIR == str(tmp) and tmp.is_dir()
+    finally:
+        config.CACHE_DIR = before
