@@ -57,13 +57,15 @@ def test_notice_goes_to_stderr_once_and_only_when_compiling(capsys, monkeypatch)
     def cold_a(x):
         return x + 2
 
-    @njit(cache=False)
-    def cold_b(x):
-        return x + 3
-
     with CompileTimer(notify=True) as t:
-        cold_a(1)
+        cold_a(1)  # not gguflite's: compiles silently (Numba's typed List does, every run)
+    assert capsys.readouterr().err == "" and t.count == 1
+
+    cold_b = njit(cache=False)(lambda x: x + 3)
+    cold_c = njit(cache=False)(lambda x: x + 4)
+    cold_b.py_func.__module__ = cold_c.py_func.__module__ = "gguflite.runtime.kernels.fake"
     with CompileTimer(notify=True):
         cold_b(1)
-    err = capsys.readouterr().err
-    assert err.count(CompileTimer.NOTICE) == 1 and t.count == 1
+    with CompileTimer(notify=True):
+        cold_c(1)
+    assert capsys.readouterr().err.count(CompileTimer.NOTICE) == 1

@@ -172,13 +172,16 @@ _noticed = False  # the notice is printed once per process
 
 
 def _notice_listener(text: str) -> Any:
-    """A numba event listener that prints ``text`` to stderr when a compilation starts."""
+    """A numba event listener that prints ``text`` to stderr when one of gguflite's own
+    (cached) functions starts compiling; Numba's internals that compile in every process
+    (typed containers) stay silent."""
     from numba.core import event
 
     class Notice(event.Listener):
         def on_start(self, ev: Any) -> None:
             global _noticed
-            if not _noticed:
+            func = getattr(ev.data.get("dispatcher"), "py_func", None)
+            if not _noticed and getattr(func, "__module__", "").startswith("gguflite."):
                 _noticed = True
                 click.echo(text, err=True)
 
