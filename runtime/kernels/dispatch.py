@@ -18,6 +18,8 @@ activation vector) puts all its rows in the same region.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from numba import config, njit, prange, types
 from numba.core.imputils import lower_constant
@@ -119,11 +121,19 @@ _KINDS: dict[frozenset[int], Kinds] = {}
 
 
 def kinds_of(*kinds: int) -> Kinds:
-    """The (shared) :class:`Kinds` object of a set of kind ids."""
+    """The (shared) :class:`Kinds` object of a set of kind ids.
+
+    With ``GGUFLITE_KERNEL_KINDS=all`` in the environment every set is widened to ALL_KINDS:
+    each driver is then compiled once for everything, which is cheaper for a process that
+    meets many types (the test suite: 28 s of CPU for all 15 ggml types at once, 71 s one type
+    at a time) and dearer for one that meets a few (a first ``gguflite run``).
+    """
     key = frozenset(int(k) for k in kinds)
     found = _KINDS.get(key)
     if found is None:
         found = _KINDS[key] = Kinds(key)
+    if os.environ.get("GGUFLITE_KERNEL_KINDS") == "all" and "ALL_KINDS" in globals():
+        return ALL_KINDS
     return found
 
 
