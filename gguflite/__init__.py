@@ -6,8 +6,12 @@ writer), the codecs in ``gguflite.quants``, the validator in ``gguflite.validate
 
 from __future__ import annotations
 
-from .constants import GGMLType, GGUFValueType
-from .errors import (
+from ._numba_cache import ensure_writable_cache
+
+ensure_writable_cache()  # before the first Numba function with cache=True is defined
+
+from .constants import GGMLType, GGUFValueType  # noqa: E402
+from .errors import (  # noqa: E402
     ConversionError,
     FormatError,
     GGUFLiteError,
@@ -16,8 +20,8 @@ from .errors import (
     UnsupportedTypeError,
     WriterError,
 )
-from .reader import GGUFFile, TensorInfo, open
-from .writer import GGUFWriter
+from .reader import GGUFFile, TensorInfo, open  # noqa: E402
+from .writer import GGUFWriter  # noqa: E402
 
 __version__ = "0.1.0"
 

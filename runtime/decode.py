@@ -43,7 +43,7 @@ ATTN_NORM, FFN_NORM, POST_ATTN, POST_FFN, BQ, BK, BV, QNORM, KNORM = range(len(V
 NEOX, ACT, BIAS, QK_NORM, POST_NORMS = range(5)
 
 # sha256 of the text of the inlined modules; recompute with sources_fingerprint().
-SOURCES_FINGERPRINT = "098c128e3e87b07a"
+SOURCES_FINGERPRINT = "01d0a7807c1ee4c8"
 INLINED_FILES = ("kernels/dispatch.py", "kernels/pointers.py", "kv_cache.py", "ops.py")
 
 
@@ -64,13 +64,13 @@ def _w(addrs, sizes, i):
 
 
 @njit(cache=True)
-def _matvec(addrs, sizes, kinds, row_bytes, i, x, y, scratch) -> None:
+def _matvec(addrs, sizes, kinds, row_bytes, i, x, y, scratch, kset) -> None:
     """y (rows,) = W_i x (n,)."""
-    dispatch.matvec_one(kinds[i], _w(addrs, sizes, i), y, row_bytes[i], x, scratch)
+    dispatch.matvec_one(kinds[i], _w(addrs, sizes, i), y, row_bytes[i], x, scratch, kset)
 
 
 @njit(cache=True)
-def _matvec_n(addrs, sizes, kinds, row_bytes, i, count, x, y0, y1, y2, scratch) -> None:
+def _matvec_n(addrs, sizes, kinds, row_bytes, i, count, x, y0, y1, y2, scratch, kset) -> None:
     """y_j = W_{i+j} x for j < count (2 or 3): one parallel region when they share a type."""
     same = kinds[i] == kinds[i + 1] and row_bytes[i] == row_bytes[i + 1]
     if count == 3:
@@ -81,12 +81,13 @@ def _matvec_n(addrs, sizes, kinds, row_bytes, i, count, x, y0, y1, y2, scratch) 
         w2 = _w(addrs, sizes, i + 2) if count == 3 else empty_w
         dispatch.matvec_group(kinds[i], (_w(addrs, sizes, i), _w(addrs, sizes, i + 1), w2,
                                          empty_w), (y0, y1, y2 if count == 3 else empty_y,
-                                                    empty_y), row_bytes[i], x, scratch)
+                                                    empty_y), row_bytes[i], x, scratch,
+                              kset)
     else:
-        _matvec(addrs, sizes, kinds, row_bytes, i, x, y0, scratch)
-        _matvec(addrs, sizes, kinds, row_bytes, i + 1, x, y1, scratch)
+        _matvec(addrs, sizes, kinds, row_bytes, i, x, y0, scratch, kset)
+        _matvec(addrs, sizes, kinds, row_bytes, i + 1, x, y1, scratch, kset)
         if count == 3:
-            _matvec(addrs, sizes, kinds, row_bytes, i + 2, x, y2, scratch)
+            _matvec(addrs, sizes, kinds, row_bytes, i + 2, x, y2, scratch, kset)
 
 
 @njit(cache=True, fastmath=True)
@@ -108,7 +109,7 @@ def _add_bias(y, vecs, layer, off) -> None:
 def decode_step(x, addrs, sizes, kinds, row_bytes, vecs, voff, flags, layer_rope,
                 layer_window, out_norm, eps, cos, sin, k_cache, v_cache, pos, kq_scale,
                 buf_dim, q, k, v, att, gate, up, hb, logits, scores, s_dim, s_q,
-                s_hidden) -> None:
+                s_hidden, kset) -> None:
     """Run the embedded token x through every block and the output head.
 
     Parameters
@@ -130,6 +131,8 @@ def decode_step(x, addrs, sizes, kinds, row_bytes, vecs, voff, flags, layer_rope
         Buffers, all f32.
     s_dim, s_q, s_hidden : uint8
         Activation scratch for inputs of width dim, q_dim and hidden.
+    kset : dispatch.Kinds
+        The set of ``kinds``: only their kernels are compiled into the step.
     """
     n_layer = layer_rope.shape[0]
     dim = x.shape[0]
@@ -142,7 +145,7 @@ def decode_step(x, addrs, sizes, kinds, row_bytes, vecs, voff, flags, layer_rope
     for layer in range(n_layer):
         i = N_PER_BLOCK * layer
         ops._rmsnorm_row(x, vecs[layer, voff[ATTN_NORM]:voff[ATTN_NORM] + dim], eps, xb)
-        _matvec_n(addrs, sizes, kinds, row_bytes, i, 3, xb, q1, k1, v1, s_dim)
+        _matvec_n(addrs, sizes, kinds, row_bytes, i, 3, xb, q1, k1, v1, s_dim, kset)
         if flags[BIAS]:
             _add_bias(q1, vecs, layer, voff[BQ])
             _add_bias(k1, vecs, layer, voff[BK])
@@ -154,21 +157,21 @@ def decode_step(x, addrs, sizes, kinds, row_bytes, vecs, voff, flags, layer_rope
         ops.attention(q, k, v, cos[max(t, 0)], sin[max(t, 0)], t >= 0, flags[NEOX] != 0,
                       k_cache[layer], v_cache[layer], pos, kq_scale, layer_window[layer], att,
                       scores)  # (1, q_dim)
-        _matvec(addrs, sizes, kinds, row_bytes, i + 3, att1, delta, s_q)
+        _matvec(addrs, sizes, kinds, row_bytes, i + 3, att1, delta, s_q, kset)
         if flags[POST_NORMS]:
             ops._rmsnorm_row(delta, vecs[layer, voff[POST_ATTN]:voff[POST_ATTN] + dim], eps,
                              delta)
         for j in range(dim):
             x[j] += delta[j]
         ops._rmsnorm_row(x, vecs[layer, voff[FFN_NORM]:voff[FFN_NORM] + dim], eps, xb)
-        _matvec_n(addrs, sizes, kinds, row_bytes, i + 4, 2, xb, gate, up, up, s_dim)
+        _matvec_n(addrs, sizes, kinds, row_bytes, i + 4, 2, xb, gate, up, up, s_dim, kset)
         if flags[ACT] == 1:
             ops.gelu_tanh_glu(gate.reshape(1, gate.size), up.reshape(1, up.size),
                               hb.reshape(1, hb.size))
         else:
             ops.swiglu(gate.reshape(1, gate.size), up.reshape(1, up.size),
                        hb.reshape(1, hb.size))
-        _matvec(addrs, sizes, kinds, row_bytes, i + 6, hb, delta, s_hidden)
+        _matvec(addrs, sizes, kinds, row_bytes, i + 6, hb, delta, s_hidden, kset)
         if flags[POST_NORMS]:
             ops._rmsnorm_row(delta, vecs[layer, voff[POST_FFN]:voff[POST_FFN] + dim], eps,
                              delta)
@@ -176,7 +179,7 @@ def decode_step(x, addrs, sizes, kinds, row_bytes, vecs, voff, flags, layer_rope
             x[j] += delta[j]
     o = N_PER_BLOCK * n_layer
     ops._rmsnorm_row(x, out_norm, eps, xb)
-    _matvec(addrs, sizes, kinds, row_bytes, o, xb, logits, s_dim)
+    _matvec(addrs, sizes, kinds, row_bytes, o, xb, logits, s_dim, kset)
 
 
 class DecodePlan:
@@ -190,6 +193,7 @@ class DecodePlan:
         self.sizes = np.array([a.size for a in flat], np.int64)
         self.kinds = np.array([lin.kind for lin in self.linears], np.int64)
         self.row_bytes = np.array([lin.row_bytes for lin in self.linears], np.int64)
+        self.kset = self.linears[0]._kinds  # kernels.share_kinds gave every linear the set
         widths = {"attn_norm": hp.dim, "ffn_norm": hp.dim, "post_attn_norm": hp.dim,
                   "post_ffn_norm": hp.dim, "bq": hp.q_dim, "bk": hp.kv_dim, "bv": hp.kv_dim,
                   "q_norm": hp.head_dim, "k_norm": hp.head_dim}

@@ -93,6 +93,7 @@ class EmbeddingTable:
         else:
             self.data, self.type = f.array("token_embd.weight"), \
                 f.tensors["token_embd.weight"].type
+        self.kinds: Any = None  # the model's kernel kind set (kernels.share_kinds)
 
     def rows(self, ids: np.ndarray, out: np.ndarray) -> None:
         """Rows ``ids`` (n,) decoded into out (n, dim) float32."""
@@ -100,7 +101,8 @@ class EmbeddingTable:
         if self.type is None:
             out[:] = self.data.rows(ids)
         elif k is not None and self.type in k.NATIVE_TYPES:
-            out[:] = k.get_rows(self.data, self.type, (self.data.shape[0], self.dim), ids)
+            out[:] = k.get_rows(self.data, self.type, (self.data.shape[0], self.dim), ids,
+                                kinds=self.kinds)
         else:
             rows = np.ascontiguousarray(self.data[ids])  # (n, dim) typed or (n, row_bytes)
             if self.type == GGMLType.F32:
@@ -192,6 +194,12 @@ class NumbaBackend:
             f, fam, hp, n_ctx=n_ctx,
             linear=lambda name, rows, shape: make_linear(f, name, rows, shape),
             vector=lambda name: _vector(f, name), table=lambda name: EmbeddingTable(f, hp))
+        k = _kernels()  # one kernel kind set for the whole model: each driver compiles once
+        if k is not None:
+            self.w.tok_embd.kinds = k.share_kinds(
+                [lin for b in self.w.blocks for lin in (b.wq, b.wk, b.wv, b.wo, b.w_gate,
+                                                        b.w_up, b.w_down, self.w.output)
+                 if isinstance(lin, k.Linear)])
         self.cos, self.sin = rope_tables(hp, n_ctx, self.w.rope_factors)  # (2, n_ctx, r/2)
         self.kv = KVCache(hp.n_layer, hp.n_kv_head, hp.head_dim, n_ctx, kv_type)
         self.scores = np.zeros((hp.n_head, n_ctx), np.float32)  # attention scratch
@@ -255,5 +263,5 @@ def decode_step_call(be: NumbaBackend, token: int, pos: int) -> np.ndarray:
     decode_step(p.x, p.addrs, p.sizes, p.kinds, p.row_bytes, p.vecs, p.voff, p.flags,
                 p.layer_rope, p.layer_window, p.out_norm, be.hparams.norm_eps, be.cos, be.sin,
                 be.kv.k, be.kv.v, pos, be.hparams.kq_scale, p.buf_dim, p.q, p.k, p.v, p.att,
-                p.gate, p.up, p.hb, p.logits, be.scores, p.s_dim, p.s_q, p.s_hidden)
+                p.gate, p.up, p.hb, p.logits, be.scores, p.s_dim, p.s_q, p.s_hidden, p.kset)
     return p.logits.copy()

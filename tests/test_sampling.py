@@ -1,4 +1,5 @@
-"""runtime/sampling.py: each step of the llama.cpp chain on small hand-computed cases."""
+"""runtime/sampling.py: each step of the llama.cpp chain on small hand-computed cases, the
+partial selection against the sort-based definition, and the chain against llama.cpp's."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from gguflite.runtime.sampling import Sampler, StopStrings
+from gguflite.runtime.sampling import Sampler, StopStrings, top_ids
 
 OFF = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "temperature": 1.0}  # every filter disabled
 # probabilities 0.5, 0.3, 0.15, 0.05 as logits
@@ -214,3 +215,121 @@ def test_candidates_match_llama_cpp_sampler_chain():
         assert sorted(ids.tolist()) == sorted(ref), kw
         expected = [ref[i] for i in ids.tolist()]
         np.testing.assert_allclose(probs, expected, rtol=1e-5, err_msg=str(kw))
+
+
+# -- the partial selection is the sorted definition ----------------------------------------------
+def _sorted_candidates(s, logits, history):
+    """The module docstring's chain by one stable sort of the whole vocabulary.
+
+    Returns (ids most likely first, their logits float64, whether every token survived).
+    """
+    pen = s.apply_penalties(logits, history).astype(np.float64)  # (V,)
+    order = np.argsort(-pen, kind="stable")  # descending, ties by lower id
+    v = order.size
+    top_k_on = 0 < s.top_k < v
+    if top_k_on:
+        order = order[: s.top_k]
+    cand = pen[order]
+    if s.top_p < 1.0:
+        e = np.exp(cand - cand[0])
+        # the normaliser: over the top-k survivors in sorted order, else the vocabulary in id order
+        total = e.sum() if top_k_on else np.exp(pen - pen.max()).sum()
+        keep = int(np.searchsorted(np.cumsum(e / total), s.top_p, side="left")) + 1
+        order, cand = order[:keep], cand[:keep]
+    if s.min_p > 0.0:
+        keep = max(int(np.count_nonzero(cand >= cand[0] + math.log(s.min_p))), 1)
+        order, cand = order[:keep], cand[:keep]
+    return order, cand, order.size == v
+
+
+def _sorted_sample(s, rng, logits, history):
+    """Step 6 on _sorted_candidates: sorted order, or id order when every token survived."""
+    if s.temperature <= 0:
+        return int(np.argsort(-s.apply_penalties(logits, history), kind="stable")[0])
+    ids, cand, everything = _sorted_candidates(s, logits, history)
+    if everything:
+        pen = s.apply_penalties(logits, history).astype(np.float64)
+        ids, cand = np.arange(pen.size), pen
+    if ids.size == 1:
+        return int(ids[0])
+    z = cand / s.temperature
+    probs = np.exp(z - z.max())
+    probs /= probs.sum()
+    i = int(np.searchsorted(np.cumsum(probs), rng.random() * probs.sum(), side="right"))
+    return int(ids[min(i, ids.size - 1)])
+
+
+def _random_logits(rng, kinds=7):
+    """Logits of the shapes that break partial selections: ties, plateaus, -inf, spikes, huge
+    values, +inf (kind 5; the sampler's softmax turns it into NaN, as llama.cpp's does)."""
+    n = int(rng.choice([1, 2, 7, 64, 300, 5000]))
+    kind = rng.integers(0, kinds)
+    x = rng.normal(size=n) * float(rng.choice([0.1, 1.0, 3.0, 30.0]))
+    if kind == 1:
+        x = np.round(x * 2) / 2  # many ties
+    elif kind == 2:
+        x = np.zeros(n)  # one plateau
+    elif kind == 3:
+        x[rng.random(n) < 0.5] = -np.inf
+    elif kind == 4:
+        x[rng.integers(0, n)] = 50.0  # one spike
+    elif kind == 5:
+        x = rng.integers(-3, 3, size=n).astype(np.float64) * 1e30  # huge, tied
+    elif kind == 6:
+        x[rng.integers(0, n, size=2)] = np.inf
+    return x.astype(np.float32)
+
+
+def test_top_ids_is_the_head_of_a_stable_sort():
+    rng = np.random.default_rng(1)
+    for _ in range(400):
+        x = _random_logits(rng)
+        full = np.argsort(-x, kind="stable")
+        for m in {1, 2, 40, 64, max(x.size // 3, 1), x.size}:
+            m = min(m, x.size)
+            np.testing.assert_array_equal(top_ids(x, m), full[:m], err_msg=f"m={m} x={x[:8]}")
+
+
+def test_sampler_is_exactly_the_sorted_definition():
+    rng = np.random.default_rng(2)
+    for case in range(500):
+        logits = _random_logits(rng, kinds=6)
+        n = logits.size
+        history = rng.integers(0, n, size=int(rng.integers(0, 80))).tolist()
+        if not np.isfinite(logits).any():
+            logits[0] = 0.0  # at least one finite logit
+        s = Sampler(
+            temperature=float(rng.choice([0.0, 0.7, 1.0, 1.5])),
+            top_k=int(rng.choice([0, 1, 5, 40, 400, n])),
+            top_p=float(rng.choice([1.0, 0.999, 0.9, 0.5, 0.1])),
+            min_p=float(rng.choice([0.0, 0.0, 0.05, 0.2])),
+            repeat_penalty=float(rng.choice([1.0, 1.3])),
+            repeat_last_n=int(rng.choice([0, 16, -1])),
+            frequency_penalty=float(rng.choice([0.0, 0.2])),
+            seed=case,
+        )  # fmt: skip
+        what = f"case {case}: n={n} {vars(s)}"
+        if s.temperature > 0:
+            ref_ids, ref_cand, _ = _sorted_candidates(s, logits, history)
+            ids, probs = s.candidates(logits, history)
+            np.testing.assert_array_equal(ids, ref_ids, err_msg=what)
+            np.testing.assert_array_equal(probs, _sorted_probs(ref_cand, s.temperature),
+                                          err_msg=what)
+        ref_rng = np.random.default_rng(case)
+        draws = [s.sample(logits, history) for _ in range(5)]
+        assert draws == [_sorted_sample(s, ref_rng, logits, history) for _ in range(5)], what
+
+
+def _sorted_probs(cand, temperature):
+    z = cand / temperature
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def test_logits_are_never_written():
+    logits = np.array([3.0, 1.0, 2.0, 0.5], np.float32)
+    before = logits.copy()
+    for kw in ({"repeat_penalty": 1.5}, {"top_k": 0, "top_p": 0.5}, {"top_k": 0, "min_p": 0.0,
+                                                                     "top_p": 1.0}):
+        Sampler(seed=0, **kw).sample(logits, history=[0, 2])
+        np.testing.assert_array_equal(logits, before)

@@ -15,6 +15,7 @@ import click
 
 from ..errors import GGUFLiteError
 from .run import (
+    CompileTimer,
     backend_options,
     chat_template_kwargs_option,
     load_model,
@@ -39,7 +40,12 @@ def chat(file: str | None, system: str | None, stats: bool,
 
     Exit codes: 0 done; 1 the file cannot be run (no chat template, context full); 2 usage.
     """
-    model = load_model(file, kw)
+    with CompileTimer(notify=True):  # says so on stderr when a cold cache compiles
+        model = load_model(file, kw)
+        _chat_loop(model, system, stats, kw)
+
+
+def _chat_loop(model: Any, system: str | None, stats: bool, kw: dict[str, Any]) -> None:
     from gguflite.runtime.chat import get_chat_template
 
     get_chat_template(model.file.metadata)  # fail now, not after the first line

@@ -8,9 +8,10 @@ Timings (prefill and decode tokens/s) go to stderr at the end.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,8 +164,33 @@ def load_model(file: str | None, kw: dict[str, Any]):  # -> Model
 
     if kw.get("use_default") and file:
         raise click.UsageError("give FILE or --default, not both")
-    return load(Path(file) if file else None, threads=kw["threads"], n_ctx=kw["n_ctx"],
-                **backend_kwargs(kw))
+    with _small_pages():
+        return load(Path(file) if file else None, threads=kw["threads"], n_ctx=kw["n_ctx"],
+                    **backend_kwargs(kw))
+
+
+@contextlib.contextmanager
+def _small_pages() -> Iterator[None]:
+    """Allocate without NumPy's transparent-huge-page hint.
+
+    NumPy asks the kernel for 2 MB pages on every large array (madvise). The KV cache is
+    written one row per layer and head at a time, so each first write faulted in a whole
+    2 MB page: at the default context of 4096 the f32 cache of SmolLM2 became resident on the
+    first token (peak RSS 490 MB instead of 316 MB, benchmarks/results/startup.md). With
+    4 kB pages only the rows written are. (A private NumPy switch; skipped if it is gone.)
+    """
+    import numpy as np
+
+    switch = getattr(getattr(getattr(np, "_core", None), "multiarray", None),
+                     "_set_madvise_hugepage", None)
+    if switch is None:
+        yield
+        return
+    before = switch(False)
+    try:
+        yield
+    finally:
+        switch(before)
 
 
 def print_stats(stats: Any, compile_seconds: float = 0.0) -> None:
@@ -179,20 +205,37 @@ def print_stats(stats: Any, compile_seconds: float = 0.0) -> None:
 
 class CompileTimer:
     """Wall seconds spent compiling Numba functions inside a ``with`` block (outermost
-    ``numba:compile`` events only; a warm on-disk cache makes it 0 for generation)."""
+    ``numba:compile`` events only; a warm on-disk cache makes it 0).
 
-    def __init__(self) -> None:
+    With ``notify``, one line on stderr says what is happening when the first compilation
+    starts (a cold cache takes a while, and silence looks like a hang).
+    """
+
+    NOTICE = ("[compiling the Numba kernels this model needs; only the first run does this, "
+              "later runs load them from the cache]")
+
+    def __init__(self, notify: bool = False) -> None:
         self.seconds = 0.0
+        self.count = 0  # outermost compilations
+        self.notify = notify
         self._recorder: Any = None
+        self._listener: Any = None
 
     def __enter__(self) -> CompileTimer:
         from numba.core import event
 
         self._recorder = event.install_recorder("numba:compile")
         self._buffer = self._recorder.__enter__().buffer
+        if self.notify:
+            self._listener = _notice_listener(self.NOTICE)
+            event.register("numba:compile", self._listener)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        from numba.core import event
+
+        if self._listener is not None:
+            event.unregister("numba:compile", self._listener)
         self._recorder.__exit__(*exc)
         depth, start = 0, 0.0
         for t, ev in self._buffer:
@@ -200,10 +243,34 @@ class CompileTimer:
                 depth += 1
                 if depth == 1:
                     start = t
+                    self.count += 1
             else:
                 depth -= 1
                 if depth == 0:
                     self.seconds += t - start
+
+
+_noticed = False  # the notice is printed once per process
+
+
+def _notice_listener(text: str) -> Any:
+    """A numba event listener that prints ``text`` to stderr when one of gguflite's own
+    (cached) functions starts compiling; Numba's internals that compile in every process
+    (typed containers) stay silent."""
+    from numba.core import event
+
+    class Notice(event.Listener):
+        def on_start(self, ev: Any) -> None:
+            global _noticed
+            func = getattr(ev.data.get("dispatcher"), "py_func", None)
+            if not _noticed and getattr(func, "__module__", "").startswith("gguflite."):
+                _noticed = True
+                click.echo(text, err=True)
+
+        def on_end(self, ev: Any) -> None:
+            pass
+
+    return Notice()
 
 
 @click.command("run")
@@ -224,7 +291,8 @@ def run(file: str | None, prompt: str, use_template: bool | None, system: str | 
 
     Exit codes: 0 done; 1 the file cannot be run or the prompt does not fit; 2 usage error.
     """
-    model = load_model(file, kw)
+    with CompileTimer(notify=True) as loading:
+        model = load_model(file, kw)
     if use_template is None:
         use_template = bool(model.tokenizer.chat_template)
     if use_template:
@@ -237,9 +305,9 @@ def run(file: str | None, prompt: str, use_template: bool | None, system: str | 
             raise click.UsageError("--system and --chat-template-kwargs need the chat template "
                                    "(drop --raw)")
         pieces = model.generate(prompt, stream=True, **sampling_kwargs(kw))
-    with CompileTimer() as compiling:
+    with CompileTimer(notify=True) as compiling:
         for piece in pieces:
             sys.stdout.write(piece)
             sys.stdout.flush()
     sys.stdout.write("\n")
-    print_stats(model.last_stats, compiling.seconds)
+    print_stats(model.last_stats, loading.seconds + compiling.seconds)

@@ -28,9 +28,10 @@ from .linear import (
     Linear,
     get_rows,
     prepare_weight,
+    share_kinds,
 )
 from .threads import threading_layer
 from .vector_ir import PORTABLE
 
 __all__ = ["BLAS_MIN_TOKENS", "KM_TYPE_NAMES", "NATIVE_TYPES", "PORTABLE", "KMLinear", "Linear",
-           "get_rows", "prepare_weight", "threading_layer"]
+           "get_rows", "prepare_weight", "share_kinds", "threading_layer"]

@@ -67,6 +67,7 @@ class KMLinear(Linear):
         self.type = None  # no ggml type; ``kind`` selects the row kernels
         self.bits = bits
         self.kind = KM_KINDS[bits]
+        self._kinds = dispatch.kinds_of(self.kind)
         self.out_features, self.in_features = rows, cols
         self.row_bytes = rb
         self._w = flat
@@ -105,5 +106,5 @@ class KMLinear(Linear):
         out = np.empty((ids.size, self.in_features), np.float32)
         if ids.size:
             dispatch.dequant_rows(self.kind, self._w, self.row_bytes, self.in_features, ids, 0,
-                                  out)
+                                  out, self._kinds)
         return out

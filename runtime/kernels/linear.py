@@ -87,7 +87,7 @@ class Linear:
     """
 
     __slots__ = ("name", "type", "kind", "out_features", "in_features", "row_bytes", "_w",
-                 "_scratch", "_xshape")
+                 "_scratch", "_xshape", "_kinds")
 
     def __init__(self, data: np.ndarray, ggml_type: int | str | GGMLType, shape: Sequence[int], *,
                  name: str = "weight"):
@@ -101,6 +101,7 @@ class Linear:
         self._w, self.row_bytes = _flat_weight(data, self.type, shape, name)
         self.out_features, self.in_features = shape
         self.kind = int(self.type)
+        self._kinds = dispatch.kinds_of(self.kind)  # compile this type's kernels only
         self._scratch = np.zeros(dispatch.scratch_bytes(self.in_features), np.uint8)
         self._xshape = (self.in_features,)
         ensure_threading_layer()
@@ -133,7 +134,8 @@ class Linear:
         """(in,) float32 -> (out,) float32. With ``out``, writes there and allocates nothing."""
         x = self._check_x(x)
         y = self._check_out(out)
-        dispatch.matvec_one(self.kind, self._w, y, self.row_bytes, x, self._scratch)
+        dispatch.matvec_one(self.kind, self._w, y, self.row_bytes, x, self._scratch,
+                            self._kinds)
         return y
 
     @staticmethod
@@ -181,7 +183,7 @@ class Linear:
                 group[0].matvec(x, out=ys[i])
             else:
                 dispatch.matvec_group(group[0].kind, ws, gy, group[0].row_bytes, x,
-                                      group[0]._scratch)
+                                      group[0]._scratch, group[0]._kinds)
             i = j
         return ys
 
@@ -218,7 +220,7 @@ class Linear:
             r1 = min(r0 + step, self.out_features)
             t = tile[: r1 - r0]
             dispatch.dequant_rows(self.kind, self._w, self.row_bytes, self.in_features, no_ids,
-                                  r0, t)
+                                  r0, t, self._kinds)
             if r1 - r0 == self.out_features:
                 np.matmul(X, t.T, out=out)
             else:
@@ -240,21 +242,35 @@ class Linear:
             raise ModelError(f"{self.name}: out must be writable C-contiguous float32 of shape "
                              f"({n_tok}, {self.out_features})")
         for t in range(n_tok):  # few tokens: one mat-vec each
-            dispatch.matvec_one(self.kind, self._w, out[t], self.row_bytes, X[t], self._scratch)
+            dispatch.matvec_one(self.kind, self._w, out[t], self.row_bytes, X[t], self._scratch,
+                                self._kinds)
         return out
 
     def dequantize(self) -> np.ndarray:
         """The whole weight as float32 (out, in), bit-exact with ggml's dequantization."""
         out = np.empty((self.out_features, self.in_features), np.float32)
         dispatch.dequant_rows(self.kind, self._w, self.row_bytes, self.in_features,
-                              np.zeros(0, np.int64), 0, out)
+                              np.zeros(0, np.int64), 0, out, self._kinds)
         return out
 
 
+def share_kinds(linears: Sequence[Linear]) -> dispatch.Kinds:
+    """Make every Linear of a model compile (and call) its drivers for the union of their
+    kinds, so the drivers are compiled once per model, not once per type, and the fused
+    decode step (which switches over all of them) reuses the same compiled code. Returns that
+    set, for ``get_rows(..., kinds=)`` and the decode step."""
+    kinds = dispatch.kinds_of(*(lin.kind for lin in linears))
+    for lin in linears:
+        lin._kinds = kinds
+    return kinds
+
+
 def get_rows(data: np.ndarray, ggml_type: int | str | GGMLType, shape: Sequence[int],
-             ids: np.ndarray, *, name: str = "token_embd.weight") -> np.ndarray:
+             ids: np.ndarray, *, name: str = "token_embd.weight",
+             kinds: dispatch.Kinds | None = None) -> np.ndarray:
     """Rows ``ids`` of a (vocab, dim) weight as float32 (n, dim), bit-exact with ggml.
 
+    ``kinds``: the kind set to compile the gather for (share_kinds); default this type alone.
     Raises ModelError for an id outside [0, vocab).
     """
     t = _as_type(ggml_type, name)
@@ -270,7 +286,9 @@ def get_rows(data: np.ndarray, ggml_type: int | str | GGMLType, shape: Sequence[
     out = np.empty((ids.size, shape[1]), np.float32)
     if ids.size:
         ensure_threading_layer()
-        dispatch.dequant_rows(int(t), flat, row_bytes, shape[1], ids, 0, out)
+        if kinds is None or int(t) not in kinds.ids:
+            kinds = dispatch.kinds_of(int(t))
+        dispatch.dequant_rows(int(t), flat, row_bytes, shape[1], ids, 0, out, kinds)
     return out
 
 

@@ -1,0 +1,148 @@
+"""Start-up: what Numba compiles, and when.
+
+A warm start compiles nothing (checked with Numba's event API in a fresh process), an
+unwritable cache directory does not crash, and two first runs sharing one empty cache both
+succeed and leave a cache the next run loads without compiling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from gguflite.runtime import load
+from tiny_models import make_tiny_llama
+
+from gguflite.runtime.kernels import dispatch
+
+# Run in a fresh process: load the model, then generate; print what compiled in each phase.
+COUNT_COMPILES = """
+import json, sys
+from numba.core import event
+
+def outermost(buf):
+    depth = n = 0
+    for _, ev in buf:
+        depth += 1 if ev.is_start else -1
+        n += ev.is_start and depth == 1
+    return n
+
+from gguflite.runtime import load
+with event.install_recorder("numba:compile") as rec:
+    model = load(sys.argv[1], threads=1)
+loading = outermost(rec.buffer)
+with event.install_recorder("numba:compile") as rec:
+    text = model.generate("the sea", max_tokens=6, temperature=0, stream=False)
+    text += model.generate("the sea is blue and the sky", max_tokens=3, temperature=0,
+                           stream=False)  # a longer prompt: the BLAS prefill path too
+print(json.dumps({"load": loading, "generate": outermost(rec.buffer), "text": text}))
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path, _, _ = make_tiny_llama(tmp_path_factory.mktemp("startup") / "tiny.gguf", seed=3)
+    return path
+
+
+def _count_compiles(model_path: Path, **env: str) -> dict:
+    r = subprocess.run([sys.executable, "-c", COUNT_COMPILES, str(model_path)],
+                       env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _greedy(model_path: Path) -> str:
+    with load(model_path, threads=1) as m:  # also fills this process's cache directory
+        return (m.generate("the sea", max_tokens=6, temperature=0, stream=False)
+                + m.generate("the sea is blue and the sky", max_tokens=3, temperature=0,
+                             stream=False))
+
+
+def test_loading_a_cached_model_compiles_nothing(tiny):
+    expected = _greedy(tiny)
+    counts = _count_compiles(tiny)
+    assert counts["text"] == expected
+    assert counts["load"] == 0
+
+
+def test_generating_with_a_warm_cache_compiles_nothing(tiny):
+    expected = _greedy(tiny)
+    counts = _count_compiles(tiny)
+    assert counts["text"] == expected
+    assert counts["generate"] == 0, counts
+
+
+def test_an_unwritable_cache_dir_does_not_crash(tiny, tmp_path):
+    expected = _greedy(tiny)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.access(locked, os.W_OK):  # root writes anywhere: a directory that cannot exist
+        (tmp_path / "a-file").write_text("")
+        locked = tmp_path / "a-file" / "cache"
+    counts = _count_compiles(tiny, NUMBA_CACHE_DIR=str(locked))
+    assert counts["text"] == expected
+
+
+@pytest.mark.slow
+def test_two_first_runs_share_one_empty_cache(tiny, tmp_path):
+    """Both compile everything at once into the same directory; both succeed, and the cache
+    they leave behind is whole: a third run loads it without compiling."""
+    expected = _greedy(tiny)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", COUNT_COMPILES, str(tiny)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=1800)
+        assert p.returncode == 0, err[-3000:]
+        first = json.loads(out.strip().splitlines()[-1])
+        assert first["text"] == expected and first["generate"] > 0
+    third = _count_compiles(tiny, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    assert third["text"] == expected and third["generate"] == 0
+
+
+def test_a_linear_compiles_only_its_own_kernels(monkeypatch):
+    """Kinds: the row kernels of other types are pruned before typing, so a driver compiled
+    for one kind set never touches the others' kernels; a kind outside the set is an error."""
+    monkeypatch.delenv("GGUFLITE_KERNEL_KINDS", raising=False)  # scripts/test.sh sets it
+    import numpy as np
+    from gguflite.constants import GGMLType
+
+    from gguflite.runtime.kernels import Linear
+
+    lin = Linear(np.ones((4, 64), np.float32), GGMLType.F32, (4, 64))
+    x = np.ones(64, np.float32)
+    np.testing.assert_array_equal(lin.matvec(x), np.full(4, 64.0, np.float32))
+    f32_only = dispatch.kinds_of(int(GGMLType.F32))
+    assert f32_only._numba_type_ in {sig[-1] for sig in dispatch.matvec_one.signatures}
+    y = np.empty(4, np.float32)
+    with pytest.raises(ValueError, match="kind outside the driver.s Kinds set"):
+        dispatch.matvec_one(int(GGMLType.F16), lin._w, y, lin.row_bytes, x, lin._scratch,
+                            f32_only)
+    with pytest.raises(ValueError, match="no row kernel"):
+        dispatch.kinds_of(77)
+
+
+def test_no_writable_cache_place_means_a_temporary_one(tmp_path):
+    """Numba raises at import when it can cache nowhere; gguflite then gives it a private
+    temporary directory (and leaves it alone when any usual place is writable)."""
+    from numba.core import config
+
+    from gguflite._numba_cache import ensure_writable_cache
+
+    (tmp_path / "a-file").write_text("")
+    nowhere = [tmp_path / "a-file" / "cache", tmp_path / "a-file" / "pycache"]  # cannot exist
+    before = config.CACHE_DIR
+    try:
+        assert ensure_writable_cache([nowhere[0], tmp_path / "ok"]) is None
+        assert config.CACHE_DIR == before
+        tmp = ensure_writable_cache(nowhere)
+        assert tmp is not None and config.CACHE_DIR == str(tmp) and tmp.is_dir()
+    finally:
+        config.CACHE_DIR = before
