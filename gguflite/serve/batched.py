@@ -49,7 +49,7 @@ SUB_ROWS = 32  # rows of W per cache-resident block (32 rows x 576 Q4_1 = 11.5 K
 # only. This sha256 of kernels/dispatch.py (which carries its own fingerprint of the row
 # kernels) makes a kernel change change this file too (tests/test_server_batching.py checks it
 # is current), so no stale compiled function is ever loaded. Recompute: dispatch_fingerprint().
-DISPATCH_FINGERPRINT = "e55633c8ace3431b"
+DISPATCH_FINGERPRINT = "9ef56cd554f6c0c8"
 
 
 def dispatch_fingerprint() -> str:
@@ -61,7 +61,7 @@ def dispatch_fingerprint() -> str:
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def matvec_batch(kind, w, Y, row_bytes, X, xq, xd, xsd):
+def matvec_batch(kind, w, Y, row_bytes, X, xq, xd, xsd, kinds):
     """Y[s] = W @ X[s] for every row s, each block of W's rows loaded once for all rows.
 
     Parameters
@@ -72,6 +72,7 @@ def matvec_batch(kind, w, Y, row_bytes, X, xq, xd, xsd):
     X : (n_seq, n) float32 activations
     xq : (n_seq, n) int8; xd : (n_seq, n // 32) float32; xsd : (n_seq, n // 16) float32
         Scratch for the quantized activations (as dispatch._prepare lays them out).
+    kinds : dispatch.Kinds holding ``kind`` (the weight's ``_kinds``): the row kernels compiled in
     """
     n_seq, n = X.shape
     tq = kind == dispatch.TQ1_0 or kind == dispatch.TQ2_0
@@ -89,7 +90,7 @@ def matvec_batch(kind, w, Y, row_bytes, X, xq, xd, xsd):
             b = min(a + SUB_ROWS, hi)
             for s in range(n_seq):
                 dispatch.rows_dot(kind, w, row_bytes, n, a, b, Y[s], X[s], xq[s], xd[s],
-                                  xsd[s])
+                                  xsd[s], kinds)
 
 
 def linear_rows(w: Any, x: np.ndarray) -> np.ndarray:
@@ -100,7 +101,8 @@ def linear_rows(w: Any, x: np.ndarray) -> np.ndarray:
     if type(w) is Linear and w.kind < 1000:  # a ggml type: the batched walk
         c = w.in_features
         matvec_batch(w.kind, w._w, out, w.row_bytes, x, np.empty((n, c), np.int8),
-                     np.empty((n, c // 32), np.float32), np.empty((n, c // 16), np.float32))
+                     np.empty((n, c // 32), np.float32), np.empty((n, c // 16), np.float32),
+                     w._kinds)
     else:  # KM or dense: its own mat-vec, row by row
         for i in range(n):
             out[i] = w.matvec(x[i])
