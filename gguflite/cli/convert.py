@@ -29,9 +29,10 @@ from ._common import echo_json, human_bytes
                    "name. Repeatable; the first match wins.")
 @click.option("--output-type", help="Type of output.weight (and of a tied token_embd).")
 @click.option("--embedding-type", help="Type of token_embd.weight.")
-@click.option("--fallback-type", default="q8_0", show_default=True,
-              help="Type used when a row length is not a multiple of the chosen type's block "
-                   "size (e.g. 576-wide rows and 256-element k-quant blocks).")
+@click.option("--fallback-type",
+              help="Type for every tensor whose row length does not fit the chosen type's "
+                   "block size (e.g. 576-wide rows and 256-element k-quant blocks); default: "
+                   "llama.cpp's per type (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, ...).").")
 @click.option("--imatrix", type=click.Path(exists=True, dir_okay=False),
               help="Importance matrix (llama.cpp imatrix GGUF, or .npz of per-column mean "
                    "squared activations keyed by tensor name) for the types that use one.")
@@ -44,7 +45,7 @@ from ._common import echo_json, human_bytes
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def convert(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...],
-            output_type: str | None, embedding_type: str | None, fallback_type: str,
+            output_type: str | None, embedding_type: str | None, fallback_type: str | None,
             imatrix: str | None, revision: str | None, allow_pickle: bool, name: str | None,
             dry_run: bool, as_json: bool, no_progress: bool) -> None:
     """Convert SRC (a Hugging Face checkpoint directory or hub repo id; Llama, Mistral,

@@ -80,8 +80,11 @@ def _scale_min_k4(j, q):
 
 # -- scale searches (one group at a time; see the NumPy versions for the maths) ----------------
 @njit(**_opts)
-def _make_qkx(x, w, nmax, rmin, rdelta, nstep, lev, aux):
-    """make_qkx2/3_quants on one group: fills ``lev`` (uint8); returns (scale, the_min)."""
+def _make_qkx(x, w, nmax, rmin, rdelta, nstep, lev, aux, use_mad=False):
+    """make_qkx2/3_quants on one group: fills ``lev`` (uint8); returns (scale, the_min).
+
+    ``use_mad``: weighted absolute instead of squared errors (Q2_K's reference encoder).
+    """
     n = x.shape[0]
     mn = x[0]
     mx = x[0]
@@ -108,7 +111,7 @@ def _make_qkx(x, w, nmax, rmin, rdelta, nstep, lev, aux):
         lv = max(0, min(nmax, nearest_int(iscale * (x[i] - mn))))
         lev[i] = lv
         diff = scale * np.float32(lv) + mn - x[i]
-        best += w[i] * (diff * diff)
+        best += w[i] * (abs(diff) if use_mad else diff * diff)
     for step in range(nstep + 1):
         iscale = (rmin + rdelta * np.float32(step) + fnmax) / (mx - mn)
         sum_l = _ZERO
@@ -132,7 +135,7 @@ def _make_qkx(x, w, nmax, rmin, rdelta, nstep, lev, aux):
             err = _ZERO
             for i in range(n):
                 diff = this_scale * np.float32(aux[i]) + this_min - x[i]
-                err += w[i] * (diff * diff)
+                err += w[i] * (abs(diff) if use_mad else diff * diff)
             if err < best:
                 for i in range(n):
                     lev[i] = aux[i]
@@ -252,10 +255,11 @@ def _make_qp(x, nmax, qw, lev):
     return sumlx / suml2 if suml2 > _ZERO else _ZERO
 
 
-# -- Q4_K ----------------------------------------------------------------------------------------
+# -- Q4_K, Q5_K -------------------------------------------------------------------------------------
 @njit(parallel=True, **_opts)
-def _quantize_q4_k(x, qw, use_qw, table, out):
-    """x (nb, 256) f32, qw (nb, 256) f32 (read when use_qw) -> out (nb, 144) u8."""
+def _quantize_qk_min(x, qw, use_qw, nmax, table, out):
+    """x (nb, 256) f32, qw (nb, 256) f32 (read when use_qw) -> out (nb, 144) u8 Q4_K
+    (nmax 15) or (nb, 176) u8 Q5_K (nmax 31); see kquants.search_scale_min_k."""
     nb = x.shape[0]
     for i in prange(nb):
         xb = x[i]
@@ -281,12 +285,16 @@ def _quantize_q4_k(x, qw, use_qw, table, out):
                     w[k] = qw[i, 32 * j + k] * np.sqrt(sigma2 + xs[k] * xs[k])
                     sumw += w[k]
                 sw[j] = sumw
-                scales[j], mins[j] = _make_qkx(xs, w, 15, np.float32(-0.9), np.float32(0.05),
-                                               36, lev8, aux8)
+                scales[j], mins[j] = _make_qkx(xs, w, nmax, np.float32(-0.9),
+                                               np.float32(0.05), 36, lev8, aux8)
                 for k in range(32):
                     lev[32 * j + k] = lev8[k]
             d_block = _make_qp(scales, 63, sw, ls)
             m_block = _make_qp(mins, 63, sw, lm)
+            if nmax == 31:  # Q5_K's impl clamps the stored levels to 63; Q4_K's does not
+                for j in range(8):
+                    ls[j] = min(63, ls[j])
+                    lm[j] = min(63, lm[j])
             d16 = fp32_to_fp16(d_block)
             dmin16 = fp32_to_fp16(m_block)
         else:
@@ -300,8 +308,12 @@ def _quantize_q4_k(x, qw, use_qw, table, out):
                 av_x = np.sqrt(sum_x2 / np.float32(32.0))
                 for k in range(32):
                     w[k] = av_x + abs(xs[k])
-                scales[j], mins[j] = _make_qkx(xs, w, 15, np.float32(-1.0), _TENTH, 20,
-                                               lev8, aux8)
+                if nmax == 15:
+                    scales[j], mins[j] = _make_qkx(xs, w, 15, np.float32(-1.0), _TENTH, 20,
+                                                   lev8, aux8)
+                else:
+                    scales[j], mins[j] = _make_qkx(xs, w, 31, np.float32(-0.5), _TENTH, 15,
+                                                   lev8, aux8)
                 for k in range(32):
                     lev[32 * j + k] = lev8[k]
                 if scales[j] > max_scale:
@@ -337,10 +349,15 @@ def _quantize_q4_k(x, qw, use_qw, table, out):
                 continue
             dm = dmm * np.float32(m)
             for k in range(32):
-                lev[32 * j + k] = max(0, min(15, nearest_int((xb[32 * j + k] + dm) / d)))
+                lev[32 * j + k] = max(0, min(nmax, nearest_int((xb[32 * j + k] + dm) / d)))
+        q0 = 16 if nmax == 15 else 48  # Q5_K: qh[32] before qs, see kquants.quantize_q5_k
         for c in range(4):
             for k in range(32):
-                ob[16 + 32 * c + k] = lev[64 * c + k] | (lev[64 * c + 32 + k] << 4)
+                l1 = lev[64 * c + k]
+                l2 = lev[64 * c + 32 + k]
+                ob[q0 + 32 * c + k] = (l1 & 0xF) | ((l2 & 0xF) << 4)
+                if nmax == 31:
+                    ob[16 + k] |= ((l1 >> 4) << (2 * c)) | ((l2 >> 4) << (2 * c + 1))
 
 
 def quantize_q4_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarray:
@@ -348,7 +365,16 @@ def quantize_q4_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarr
     x = np.ascontiguousarray(blocks, dtype=F32)
     out = np.zeros((x.shape[0], 144), dtype=np.uint8)
     qw = np.zeros((1, 256), F32) if importance is None else np.ascontiguousarray(importance, F32)
-    _quantize_q4_k(_readonly(x), _readonly(qw), importance is not None, F16_TABLE, out)
+    _quantize_qk_min(_readonly(x), _readonly(qw), importance is not None, 15, F16_TABLE, out)
+    return out
+
+
+def quantize_q5_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarray:
+    """(nb, 256) float32 [+ (nb, 256) importance] -> (nb, 176) uint8 Q5_K blocks."""
+    x = np.ascontiguousarray(blocks, dtype=F32)
+    out = np.zeros((x.shape[0], 176), dtype=np.uint8)
+    qw = np.zeros((1, 256), F32) if importance is None else np.ascontiguousarray(importance, F32)
+    _quantize_qk_min(_readonly(x), _readonly(qw), importance is not None, 31, F16_TABLE, out)
     return out
 
 
