@@ -248,7 +248,7 @@ class IQ4NL(Codec):
     @classmethod
     def max_error(cls, blocks):
         packed = _nb.quantize_iq4_nl(blocks, None)  # (nb, 18)
-        d = fp16_bits_to_fp32(packed[:, 0:2]).astype(np.float64)[:, None]  # (nb, 1)
+        d = fp16_bits_to_fp32(packed[:, 0:2]).astype(np.float64).reshape(-1, 1)  # (nb, 1)
         x = np.asarray(blocks, np.float64).reshape(-1, 1, 32)
         return _table_bound(x, d, np.ones_like(d))
 
@@ -285,6 +285,6 @@ class IQ4XS(Codec):
     def max_error(cls, blocks):
         packed = _nb.quantize_iq4_xs(blocks, None)  # (nb, 136)
         sub = iq4_xs_sub_scales(packed).astype(np.float64)  # (nb, 8)
-        step = fp16_bits_to_fp32(packed[:, 0:2]).astype(np.float64)[:, None] * sub
+        step = fp16_bits_to_fp32(packed[:, 0:2]).astype(np.float64).reshape(-1, 1) * sub
         x = np.asarray(blocks, np.float64).reshape(-1, 8, 32)
         return _table_bound(x, step, sub)

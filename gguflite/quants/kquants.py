@@ -430,7 +430,7 @@ class Q3K(Codec):
         packed = _nbl.quantize_q3_k(blocks, None)  # (nb, 110)
         nb = packed.shape[0]
         sc = unpack_q3_k_scales(packed[:, 96:108]).astype(np.float64)  # (nb, 16)
-        step = fp16_bits_to_fp32(packed[:, 108:110]).astype(np.float64)[:, None] * sc
+        step = fp16_bits_to_fp32(packed[:, 108:110]).astype(np.float64) * sc  # (nb, 16)
         x = np.asarray(blocks, np.float64).reshape(nb, 16, 16)
         return _grid_bound(x, np.minimum(-4 * step, 3 * step), np.maximum(-4 * step, 3 * step),
                            np.abs(step))
