@@ -32,7 +32,7 @@ from ._common import echo_json, human_bytes
 @click.option("--fallback-type",
               help="Type for every tensor whose row length does not fit the chosen type's "
                    "block size (e.g. 576-wide rows and 256-element k-quant blocks); default: "
-                   "llama.cpp's per type (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, ...).").")
+                   "llama.cpp's per type (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, ...).")
 @click.option("--imatrix", type=click.Path(exists=True, dir_okay=False),
               help="Importance matrix (llama.cpp imatrix GGUF, or .npz of per-column mean "
                    "squared activations keyed by tensor name) for the types that use one.")
