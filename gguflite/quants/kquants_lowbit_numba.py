@@ -19,6 +19,7 @@ from .kquants_numba import (
     _make_qkx,
     _make_qp,
     _make_qx,
+    _make_qx_w,
     _opts,
     _readonly,
     fp32_to_fp16,
@@ -185,6 +186,7 @@ def _quantize_q3_k(x, qw, use_qw, table, out):
         ob = out[i]
         lev = np.empty(256, np.int64)
         w = np.empty(16, F32)
+        wx = np.empty(16, F32)
         scales = np.empty(16, F32)
         sw = np.empty(16, F32)
         ls = np.zeros(16, np.int64)
@@ -201,7 +203,9 @@ def _quantize_q3_k(x, qw, use_qw, table, out):
                     w[k] = qw[i, 16 * j + k] * np.sqrt(sigma2 + xs[k] * xs[k])
                     sumw += w[k]
                 sw[j] = sumw
-                scales[j] = _make_qx(xs, w, True, 4, lev[16 * j:16 * j + 16])
+                for k in range(16):
+                    wx[k] = w[k] * xs[k]
+                scales[j] = _make_qx_w(xs, w, wx, 4, lev[16 * j:16 * j + 16])
             d16 = fp32_to_fp16(_make_qx(scales, sw, True, 32, ls))
         else:
             max_scale = _ZERO
