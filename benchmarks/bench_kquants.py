@@ -3,7 +3,7 @@
     python benchmarks/bench_kquants.py [--rows 4096 --cols 4096 --repeat 3 --clock cpu]
         [--types Q2_K IQ4_XS ...] [--out benchmarks/results/kquants.md]
 
-Quantize: gguflite's Numba encoders (Q2_K..Q6_K, IQ4_NL, IQ4_XS; all threads, and one thread) against
+Quantize: gguflite's Numba encoders (Q2_K..Q6_K, IQ4_NL, IQ4_XS; all threads, one thread) against
 ``ggml_quantize_chunk`` on one thread (what llama-quantize runs per chunk), without and with an
 importance vector. Dequantize: gguflite's Numba decoders against the gguf package (NumPy) and
 ggml's ``to_float`` (one thread). Each timing is the best of ``--repeat`` runs, the tools

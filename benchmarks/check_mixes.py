@@ -75,7 +75,8 @@ def main() -> None:
     lines = ["# llama.cpp mixes on SmolLM2-135M-Instruct: gguflite vs llama_model_quantize", "",
              f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}",
              f"- command: `python benchmarks/check_mixes.py`; source {src.name} (30 layers)",
-             "", "| mix | imatrix | tensors | types | bytes | types used |", "|---|---|---|---|---|---|"]
+             "", "| mix | imatrix | tensors | types | bytes | types used |",
+             "|---|---|---|---|---|---|"]
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)

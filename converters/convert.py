@@ -288,7 +288,8 @@ def make_recipe(type: str, *, tensor_types: Sequence[str] = (),  # noqa: A002
                                   f"{', '.join(sorted(known))}")
     rules = tuple(parse_tensor_type(s, known) for s in tensor_types)
     return Recipe(type.lower(), rules, output_type and output_type.lower(),
-                  embedding_type and embedding_type.lower(), fallback_type and fallback_type.lower(),
+                  embedding_type and embedding_type.lower(),
+                  fallback_type and fallback_type.lower(),
                   {n: 1 if is_km(n) else c.block_size for n, c in codecs.items()})  # KM: any row
 
 

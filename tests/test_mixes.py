@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 from checkpoints import CkptSpec, cached_checkpoint
 from click.testing import CliRunner
-from gguflite.converters.convert import convert
-from gguflite.converters.mixes import MIXES, role_of
-from gguflite.converters.requantize import requantize
 
 import gguflite
 from gguflite.cli.main import cli
+from gguflite.converters.convert import convert
+from gguflite.converters.mixes import MIXES, role_of
+from gguflite.converters.requantize import requantize
 
 WIDE = CkptSpec(hidden=256, intermediate=256, layers=16, heads=4, kv_heads=1, seed=7)
 SMOL = CkptSpec(hidden=576, intermediate=1536, layers=2, heads=9, kv_heads=3, tied=True, seed=8)

@@ -344,7 +344,7 @@ def _make_qp(x, nmax, qw, lev):
     return sumlx / suml2 if suml2 > _ZERO else _ZERO
 
 
-# -- Q4_K, Q5_K -------------------------------------------------------------------------------------
+# -- Q4_K, Q5_K --------------------------------------------------------------------------------
 @njit(parallel=True, **_opts)
 def _quantize_qk_min(x, qw, use_qw, nmax, table, out):
     """x (nb, 256) f32, qw (nb, 256) f32 (read when use_qw) -> out (nb, 144) u8 Q4_K
