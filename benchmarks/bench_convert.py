@@ -7,8 +7,8 @@ machine load hits both alike, and we report medians and ratios.
 
     python benchmarks/bench_convert.py [--repeats 3] [--out benchmarks/results/convert.md]
 
-``LLAMA_CPP_DIR`` points at a llama.cpp source tree (default: the one unpacked from the
-llama-cpp-python sdist at /tmp/llsrc/...). Its converter runs with that tree's gguf-py.
+The llama.cpp source tree is ``$LLAMA_CPP_DIR``, else the one tests/llama_cpp_source.py fetches
+(the installed llama-cpp-python version's sdist). Its converter runs with that tree's gguf-py.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-LLAMA_CPP_DIR = Path(os.environ.get(
-    "LLAMA_CPP_DIR", "/tmp/llsrc/llama_cpp_python-0.3.36/vendor/llama.cpp"))
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
@@ -50,16 +48,19 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="Keep the checkpoint and outputs.")
     args = ap.parse_args()
     from checkpoints import smollm2_checkpoint
+    from llama_cpp_source import llama_cpp_tree
+
+    llama_cpp_dir = llama_cpp_tree()
 
     work = Path(tempfile.mkdtemp(prefix="bench-convert-"))
     ckpt = smollm2_checkpoint(work / "SmolLM2-135M-bf16", dtype="BF16")
     size = sum(p.stat().st_size for p in ckpt.iterdir())
-    env_ll = {**os.environ, "PYTHONPATH": str(LLAMA_CPP_DIR / "gguf-py")}
+    env_ll = {**os.environ, "PYTHONPATH": str(llama_cpp_dir / "gguf-py")}
     rows = []
     for ttype in args.types.split(","):
         ours_cmd = [sys.executable, "-m", "gguflite.cli.main", "convert", str(ckpt), "-o",
                     str(work / f"ours.{ttype}.gguf"), "--type", ttype, "--no-progress"]
-        ref_cmd = [sys.executable, str(LLAMA_CPP_DIR / "convert_hf_to_gguf.py"), str(ckpt),
+        ref_cmd = [sys.executable, str(llama_cpp_dir / "convert_hf_to_gguf.py"), str(ckpt),
                    "--outfile", str(work / f"ref.{ttype}.gguf"), "--outtype", ttype]
         timed(ours_cmd)  # warm-up: Numba's on-disk cache, page cache of the checkpoint
         ours, ref = [], []

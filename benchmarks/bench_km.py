@@ -83,56 +83,18 @@ def text_tokens(path: Path, n_tokens: int) -> np.ndarray:
     return np.asarray(ids[:n_tokens], np.int64)
 
 
-def collect_imatrix(f, ids: np.ndarray, chunk: int = 512) -> dict[str, np.ndarray]:
-    """Mean squared input per column of every linear layer (llama.cpp's imatrix statistic)."""
-    from gguflite.runtime.hparams import hparams_from_metadata
-    from gguflite.runtime.reference import rope_reference
+def collect_imatrix(path: Path, ids: np.ndarray, chunk: int = 512) -> dict[str, np.ndarray]:
+    """Mean squared input per column of every block weight (llama.cpp's imatrix statistic),
+    collected by the runtime's own imatrix pass (gguflite.runtime.imatrix) over the model's
+    graph; like llama.cpp, the output head (token_embd when tied) is not collected."""
+    from gguflite.runtime import load
+    from gguflite.runtime.imatrix import collect_imatrix as collect
 
-    hp = hparams_from_metadata(f.metadata)
-    sums: dict[str, np.ndarray] = {}
-    count = 0
-    emb = f.dequantize("token_embd.weight")
-    wts = {name: f.dequantize(name) for name in f.tensors if name.startswith("blk.")}
-
-    def acc(names, x):
-        for name in names:
-            sums[name] = sums.get(name, 0) + (x.astype(np.float64) ** 2).sum(0)
-
-    def rms(v, w):
-        return v / np.sqrt(np.mean(v * v, -1, keepdims=True) + hp.norm_eps) * w
-
-    for s in range(0, len(ids), chunk):
-        part = ids[s:s + chunk]
-        n = len(part)
-        x = emb[part]  # (n, dim)
-        pos = np.arange(n)
-        causal = np.triu(np.full((n, n), -np.inf, np.float32), k=1)
-        for layer in range(hp.n_layer):
-            b = f"blk.{layer}."
-            h = rms(x, wts[b + "attn_norm.weight"])  # (n, dim)
-            acc([b + "attn_q.weight", b + "attn_k.weight", b + "attn_v.weight"], h)
-            q = (h @ wts[b + "attn_q.weight"].T).reshape(n, hp.n_head, hp.head_dim)
-            k = (h @ wts[b + "attn_k.weight"].T).reshape(n, hp.n_kv_head, hp.head_dim)
-            v = (h @ wts[b + "attn_v.weight"].T).reshape(n, hp.n_kv_head, hp.head_dim)
-            q = rope_reference(q, pos, hp.rope_theta, hp.rope_freq_scale, None)
-            k = np.repeat(rope_reference(k, pos, hp.rope_theta, hp.rope_freq_scale, None),
-                          hp.n_rep, axis=1)
-            v = np.repeat(v, hp.n_rep, axis=1)
-            sc = np.einsum("qhd,khd->hqk", q, k) * np.float32(hp.kq_scale) + causal
-            p = np.exp(sc - sc.max(-1, keepdims=True))
-            attn = np.einsum("hqk,khd->qhd", p / p.sum(-1, keepdims=True), v).reshape(n, -1)
-            acc([b + "attn_output.weight"], attn)
-            x = x + attn @ wts[b + "attn_output.weight"].T
-            h = rms(x, wts[b + "ffn_norm.weight"])
-            acc([b + "ffn_gate.weight", b + "ffn_up.weight"], h)
-            gate = h @ wts[b + "ffn_gate.weight"].T
-            act = gate / (1 + np.exp(-gate)) * (h @ wts[b + "ffn_up.weight"].T)  # (n, hidden)
-            acc([b + "ffn_down.weight"], act)
-            x = x + act @ wts[b + "ffn_down.weight"].T
-        # SmolLM2 ties the output layer to token_embd: its input is the final normed state
-        acc(["token_embd.weight"], rms(x, f.dequantize("output_norm.weight")))
-        count += n
-    return {k: (v / count).astype(np.float32) for k, v in sums.items()}
+    model = load(path, n_ctx=chunk)
+    try:
+        return collect(model, ids, ctx=chunk).importance()
+    finally:
+        model.file.close()
 
 
 # -- quality -------------------------------------------------------------------------------------
@@ -202,7 +164,7 @@ def quality(args) -> None:
     if args.imatrix_cache and Path(args.imatrix_cache).exists():
         imat = dict(np.load(args.imatrix_cache))
     else:
-        imat = collect_imatrix(f, text_tokens(path, args.tokens))
+        imat = collect_imatrix(path, text_tokens(path, args.tokens))
         if args.imatrix_cache:
             np.savez(args.imatrix_cache, **imat)
     print(f"imatrix: {args.tokens} tokens, {time.perf_counter() - t0:.0f} s\n")

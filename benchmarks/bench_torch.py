@@ -26,11 +26,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_runtime import make_files  # noqa: E402  (same files as the runtime benchmark)
-from gguflite.runtime.hparams import hparams_from_metadata  # noqa: E402
-from gguflite.runtime.llama import LlamaNumba  # noqa: E402
-from gguflite.runtime.torch_backend import LlamaTorch  # noqa: E402
 
 import gguflite  # noqa: E402
+from gguflite.models import family_for_arch  # noqa: E402
+from gguflite.runtime.numba_backend import NumbaBackend  # noqa: E402
+from gguflite.runtime.torch_backend import TorchBackend  # noqa: E402
 
 N_PP, N_TG = 128, 64
 
@@ -67,14 +67,15 @@ def bench_file(path: Path, *, device: str, threads: int, reps: int) -> dict[str,
 
     torch.set_num_threads(threads)
     f = gguflite.open(path)
-    hp = hparams_from_metadata(f.metadata)
+    fam = family_for_arch(f.metadata["general.architecture"])
+    hp = fam.from_metadata(f.metadata)
     n_ctx = 256
     loads: dict[str, float] = {}
     t0 = time.perf_counter()
-    engines = {"numba": LlamaNumba(f, hp, n_ctx=n_ctx)}
+    engines = {"numba": NumbaBackend(f, fam, hp, n_ctx=n_ctx)}
     loads["numba"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    engines["torch"] = LlamaTorch(f, hp, n_ctx=n_ctx, device=device, threads=threads)
+    engines["torch"] = TorchBackend(f, fam, hp, n_ctx=n_ctx, device=device, threads=threads)
     loads["torch"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_batch=N_PP,

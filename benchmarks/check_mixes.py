@@ -12,7 +12,6 @@ the same comparison on small models); run it by hand after touching the mixes or
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
 import sys
 import tempfile
@@ -21,31 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-import gguflite
-from gguflite.converters.mixes import MIXES
-from gguflite.converters.requantize import requantize
-from gguflite.default_model import default_model_path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import llama_cpp_quantize  # noqa: E402
 
-
-def llama_quantize(src: Path, dst: Path, ftype: int, imatrix: dict[str, np.ndarray] | None):
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = 2
-    params.allow_requantize = True  # the source is Q4_1 / Q8_0
-    keep = []
-    if imatrix:
-        entries = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()
-        for e, (name, values) in zip(entries, imatrix.items(), strict=False):
-            v = np.ascontiguousarray(values, dtype=np.float32)
-            keep.append(v)
-            e.name, e.size = name.encode(), v.size
-            e.data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        params.imatrix = entries
-    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
-                                      ctypes.byref(params)):
-        raise SystemExit(f"llama_model_quantize failed for ftype {ftype}")
+import gguflite  # noqa: E402
+from gguflite.converters.mixes import MIXES  # noqa: E402
+from gguflite.converters.requantize import requantize  # noqa: E402
+from gguflite.default_model import default_model_path  # noqa: E402
 
 
 def compare(ours: Path, ref: Path) -> tuple[int, list[str]]:
@@ -84,7 +65,8 @@ def main() -> None:
         for mix in args.mixes:
             for use in (False, True):
                 t0 = time.perf_counter()
-                llama_quantize(src, d / "ref.gguf", int(MIXES[mix].ftype), imat if use else None)
+                llama_cpp_quantize(src, d / "ref.gguf", int(MIXES[mix].ftype),
+                                   imatrix=imat if use else None)
                 requantize(src, d / "ours.gguf", type=mix,
                            imatrix=d / "imat.npz" if use else None)
                 n, problems = compare(d / "ours.gguf", d / "ref.gguf")

@@ -1,15 +1,17 @@
-"""Hugging Face Llama-family checkpoint -> one gguflite file, streaming and atomic.
+"""Hugging Face checkpoint of a supported family (``gguflite.models``) -> one gguflite file,
+streaming and atomic.
 
     >>> plan = convert("path/to/SmolLM2-135M", "smol.gguf", type="q8_0")
 
-Two phases. ``plan_conversion`` indexes the checkpoint (headers only), maps every tensor name,
-checks every shape against config.json, picks each tensor's type (``recipe.Recipe``) and
-gathers all metadata; any problem is a ``ConversionError`` before a byte is written. Then
-``convert`` hands the writer one zero-argument producer per tensor: each reads its tensor from
-disk in row chunks of about ``CHUNK_BYTES`` of float32, permutes/encodes them into the output
-buffer, and is dropped once written. Peak memory is one output tensor plus one chunk (Q/K, which
-must be permuted, are read whole; they are never the largest tensor). The writer writes to a
-temporary sibling and renames it into place, so a failure leaves no file under the target name.
+Two phases. ``plan_conversion`` indexes the checkpoint (headers only), maps every tensor name
+through the family's tensor table, checks every shape against config.json, picks each tensor's
+type (``recipe.Recipe``) and gathers all metadata; any problem is a ``ConversionError`` before a
+byte is written. Then ``convert`` hands the writer one zero-argument producer per tensor: each
+reads its tensor from disk in row chunks of about ``CHUNK_BYTES`` of float32, permutes/encodes
+them into the output buffer, and is dropped once written. Peak memory is one output tensor plus
+one chunk (Q/K, which must be permuted, are read whole; they are never the largest tensor). The
+writer writes to a temporary sibling and renames it into place, so a failure leaves no file
+under the target name.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from gguflite import quants
 from gguflite.constants import GGML_QUANTIZATION_VERSION, GGMLType
 from gguflite.constants import GGUFValueType as T
 from gguflite.errors import ConversionError, QuantizationError, UnsupportedTypeError
+from gguflite.models import Family, HParams, TensorSpec, family_for_hf
+from gguflite.models.rope import llama3_factors, permute_rows
 from gguflite.quants.base import registered
 from gguflite.quants.ternary import is_ternary
+from gguflite.split import SplitLimits, write_split
 
-from . import llama
 from .checkpoint import Checkpoint, open_checkpoint
 from .recipe import Recipe, parse_tensor_type
 
@@ -60,6 +64,7 @@ class PlannedTensor:
     bytes_in: int
     bytes_out: int
     perm_heads: int = 0  # > 0: permute Q/K rows with this many heads
+    plus_one: bool = False  # store w + 1 (HF norms that compute x * (1 + w))
     data: np.ndarray | None = field(default=None, repr=False)  # generated tensors
 
     @property
@@ -73,7 +78,8 @@ class PlannedTensor:
 class Plan:
     source: Path
     repo_id: str | None
-    hparams: llama.LlamaHParams
+    family: type[Family]
+    hparams: HParams
     recipe: Recipe
     tensors: list[PlannedTensor]
     metadata: list[tuple[str, Any, T, T | None]]
@@ -94,7 +100,7 @@ class Plan:
         return {
             "source": str(self.source),
             "repo_id": self.repo_id,
-            "architecture": self.hparams.architecture,
+            "architecture": self.hparams.extra["hf_architecture"],
             "type": self.recipe.base,
             "file_type": int(self.recipe.file_type),
             "bytes_in": self.bytes_in,
@@ -217,51 +223,78 @@ def add_km_tensor(writer: Any, name: str, ttype: str, rows: int, cols: int,
     writer.add(f"{km.KEY_PREFIX}{name}.shape", [rows, cols], T.ARRAY, T.UINT64)
 
 
+def size_label(n_params: int) -> str:
+    """gguf-py's rounded parameter count: 134515008 -> "135M"."""
+    scale, suffix = 1e-3, "K"
+    for limit, sc, x in ((1e12, 1e-12, "T"), (1e9, 1e-9, "B"), (1e6, 1e-6, "M")):
+        if n_params > limit:
+            scale, suffix = sc, x
+            break
+    v = n_params * scale
+    fix = max(2 - len(str(round(v)).lstrip("0")), 0)
+    return f"{v:.{fix}f}{suffix}"
+
+
 # -- planning ----------------------------------------------------------------------------------
-def _map_checkpoint(ckpt: Checkpoint, hp: llama.LlamaHParams) -> dict[str, str]:
-    """llama.cpp name -> checkpoint name; every tensor mapped, none missing, shapes right."""
-    expected = llama.expected_shapes(hp)
-    mapped: dict[str, str] = {}
+IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)  # a cache of RoPE frequencies, not a weight
+
+
+def _map_checkpoint(ckpt: Checkpoint, fam: type[Family], hp: HParams
+                    ) -> dict[str, tuple[str, TensorSpec]]:
+    """GGUF name -> (checkpoint name, spec); every tensor mapped, none missing, shapes right."""
+    specs = [t for t in fam.tensors(hp) if t.hf is not None]
+    by_hf = {t.hf: t for t in specs}
+    mapped: dict[str, tuple[str, TensorSpec]] = {}
     for hf_name, st in ckpt.tensors.items():
-        try:
-            name = llama.map_name(hf_name)
-        except KeyError:
-            raise ConversionError(f"{ckpt.directory}: tensor {hf_name!r} has no mapping to the "
-                                  f"llama graph (unexpected for {hp.architecture})") from None
-        if name is None:
+        if hf_name.endswith(IGNORED_SUFFIXES):
             continue
-        if name == "output.weight" and hp.tie_embeddings:
+        spec = by_hf.get(hf_name)
+        if spec is None:
+            raise ConversionError(f"{ckpt.directory}: tensor {hf_name!r} has no mapping to the "
+                                  f"{fam.arch} graph (unexpected for "
+                                  f"{hp.extra['hf_architecture']} with {hp.n_layer} layers)")
+        if spec.name == "output.weight" and hp.tied_embeddings:
             log.info("tie_word_embeddings: skipping %s (llama.cpp uses token_embd)", hf_name)
             continue
-        if name not in expected:
-            raise ConversionError(f"{ckpt.directory}: tensor {hf_name!r} -> {name!r} is not "
-                                  f"part of a {hp.n_layers}-layer model per config.json")
-        if name in mapped:
-            raise ConversionError(f"{ckpt.directory}: {hf_name!r} and {mapped[name]!r} both "
-                                  f"map to {name!r}")
-        if st.shape != expected[name]:
+        if st.shape != spec.shape:
             raise ConversionError(f"{ckpt.directory}: tensor {hf_name!r} has shape "
                                   f"{list(st.shape)}; config.json implies "
-                                  f"{list(expected[name])} for {name}")
-        mapped[name] = hf_name
-    missing = [n for n in expected if n not in mapped]
+                                  f"{list(spec.shape)} for {spec.name}")
+        mapped[spec.name] = (hf_name, spec)
+    required = [t.name for t in specs
+                if not t.optional or (t.name == "output.weight" and not hp.tied_embeddings)]
+    missing = [n for n in required if n not in mapped]
     if missing:
+        hf = next(t.hf for t in specs if t.name == missing[0])
         raise ConversionError(f"{ckpt.directory}: {len(missing)} tensor(s) missing, first "
-                              f"{missing[0]!r}; the checkpoint is incomplete")
-    return {n: mapped[n] for n in expected}  # llama.cpp's order, not the shard order
+                              f"{missing[0]!r} ({hf}); the checkpoint is incomplete")
+    return {t.name: mapped[t.name] for t in specs if t.name in mapped}  # llama.cpp's order
 
 
-def _general_metadata(ckpt: Checkpoint, hp: llama.LlamaHParams, recipe: Recipe,
+def _generated(fam: type[Family], hp: HParams) -> list[tuple[str, np.ndarray, str]]:
+    """Tensors the converter computes from config.json: (name, data, reason)."""
+    out = []
+    if hp.extra.get("rope_type") == "llama3":
+        out.append(("rope_freqs.weight", llama3_factors(hp), "llama3 rope scaling"))
+    if hp.rope_scaling == "longrope":
+        rope = hp.extra["rope"]
+        for key, name in (("long_factor", "rope_factors_long.weight"),
+                          ("short_factor", "rope_factors_short.weight")):
+            out.append((name, np.asarray(rope[key], np.float32), "longrope factors"))
+    return out
+
+
+def _general_metadata(ckpt: Checkpoint, fam: type[Family], recipe: Recipe,
                       repo_id: str | None, name: str | None,
                       n_params: int) -> list[tuple[str, Any, T, T | None]]:
     model_name = name or repo_id or str(ckpt.config.get("_name_or_path") or "") or \
         ckpt.directory.name
     model_name = model_name.rstrip("/").split("/")[-1] or "model"
     items: list[tuple[str, Any, T, T | None]] = [
-        ("general.architecture", llama.ARCH, T.STRING, None),
+        ("general.architecture", fam.arch, T.STRING, None),
         ("general.type", "model", T.STRING, None),
         ("general.name", model_name, T.STRING, None),
-        ("general.size_label", llama.size_label(n_params), T.STRING, None),
+        ("general.size_label", size_label(n_params), T.STRING, None),
     ]
     lic = _readme_license(ckpt.directory)
     if lic:
@@ -303,8 +336,9 @@ def plan_conversion(src: str | Path, *, type: str = "f16",  # noqa: A002
                          embedding_type=embedding_type, fallback_type=fallback_type)
     directory, repo_id = resolve_source(src, revision=revision, allow_pickle=allow_pickle)
     ckpt = open_checkpoint(directory, allow_pickle=allow_pickle)
-    hp = llama.parse_hparams(ckpt.config)
-    mapping = _map_checkpoint(ckpt, hp)
+    fam = family_for_hf(ckpt.config)
+    hp = fam.from_config(ckpt.config)
+    mapping = _map_checkpoint(ckpt, fam, hp)
     importance: dict[str, np.ndarray] = {}
     if imatrix is not None:
         from .imatrix import load_imatrix
@@ -312,39 +346,36 @@ def plan_conversion(src: str | Path, *, type: str = "f16",  # noqa: A002
         importance = load_imatrix(imatrix)
 
     planned: list[PlannedTensor] = []
-    if hp.rope_type == "llama3":
-        factors = llama.llama3_rope_factors(hp)  # (head_dim // 2,)
-        planned.append(PlannedTensor("rope_freqs.weight", factors.shape, "f32",
-                                     "llama3 rope scaling (generated)", None, "generated", 0,
-                                     factors.nbytes, data=factors))
-    for gname, hf_name in mapping.items():
+    for gname, data, why in _generated(fam, hp):
+        planned.append(PlannedTensor(gname, data.shape, "f32", f"{why} (generated)", None,
+                                     "generated", 0, data.nbytes, data=data))
+    for gname, (hf_name, spec) in mapping.items():
         st = ckpt.tensors[hf_name]
-        ttype, why = recipe.choose(gname, st.shape, n_layers=hp.n_layers,
-                                   tied=hp.tie_embeddings, n_gqa=hp.n_heads // hp.n_kv_heads,
+        ttype, why = recipe.choose(gname, st.shape, n_layers=hp.n_layer,
+                                   tied=hp.tied_embeddings,
+                                   n_gqa=hp.n_head // max(1, hp.n_kv_head),
                                    has_imatrix=bool(importance))
         codec = quants.get_codec(ttype)
         if codec.ggml_type is None and not is_km(ttype):
             raise ConversionError(f"{gname}: type {ttype} has no ggml tensor type; the "
                                   "converter cannot store it")
-        perm = 0
-        if gname.endswith(".attn_q.weight"):
-            perm = hp.n_heads
-        elif gname.endswith(".attn_k.weight"):
-            perm = hp.n_kv_heads
+        perm = {"permute_q": hp.n_head, "permute_k": hp.n_kv_head}.get(spec.transform or "", 0)
         planned.append(PlannedTensor(gname, st.shape, ttype, why, hf_name, st.dtype, st.nbytes,
-                                     stored_nbytes(ttype, st.shape), perm))
+                                     stored_nbytes(ttype, st.shape), perm,
+                                     plus_one=spec.transform == "plus_one"))
+    mapping = {g: hf for g, (hf, _) in mapping.items()}
     for gname, imp in importance.items():
         if gname in mapping and imp.shape != (ckpt.tensors[mapping[gname]].shape[-1],):
             raise ConversionError(f"--imatrix: importance of {gname!r} has {imp.shape[0]} "
                                   f"values; the tensor has {ckpt.tensors[mapping[gname]].shape[-1]}"
                                   " columns")
     n_params = sum(math.prod(t.shape) for t in planned if t.source is not None)
-    metadata = _general_metadata(ckpt, hp, recipe, repo_id, name, n_params)
-    metadata += llama.model_metadata(hp)
+    metadata = _general_metadata(ckpt, fam, recipe, repo_id, name, n_params)
+    metadata += fam.metadata(hp)
     from .tokenizer_export import export_tokenizer
 
     metadata += export_tokenizer(directory, ckpt.config)
-    return Plan(directory, repo_id, hp, recipe, planned, metadata, ckpt, importance)
+    return Plan(directory, repo_id, fam, hp, recipe, planned, metadata, ckpt, importance)
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -373,7 +404,7 @@ def _row_reader(plan: Plan, t: PlannedTensor) -> Callable[[int, int], np.ndarray
     def read_permuted(r0: int, r1: int) -> np.ndarray:
         # Q/K: rows are reordered head by head, so read the whole (small) matrix once
         if not cache:
-            cache.append(st.read().reshape(rows, cols)[llama.permute_rows(rows, t.perm_heads)])
+            cache.append(st.read().reshape(rows, cols)[permute_rows(rows, t.perm_heads)])
         part = cache[0][r0:r1]
         if r1 >= rows:
             cache.clear()
@@ -413,7 +444,8 @@ def make_producer(plan: Plan, t: PlannedTensor,
         codec = quants.get_codec(t.type)
         imp = plan.importance.get(t.name) if codec.uses_importance else None
         if len(t.shape) == 1:
-            return _encode_rows(st.read().reshape(1, -1), t, None).reshape(-1)
+            x = st.read().reshape(1, -1)  # (1, n) float32
+            return _encode_rows(x + np.float32(1.0) if t.plus_one else x, t, None).reshape(-1)
         rows, cols = t.shape[0], math.prod(t.shape[1:])
         read = _row_reader(plan, t)
         out = np.empty((rows, codec.row_nbytes(cols)), dtype=np.uint8)  # (rows, row bytes)
@@ -433,10 +465,13 @@ def make_producer(plan: Plan, t: PlannedTensor,
 
 
 def convert(src: str | Path, out: str | Path, *, progress: bool = False,
+            split: SplitLimits | None = None, outputs: list[Path] | None = None,
             **options: Any) -> Plan:
     """Convert ``src`` (directory or hub repo id) to the file ``out``; returns the plan.
 
     ``options`` are those of ``plan_conversion``. The file appears only when complete.
+    ``split``: write shards ``out-00001-of-0000N.gguf`` instead (gguflite.split), all or
+    nothing. ``outputs``, if given, receives the paths written.
     """
     from gguflite import GGUFWriter
 
@@ -473,7 +508,9 @@ def convert(src: str | Path, out: str | Path, *, progress: bool = False,
             else:
                 writer.add_tensor(t.name, shape=t.shape, type=t.ggml_type,
                                   data=make_producer(plan, t, started))
-        writer.write()
+        written = write_split(writer, split)
+        if outputs is not None:
+            outputs.extend(written)
     finally:
         if bar is not None:
             bar.close()

@@ -146,6 +146,15 @@ def set_metadata(path: str | os.PathLike[str], values: Mapping[str, Any], *,
     target = Path(out) if out is not None else path
     done: dict[str, str] = {}
     with gguflite.open(path) as f:
+        # A split set's metadata lives in its first shard: that file alone is rewritten, in
+        # place, with its own tensors; the split keys describe the set and stay as they are.
+        first = f.shards[0]
+        if len(f.shards) > 1 and target.resolve() != path.resolve():
+            raise EditError(f"{path} is the first of {len(f.shards)} shards: a split set's "
+                            "metadata is edited in place (copy the whole set first)")
+        for key in (*values, *remove):
+            if len(f.shards) > 1 and key.startswith(keys.SPLIT_PREFIX):
+                raise EditError(f"{key}: describes the split set, cannot be changed")
         for key in remove:
             if key not in f.metadata:
                 raise EditError(f"{key}: cannot remove, no such key in {path}")
@@ -171,8 +180,8 @@ def set_metadata(path: str | os.PathLike[str], values: Mapping[str, Any], *,
                 w.add(key, value, vt, et)
         except (WriterError, MetadataError) as exc:
             raise EditError(str(exc)) from None
-        for name, ti in f.tensors.items():
+        for name, ti in first.tensors.items():
             w.add_tensor(name, shape=ti.shape or (1,), type=ti.type,
-                         data=lambda name=name: f.raw(name))
+                         data=lambda name=name: first.raw(name))
         w.write()
     return done

@@ -37,6 +37,7 @@ import numpy as np
 from gguflite.constants import GGMLType
 from gguflite.constants import GGUFValueType as T
 from gguflite.errors import ConversionError, FormatError
+from gguflite.reader import open_regular
 
 SUM_SUFFIX = ".in_sum2"
 COUNT_SUFFIX = ".counts"
@@ -92,7 +93,7 @@ def load_imatrix(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Tensor name -> (cols,) float32 importance, from either format above."""
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:  # a FIFO would block here
             magic = fh.read(4)
     except FileNotFoundError:
         raise ConversionError(f"--imatrix {path}: no such file") from None

@@ -14,9 +14,10 @@ mix and live in ``output_type`` and ``fallback`` below, not in the tables:
 
 Roles are the substrings llama.cpp matches (``attn_v.weight``, ``ffn_down`` ...). The layer
 index ``i`` is the tensor's ``blk.N`` (llama.cpp counts attn_v / ffn_down tensors in layer
-order, the same number for a dense model), ``n`` the layer count. Not modelled, since no
-gguflite architecture has them: mixture-of-experts rules (``n_expert == 8``), Falcon, the 70B
-``attn_v`` bump, fused ``attn_qkv``, and the IQ1/IQ2/IQ3 mixes.
+order, the same number for a dense model), ``n`` the layer count. A fused ``attn_qkv`` (Phi-3)
+takes the attn_v rules, as in llama.cpp. Not modelled, since no gguflite architecture has
+them: mixture-of-experts rules (``n_expert == 8``), Falcon, the 70B ``attn_v`` bump, and the
+IQ1/IQ2/IQ3 mixes.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ CONDITIONS: dict[str, Callable[[Context], bool]] = {
 }
 
 # llama.cpp tensor_get_category, in its order: output and token_embd by the whole name, then
-# the first substring found names the role
-ROLES = (("attn_v.weight", "attn_v"), ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"),
+# the first substring found names the role; fused QKV (Phi-3) and MLA's kv_b count as attn_v
+ROLES = (("attn_qkv.weight", "attn_v"), ("attn_kv_b.weight", "attn_v"),
+         ("attn_v.weight", "attn_v"), ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"),
          ("attn_output.weight", "attn_output"), ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"),
          ("ffn_down", "ffn_down"))
 

@@ -7,8 +7,9 @@ are; ``--tensor-type``/``--output-type``/``--embedding-type``; fallbacks for row
 type cannot hold). A tensor whose type does not change is copied byte for byte from the memory
 map; the others are decoded in row chunks (any type gguflite decodes: Q4_1, Q5_0, Q2_K ...)
 and encoded again, one tensor in memory at a time. Metadata keys are copied with their types,
-except ``general.file_type`` (set from the recipe) and ``general.alignment`` (kept by the
-writer). The output is written atomically.
+except ``general.file_type`` (set from the recipe), ``general.alignment`` (kept by the
+writer) and a split source's ``split.*`` keys (written anew for split output). The output is
+written atomically; with ``split``, as shards, all or nothing (gguflite.split).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from gguflite import quants
 from gguflite.constants import KEY_ALIGNMENT, GGMLType
 from gguflite.constants import GGUFValueType as T
 from gguflite.errors import ConversionError, QuantizationError, UnsupportedTypeError
+from gguflite.finite import check_finite
+from gguflite.split import SplitLimits, write_split
 
 from .convert import CHUNK_BYTES, add_km_tensor, is_km, make_recipe, stored_nbytes
 
@@ -163,8 +166,13 @@ def requantize(src: str | Path, out: str | Path, *, type: str,  # noqa: A002
                tensor_types: Sequence[str] = (), output_type: str | None = None,
                embedding_type: str | None = None, fallback_type: str | None = None,
                imatrix: str | Path | None = None, dry_run: bool = False,
-               progress: bool = False) -> list[RequantEntry]:
-    """Write ``out``: ``src`` with its tensors requantized per the recipe ``type``."""
+               progress: bool = False, split: SplitLimits | None = None,
+               outputs: list[Path] | None = None) -> list[RequantEntry]:
+    """Write ``out``: ``src`` with its tensors requantized per the recipe ``type``.
+
+    ``src`` may be the first shard of a split set. ``split``: write shards
+    ``out-00001-of-0000N.gguf`` instead; ``outputs``, if given, receives the paths written.
+    """
     importance: dict[str, np.ndarray] = {}
     if imatrix is not None:
         from .imatrix import load_imatrix
@@ -183,6 +191,9 @@ def requantize(src: str | Path, out: str | Path, *, type: str,  # noqa: A002
                                       "columns")
         if dry_run:
             return entries
+        # Copied tensors are not decoded by a codec (which refuses NaN/Inf): check them here.
+        check_finite(f, [e.name for e in entries if e.copied and not e.src_is_km],
+                     action="quantize")
         if Path(out).resolve() == Path(src).resolve():
             raise ConversionError(f"{out}: the output must differ from the input")
         bar = None
@@ -226,7 +237,10 @@ def requantize(src: str | Path, out: str | Path, *, type: str,  # noqa: A002
                              else quants.get_codec(e.type).ggml_type)
                     w.add_tensor(e.name, shape=e.shape, type=gtype,
                                  data=_producer(f, e, importance.get(e.name)))
-            w.write()
+            # drops the source's split.* keys; never overwrites a shard being read
+            written = write_split(w, split, keep=[s.path for s in f.shards])
+            if outputs is not None:
+                outputs.extend(written)
         finally:
             if bar is not None:
                 bar.close()

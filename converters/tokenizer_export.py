@@ -18,6 +18,7 @@ token ids (that needs the model's own tokenizer to run and a table of known hash
                                                               clean_up_tokenization_spaces)
     Split(<Llama 3 regex>), ByteLevel(use_regex=False)     -> "llama-bpe"
     Split(<Qwen 2 regex>),  ByteLevel(use_regex=False)     -> "qwen2"
+    Split(<GPT-4o regex>),  ByteLevel(use_regex=False)     -> "gpt-4o" (Phi-4-mini)
 
 Anything else is a ConversionError that names the structure found. A tokenizer.json normalizer
 (e.g. Qwen 2's NFC) is ignored, as llama.cpp does.
@@ -34,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguflite.runtime.tokenizer.vocab import special_id_key
 
 from gguflite.constants import GGUFValueType as T
 from gguflite.errors import ConversionError
+from gguflite.runtime.tokenizer.vocab import special_id_key
 from gguflite.writer import MetadataItem
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -52,6 +53,20 @@ QWEN2_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# GPT-4o / o200k as tokenizer.json writes it (Xenova/gpt-4o, Phi-4-mini); the runtime runs
+# llama.cpp's rewrite of it (runtime/tokenizer/bpe.py GPT4O_REGEX).
+_O200K_CASE = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+GPT4O_REGEX = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    + _O200K_CASE
+    + r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    + _O200K_CASE
+    + r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# config.json model_type of families whose llama.cpp converter writes add_space_prefix = false for
+# a SentencePiece tokenizer whatever tokenizer.model says (GemmaModel / Gemma2Model / Gemma3Model
+# set_vocab in convert_hf_to_gguf.py).
+SPM_NO_SPACE_PREFIX = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text"})
 
 
 def _read_json(path: Path) -> Any:
@@ -107,8 +122,10 @@ def export_tokenizer(model_dir: Path, config: dict) -> list[MetadataItem]:
     if tj is not None and _is_byte_level_bpe(tj):
         items, tokens = _bpe_items(tj, tc, config, tj_path)
         fallback_ids: dict[str, int] = {}
+        is_spm = False
     elif spm_path.is_file():
         items, tokens, fallback_ids = _spm_items(model_dir, spm_path, tc, config)
+        is_spm = True
     else:
         found = "tokenizer.json with a non-byte-level model" if tj is not None else "no tokenizer"
         raise ConversionError(
@@ -125,6 +142,10 @@ def export_tokenizer(model_dir: Path, config: dict) -> list[MetadataItem]:
     if isinstance(tc.get("add_prefix_space"), bool):
         items = [it for it in items if it[0] != "tokenizer.ggml.add_space_prefix"]
         items.append(("tokenizer.ggml.add_space_prefix", tc["add_prefix_space"], T.BOOL, None))
+    if is_spm and config.get("model_type") in SPM_NO_SPACE_PREFIX:
+        # Gemma: llama.cpp's converter writes false last, over tokenizer.model and add_prefix_space
+        items = [it for it in items if it[0] != "tokenizer.ggml.add_space_prefix"]
+        items.append(("tokenizer.ggml.add_space_prefix", False, T.BOOL, None))
     items.extend(_chat_template_items(model_dir, tc, tc_path))
     return items
 
@@ -172,7 +193,12 @@ def detect_pre(tj: dict, tc: dict, where: Path) -> str:
         elif kind == "Digits":
             sig.append(("Digits", bool(s.get("individual_digits", False))))
         elif kind == "Split":
-            sig.append(("Split", _regex_of(s), s.get("behavior"), bool(s.get("invert", False))))
+            behavior, invert = s.get("behavior"), bool(s.get("invert", False))
+            if (behavior, invert) == ("Removed", True):
+                # keep the matches, drop what is between them (Xenova's tiktoken conversions):
+                # the same split as Isolated for these regexes, which match every character
+                behavior, invert = "Isolated", False
+            sig.append(("Split", _regex_of(s), behavior, invert))
         else:
             sig.append((kind,))
     clean = bool(tc.get("clean_up_tokenization_spaces", False))
@@ -181,13 +207,14 @@ def detect_pre(tj: dict, tc: dict, where: Path) -> str:
         (("Digits", True), ("ByteLevel", True)): "starcoder" if clean else "smollm",
         (("Split", LLAMA3_REGEX, "Isolated", False), ("ByteLevel", False)): "llama-bpe",
         (("Split", QWEN2_REGEX, "Isolated", False), ("ByteLevel", False)): "qwen2",
+        (("Split", GPT4O_REGEX, "Isolated", False), ("ByteLevel", False)): "gpt-4o",
     }
     name = known.get(tuple(sig))
     if name is None:
         raise ConversionError(
             f"{where}: unsupported pre_tokenizer {sig!r}; supported: ByteLevel (gpt-2), "
             "Digits+ByteLevel (smollm/starcoder), Split(Llama 3 regex)+ByteLevel (llama-bpe), "
-            "Split(Qwen 2 regex)+ByteLevel (qwen2)"
+            "Split(Qwen 2 regex)+ByteLevel (qwen2), Split(GPT-4o regex)+ByteLevel (gpt-4o)"
         )
     return name
 

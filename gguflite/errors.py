@@ -8,12 +8,16 @@
     │   ├── EndiannessError              a big-endian file
     │   ├── LimitError                   a count or size over a spec limit
     │   ├── MetadataError                a bad key, value type or value
-    │   └── TensorInfoError              a bad tensor name, shape, type or offset
+    │   ├── TensorInfoError              a bad tensor name, shape, type or offset
+    │   └── SplitError                   a split set with a missing, extra, reordered or
+    │                                    inconsistent shard (rules S1-S9)
     ├── UnsupportedTypeError(ValueError) a tensor type we know but cannot encode/decode
     ├── QuantizationError(ValueError)    input a codec cannot encode (NaN, bad row length)
     ├── WriterError(ValueError)          a value or tensor the writer refuses
     ├── ConversionError(ValueError)      a checkpoint the converter refuses
-    └── ModelError(ValueError)           a file the runtime cannot run
+    ├── ModelError(ValueError)           a file the runtime cannot run
+    ├── NotRegularFileError(OSError)     a FIFO, device or socket given as a model file
+    └── ClosedFileError(ValueError)      tensor data asked of a closed GGUFFile
 
 Every message names the key, tensor, byte offset and/or the spec rule (``V12``), and, where
 there is one, says what to do.
@@ -74,6 +78,10 @@ class TensorInfoError(FormatError):
     """A tensor's name, shape, type, size or offset is invalid."""
 
 
+class SplitError(FormatError):
+    """A split set (``name-00001-of-0000N.gguf``) whose shards do not form one file."""
+
+
 class UnsupportedTypeError(GGUFLiteError, ValueError):
     """A tensor type that exists but that this operation does not support."""
 
@@ -92,3 +100,12 @@ class ConversionError(GGUFLiteError, ValueError):
 
 class ModelError(GGUFLiteError, ValueError):
     """A file the runtime cannot run: unknown architecture, missing tensor, wrong shape."""
+
+
+class NotRegularFileError(GGUFLiteError, OSError):
+    """A path that is not a regular file (a FIFO, a device, a socket): refused at once, since
+    reading it could block forever or never end. An OSError, like IsADirectoryError."""
+
+
+class ClosedFileError(GGUFLiteError, ValueError):
+    """Tensor data asked of a ``GGUFFile`` after ``close()``."""

@@ -159,13 +159,25 @@ GGUFLITE_KM_KEYS: dict[str, KeySpec] = {
 }
 KM_PREFIX = "gguflite.km."
 
+# Split sets (spec section 14, gguflite/split.py): written by llama-gguf-split and gguf-py in
+# every shard; llama.cpp reads them with these exact types.
+KEY_SPLIT_NO = "split.no"
+KEY_SPLIT_COUNT = "split.count"
+KEY_SPLIT_TENSORS_COUNT = "split.tensors.count"
+SPLIT_PREFIX = "split."
+SPLIT_KEYS: dict[str, KeySpec] = {
+    KEY_SPLIT_NO:            KeySpec(("u16",), "index of this shard, from 0"),
+    KEY_SPLIT_COUNT:         KeySpec(("u16",), "number of shards in the set"),
+    KEY_SPLIT_TENSORS_COUNT: KeySpec(("i32",), "number of tensors in all shards"),
+}
+
 KEY_SYNTAX = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*")
 _ID = re.compile(r"\.\d+\.")
 
 
 def lookup(key: str, arch: str | None) -> KeySpec | None:
     """The registered spec of ``key`` (``arch`` is ``general.architecture``), or None."""
-    for table in (GENERAL_KEYS, TOKENIZER_KEYS):
+    for table in (GENERAL_KEYS, TOKENIZER_KEYS, SPLIT_KEYS):
         spec = table.get(key)
         if spec is not None:
             return spec

@@ -12,9 +12,9 @@ the rule (spec/gguflite-v1.md), the key or tensor, and the byte offset.
 
 from __future__ import annotations
 
-import builtins
 import mmap
 import os
+import stat
 import struct
 from array import array
 from dataclasses import dataclass
@@ -40,9 +40,11 @@ from .constants import (
 )
 from .errors import (
     BadMagicError,
+    ClosedFileError,
     EndiannessError,
     LimitError,
     MetadataError,
+    NotRegularFileError,
     TensorInfoError,
     TruncatedError,
     UnsupportedVersionError,
@@ -266,7 +268,7 @@ class GGUFFile:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
-        self._file = builtins.open(self.path, "rb")  # noqa: SIM115  (closed in close())
+        self._file = open_regular(self.path)  # closed in close()
         self._mmap: mmap.mmap | None = None
         try:
             self.file_size = os.fstat(self._file.fileno()).st_size
@@ -420,7 +422,25 @@ class GGUFFile:
         self.tensors = fixed
 
     # -- access ------------------------------------------------------------------------------
+    @property
+    def shards(self) -> tuple[GGUFFile, ...]:
+        """The physical files: ``(self,)``; a split set (``gguflite.split``) has one per shard."""
+        return (self,)
+
+    def shard_of(self, name: str) -> int:
+        """Index in ``shards`` of the file that holds tensor ``name``."""
+        self._tensor(name)
+        return 0
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` ran; reading tensor data then raises ClosedFileError."""
+        return self._file is None
+
     def _tensor(self, name: str) -> TensorInfo:
+        if self.closed:
+            raise ClosedFileError(f"{self.path} is closed; tensor {name!r} cannot be read "
+                                  "(open it again, or read inside the 'with' block)")
         try:
             return self.tensors[name]
         except KeyError:
@@ -455,6 +475,8 @@ class GGUFFile:
         from . import quants
         from .quants import km
 
+        if self.closed:
+            self._tensor(name)  # raises ClosedFileError
         if km.is_km_tensor(self, name):
             return km.from_gguf(self, name).dequantize()
         ti = self._tensor(name)
@@ -480,6 +502,46 @@ class GGUFFile:
                 f"{len(self.tensors)} tensors)")
 
 
+def open_regular(path: str | os.PathLike[str]) -> Any:
+    """``path`` opened for binary reading, refusing anything but a regular file at once.
+
+    Opening a FIFO for reading blocks until a writer appears and a device like /dev/zero never
+    ends, so the file is opened non-blocking, checked with ``fstat`` (no race with the path
+    changing), then switched back to blocking reads.
+
+    Raises
+    ------
+    NotRegularFileError
+        A FIFO, character or block device, or socket.
+    OSError
+        The file does not exist, is a directory or cannot be read.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode)
+                    or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                    else "a special file")
+            raise NotRegularFileError(f"{path}: is {kind}, not a regular file; give a GGUF "
+                                      "file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def open(path: str | os.PathLike[str]) -> GGUFFile:  # noqa: A001  (gguflite.open)
-    """Open a GGUF file memory-mapped and read-only; raises ``FormatError`` on bad input."""
-    return GGUFFile(path)
+    """Open a GGUF file memory-mapped and read-only; raises ``FormatError`` on bad input.
+
+    The first shard of a split set (``name-00001-of-0000N.gguf``) opens the whole set as one
+    file (``gguflite.split.SplitFile``); a broken set raises ``SplitError``.
+    """
+    from .split import open_set  # the one door to split sets
+
+    return open_set(GGUFFile(path))

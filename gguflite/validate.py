@@ -2,9 +2,11 @@
 
 ``validate(path)`` opens the file with the strict reader (rules V1-V15: a structural problem
 ends the check, because nothing after it can be located), then runs every semantic check and
-collects all their findings (V16-V25) instead of stopping at the first. Each finding is an
-error (llama.cpp would refuse the file, or the file is wrong for gguflite) or a warning (legal
-but sloppy: llama.cpp loads it, gguflite would not have written it).
+collects all their findings (V16-V26) instead of stopping at the first. A split set is opened
+at its first shard: a broken set is one finding (S1-S8, ``gguflite.split``), the layout rules
+run in every shard, and S9 warns of keys that shards after the first should not hold. Each
+finding is an error (llama.cpp would refuse the file, or the file is wrong for gguflite) or a
+warning (legal but sloppy: llama.cpp loads it, gguflite would not have written it).
 
     >>> report = validate("model.gguf", deep=True)
     >>> report.ok, [str(f) for f in report.findings]
@@ -14,8 +16,9 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -24,16 +27,16 @@ import numpy as np
 
 from . import keys as keyreg
 from .constants import (
-    GGML_TYPE_TRAITS,
     GGUF_VERSION,
     MAX_TENSOR_NAME_LENGTH,
-    GGMLType,
     GGUFValueType,
 )
-from .errors import FormatError, UnsupportedTypeError
+from .errors import FormatError
+from .finite import count_nonfinite
 from .metadata import StringArray
 from .reader import GGUFFile
 from .reader import open as open_gguf
+from .split import extra_keys, is_later_shard
 
 # llama.cpp's GGUF_MAX_ARRAY_ELEMENTS: longer arrays do not load.
 MAX_ARRAY_ELEMENTS_LLAMA_CPP = 1 << 30
@@ -164,8 +167,17 @@ def validate(path: str | Path, *, deep: bool = False) -> Report:
     try:
         f = open_gguf(path)
     except FormatError as exc:
-        report.error(exc.rule or "V3", exc.detail, offset=exc.offset)
-        return report
+        if exc.rule != "S2":
+            report.error(exc.rule or "V3", exc.detail, offset=exc.offset)
+            return report
+        # A later shard of a split set given alone (``validate model-*.gguf``): checked as the
+        # file it is; the set as a whole is checked through its first shard.
+        report.warn("S2", f"{exc.detail}; this shard was checked on its own")
+        try:
+            f = GGUFFile(path)
+        except FormatError as exc2:
+            report.error(exc2.rule or "V3", exc2.detail, offset=exc2.offset)
+            return report
     with f:
         for check in _CHECKS:
             try:
@@ -204,7 +216,7 @@ def _check_keys(f: GGUFFile, r: Report) -> None:
         if isinstance(value, StringArray):
             for i in range(len(value)):  # the reader decodes string arrays lazily
                 value.decode(i)
-    if "general.architecture" not in f.metadata:
+    if "general.architecture" not in f.metadata and not is_later_shard(f):
         r.warn("V25", "general.architecture is missing; llama.cpp cannot load this file as a "
                "model", key="general.architecture")
 
@@ -232,18 +244,24 @@ def _nonzero_at(buf: memoryview, start: int, stop: int) -> int | None:
 
 
 def _check_layout(f: GGUFFile, r: Report) -> None:
+    """V16-V18 in each physical file (each shard of a split set has its own data section)."""
+    for part in f.shards:
+        _check_file_layout(part, r, f"{part.path.name}: " if len(f.shards) > 1 else "")
+
+
+def _check_file_layout(f: GGUFFile, r: Report, where: str) -> None:
     buf = f._buf  # the whole mapped file  # noqa: SLF001  (same package)
     expected = 0
     for name, ti in f.tensors.items():
         if ti.offset != expected:
-            r.error("V16", f"tensor {name!r} has offset {ti.offset}, expected {expected}: "
-                    "tensors must be packed in declaration order (llama.cpp refuses holes, "
-                    "overlaps and reordering)", offset=ti.info_offset, tensor=name)
+            r.error("V16", f"{where}tensor {name!r} has offset {ti.offset}, expected "
+                    f"{expected}: tensors must be packed in declaration order (llama.cpp "
+                    "refuses holes, overlaps and reordering)", offset=ti.info_offset, tensor=name)
         expected = ti.offset + _padded(ti.nbytes, f.alignment)
 
     bad = _nonzero_at(buf, f.header_end, min(f.data_offset, f.file_size))
     if bad is not None:
-        r.warn("V17", "nonzero padding between the tensor infos and the data section",
+        r.warn("V17", f"{where}nonzero padding between the tensor infos and the data section",
                offset=bad)
     # The padding after each tensor runs to the next tensor's start (or its aligned end).
     spans = sorted((ti.file_offset, ti.file_offset + ti.nbytes, name)
@@ -254,13 +272,24 @@ def _check_layout(f: GGUFFile, r: Report) -> None:
             stop = min(stop, spans[i + 1][0])
         bad = _nonzero_at(buf, end, min(stop, f.file_size))
         if bad is not None:
-            r.warn("V17", f"nonzero padding after tensor {name!r}", offset=bad, tensor=name)
+            r.warn("V17", f"{where}nonzero padding after tensor {name!r}", offset=bad,
+                   tensor=name)
 
     data_end = max((end for _, end, _ in spans), default=f.header_end)
     allowed_end = _padded(data_end, f.alignment)
     if f.file_size > allowed_end:
-        r.warn("V18", f"{f.file_size - allowed_end} bytes after the end of the data section; "
-               "a truncated rewrite or appended data?", offset=allowed_end)
+        r.warn("V18", f"{where}{f.file_size - allowed_end} bytes after the end of the data "
+               "section; a truncated rewrite or appended data?", offset=allowed_end)
+
+
+def _check_split(f: GGUFFile, r: Report) -> None:
+    """S9: keys in shards after the first are ignored by llama.cpp (S1-S8 are the reader's)."""
+    later = f.shards[1:] if len(f.shards) > 1 else [f] if is_later_shard(f) else []
+    for part in later:
+        extra = extra_keys(part)
+        if extra:
+            r.warn("S9", f"{part.path.name}: {len(extra)} keys besides split.* ({extra[:3]}); "
+                   "llama.cpp reads metadata from the first shard only", key=extra[0])
 
 
 # -- tokenizer -------------------------------------------------------------------------------
@@ -289,11 +318,6 @@ def _check_tokenizer(f: GGUFFile, r: Report) -> None:
 
 
 # -- hyper-parameters vs shapes ----------------------------------------------------------------
-# Architectures whose blocks use llama's tensor names and shapes.
-LLAMA_LIKE = frozenset({
-    "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "granite", "smollm3",
-    "olmo", "olmo2", "internlm2", "stablelm", "starcoder2", "exaone", "minicpm",
-})
 _BLOCK = re.compile(r"blk\.(\d+)\.")
 
 
@@ -304,59 +328,30 @@ def _scalar_uint(md: Any, key: str) -> int | None:
     return None
 
 
-def _per_layer(md: Any, key: str, n_layer: int) -> Callable[[int], int | None]:
-    """Layer -> value of a scalar-or-per-layer-array hyper-parameter, or None if unknown."""
-    if key in md and md.value_type(key) == GGUFValueType.ARRAY \
-            and md.element_type(key) in (GGUFValueType.INT32, GGUFValueType.UINT32):
-        values = md[key]
-        return lambda layer: int(values[layer]) if layer < len(values) else None
-    v = _scalar_uint(md, key)
-    return lambda layer: v
-
-
-def _expected_shapes(f: GGUFFile, arch: str, n_layer: int,
+def _expected_shapes(f: GGUFFile, arch: str,
                      layers: Iterable[int]) -> Iterator[tuple[str, tuple, str]]:
-    """(tensor name, expected GGUF dims, which keys say so) for the tensors we can predict.
+    """(tensor name, expected GGUF dims, what says so) from the family description
+    (``gguflite.models``), for the families gguflite knows.
 
     ``layers``: the block indices the file has tensors for (never ``range(n_layer)``: the
     declared block count is untrusted and may be huge).
     """
-    md = f.metadata
-    n_embd = _scalar_uint(md, f"{arch}.embedding_length")
-    n_vocab = _scalar_uint(md, f"{arch}.vocab_size")
-    if n_vocab is None and "tokenizer.ggml.tokens" in md:
-        n_vocab = len(md["tokenizer.ggml.tokens"])
-    if n_embd is None:
+    from .errors import ModelError
+    from .models import FAMILIES
+
+    fam = FAMILIES.get(arch)
+    if fam is None:
         return
-    if n_vocab is not None:
-        src = "embedding_length, vocabulary size"
-        yield "token_embd.weight", (n_embd, n_vocab), src
-        yield "output.weight", (n_embd, n_vocab), src
-    yield "output_norm.weight", (n_embd,), "embedding_length"
-    head = _per_layer(md, f"{arch}.attention.head_count", n_layer)
-    head_kv = _per_layer(md, f"{arch}.attention.head_count_kv", n_layer)
-    n_ff = _per_layer(md, f"{arch}.feed_forward_length", n_layer)
-    key_len = _scalar_uint(md, f"{arch}.attention.key_length")
-    val_len = _scalar_uint(md, f"{arch}.attention.value_length")
-    for layer in sorted(x for x in layers if x < n_layer):
-        p = f"blk.{layer}."
-        yield p + "attn_norm.weight", (n_embd,), "embedding_length"
-        yield p + "ffn_norm.weight", (n_embd,), "embedding_length"
-        nh = head(layer)
-        if nh:
-            nkv = head_kv(layer) or nh
-            hk = key_len if key_len is not None else n_embd // nh
-            hv = val_len if val_len is not None else n_embd // nh
-            src = "embedding_length, attention.head_count(_kv), key/value_length"
-            yield p + "attn_q.weight", (n_embd, nh * hk), src
-            yield p + "attn_k.weight", (n_embd, nkv * hk), src
-            yield p + "attn_v.weight", (n_embd, nkv * hv), src
-            yield p + "attn_output.weight", (nh * hv, n_embd), src
-        ff = n_ff(layer)
-        if ff:
-            yield p + "ffn_gate.weight", (n_embd, ff), "embedding_length, feed_forward_length"
-            yield p + "ffn_up.weight", (n_embd, ff), "embedding_length, feed_forward_length"
-            yield p + "ffn_down.weight", (ff, n_embd), "embedding_length, feed_forward_length"
+    # keys that shape no tensor get stand-ins, so a file without them is still checked
+    stand_ins = {f"{arch}.attention.layer_norm_rms_epsilon": 1e-5, f"{arch}.context_length": 1}
+    try:
+        hp = fam.from_metadata(ChainMap(f.metadata, stand_ins))  # type: ignore[arg-type]
+    except ModelError:
+        return  # inconsistent hyper-parameters: the runtime names the key
+    src = f"the {arch} family's tensor table and metadata"
+    globals_ = [t for t in fam.tensors(replace(hp, n_layer=0))]
+    for t in globals_ + [t for layer in layers for t in fam.block_tensors(hp, layer)]:
+        yield t.name, tuple(reversed(t.shape)), src
 
 
 def _check_hparams(f: GGUFFile, r: Report) -> None:
@@ -375,51 +370,20 @@ def _check_hparams(f: GGUFFile, r: Report) -> None:
         r.error("V23", f"{arch}.block_count is {n_layer} but the tensors have blocks "
                 f"{min(layers)}..{max(layers)} ({len(layers)} distinct; missing {missing}, "
                 f"extra {extra})", key=f"{arch}.block_count")
-    if arch not in LLAMA_LIKE or n_layer is None:
+    if n_layer is None:
         return
-    for name, dims, source in _expected_shapes(f, arch, n_layer, layers):
+    for name, dims, source in _expected_shapes(f, arch, sorted(x for x in layers
+                                                                if x < n_layer)):
         ti = f.tensors.get(name)
         if ti is not None and ti.dims != dims:
             r.error("V23", f"tensor {name!r} has dims {list(ti.dims)} (GGUF order), but "
-                    f"{source} say {list(dims)}", offset=ti.info_offset, tensor=name)
+                    f"{source} give {list(dims)}", offset=ti.info_offset, tensor=name)
 
 
 # -- tensor data (--deep) --------------------------------------------------------------------
-_CHUNK_ELEMENTS = 1 << 22
-
-
-def _count_nonfinite(f: GGUFFile, name: str) -> int | None:
-    """Number of NaN/Inf values in a tensor, or None if its type cannot be decoded."""
-    ti = f.tensors[name]
-    raw = f.raw(name)  # (nbytes,) uint8
-    if ti.type in (GGMLType.I8, GGMLType.I16, GGMLType.I32, GGMLType.I64):
-        return 0
-    if ti.type in (GGMLType.F32, GGMLType.F16, GGMLType.F64):
-        values = f.array(name).reshape(-1)
-        return sum(int(np.count_nonzero(~np.isfinite(values[i:i + _CHUNK_ELEMENTS])))
-                   for i in range(0, values.size, _CHUNK_ELEMENTS))
-    if ti.type == GGMLType.BF16:
-        bits = raw.view("<u2")  # exponent all ones: Inf or NaN
-        return int(np.count_nonzero((bits & 0x7F80) == 0x7F80))
-    from . import quants
-
-    try:
-        codec = quants.get_codec(ti.type)
-    except UnsupportedTypeError:
-        return None
-    block_size, type_size = GGML_TYPE_TRAITS[ti.type]
-    blocks = raw.reshape(-1, type_size)  # (n_blocks, type_size)
-    step = max(1, _CHUNK_ELEMENTS // block_size)
-    bad = 0
-    for i in range(0, blocks.shape[0], step):
-        values = codec.dequantize_blocks_fast(blocks[i:i + step])  # (step, block_size)
-        bad += int(np.count_nonzero(~np.isfinite(values)))
-    return bad
-
-
 def _check_finite(f: GGUFFile, r: Report) -> None:
     for name, ti in f.tensors.items():
-        bad = _count_nonfinite(f, name)
+        bad = count_nonfinite(f, name)
         if bad is None:
             r.warn("V24", f"tensor {name!r}: gguflite cannot decode {ti.type.name}; its data "
                    "was not checked", tensor=name)
@@ -447,5 +411,5 @@ def _check_km(f: GGUFFile, r: Report) -> None:
 
 _CHECKS: tuple[Callable[[GGUFFile, Report], None], ...] = (
     _check_version, _check_keys, _check_tensor_names, _check_layout, _check_tokenizer,
-    _check_hparams, _check_km,
+    _check_hparams, _check_km, _check_split,
 )

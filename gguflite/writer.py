@@ -4,8 +4,15 @@ Metadata types are explicit: a value that does not fit its declared type is a ``
 never a silent truncation or a guess. Tensors are declared first (name, shape, type, data or a
 zero-argument producer); on ``write()`` the header is laid out from the declarations, then the
 data is written one tensor at a time, so peak memory is one tensor. The file goes to a
-temporary sibling, is fsynced and renamed into place; a failure at any point leaves neither a
-partial file under the target name nor a clobbered existing file.
+temporary sibling, is fsynced and renamed into place; a failure at any point (an exception,
+KeyboardInterrupt, SystemExit: the CLI turns SIGTERM into one) leaves neither a partial file
+under the target name nor a clobbered existing file, and removes the temporary file.
+
+Replacing an existing file keeps its permission bits (and owner and group, where the OS lets
+us), and a symlink is written through: its target is replaced, the link stays. Temporary files
+are named ``.<name>.gguflite-<host>-<pid>-<random>.tmp``; one left behind by a writer that was
+killed outright (SIGKILL, power loss) is removed by the next write into the same folder on the
+same host once its process is gone (``stale_temp_files`` lists them).
 
     >>> with GGUFWriter("out.gguf") as w:
     ...     w.add("general.architecture", "llama", GGUFValueType.STRING)
@@ -16,8 +23,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import secrets
+import socket
+import stat
 import struct
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,10 +201,20 @@ class GGUFWriter:
             self.add(KEY_ALIGNMENT, alignment, GGUFValueType.UINT32)
 
     # -- declaring ---------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._written:
+            raise WriterError(f"{self.path} was already written by this writer; declare "
+                              "everything before write()")
+
     def add(self, key: str, value: Any, vtype: GGUFValueType,
             element_type: GGUFValueType | None = None) -> None:
         """Add one metadata key with an explicit type; ``element_type`` for arrays."""
+        self._check_open()
         raw_key = _encode_key(key)
+        for t in (vtype, element_type):
+            if t is not None and not _is_value_type(t):
+                raise WriterError(f"key {key!r}: unknown value type {t!r} (one of "
+                                  f"{', '.join(v.name for v in GGUFValueType)})")
         if key in self._kv:
             raise WriterError(f"duplicate key {key!r}")
         if key == KEY_ALIGNMENT and (vtype != GGUFValueType.UINT32 or value != self.alignment):
@@ -218,6 +238,7 @@ class GGUFWriter:
         self.add(key, value, md.value_type(key), etype)
 
     def remove(self, key: str) -> None:
+        self._check_open()
         self._kv.pop(key, None)
 
     @property
@@ -227,6 +248,7 @@ class GGUFWriter:
     def add_tensor(self, name: str, *, shape: Sequence[int], type: GGMLType,  # noqa: A002
                    data: TensorData) -> None:
         """Declare a tensor of numpy row-major ``shape``; ``data`` is an array or a producer."""
+        self._check_open()
         raw = _encode_key(name, "tensor name")
         if len(raw) > MAX_TENSOR_NAME_LENGTH:
             raise WriterError(f"tensor name {name!r} is {len(raw)} bytes; llama.cpp allows at "
@@ -293,13 +315,24 @@ class GGUFWriter:
         """Write the file atomically; returns its path."""
         if self._written:
             raise WriterError(f"{self.path} was already written by this writer")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                        suffix=".tmp")
-        tmp = Path(tmp_name)
+        target = _write_target(self.path)  # through a symlink to the file it names
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(target.parent)
         try:
-            if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the usual 0666 & ~umask
-                os.fchmod(fd, 0o666 & ~_umask())
+            existing: os.stat_result | None = os.stat(target)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and not stat.S_ISREG(existing.st_mode):
+            what = "a directory" if stat.S_ISDIR(existing.st_mode) else "not a regular file"
+            raise WriterError(f"{self.path} is {what}; give a file name to write")
+        # The name is chosen before the file exists and the file is created inside the `try`:
+        # a signal at any instant finds the cleanup in place. <host>-<pid> makes the name
+        # unique among live writers; the random part, among this process's writes.
+        tmp = target.parent / f"{_temp_prefix(target)}{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                         0o600)
+            _set_mode(fd, existing)
             with os.fdopen(fd, "wb") as out:
                 out.write(self._header())
                 for t in self._tensors.values():
@@ -312,13 +345,13 @@ class GGUFWriter:
                     del data, arr
                 out.flush()
                 os.fsync(out.fileno())
-            if self.path.exists() and self.path.is_dir():
-                raise WriterError(f"{self.path} is a directory")
-            os.replace(tmp, self.path)
-        except BaseException:
+            os.replace(tmp, target)
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.filename is None:
+                exc.filename = str(self.path)  # a full disk: say which output
             raise
-        _fsync_dir(self.path.parent)
+        _fsync_dir(target.parent)
         self._written = True
         return self.path
 
@@ -328,6 +361,86 @@ class GGUFWriter:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None and not self._written:
             self.write()
+
+
+def _is_value_type(t: Any) -> bool:
+    try:
+        GGUFValueType(t)
+    except ValueError:
+        return False
+    return True
+
+
+def _write_target(path: Path) -> Path:
+    """The file to replace: ``path``, or the file its symlink(s) point to."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _set_mode(fd: int, existing: os.stat_result | None) -> None:
+    """Give the temporary file the mode (and owner) of the file it replaces, else the usual
+    0666 & ~umask (mkstemp makes 0600)."""
+    if not hasattr(os, "fchmod"):  # pragma: no cover - not POSIX
+        return
+    if existing is None:
+        os.fchmod(fd, 0o666 & ~_umask())
+        return
+    if hasattr(os, "fchown") and (existing.st_uid, existing.st_gid) != (os.getuid(),
+                                                                         os.getgid()):
+        for uid, gid in ((existing.st_uid, existing.st_gid), (-1, existing.st_gid)):
+            try:  # another owner needs privileges; the group, membership
+                os.fchown(fd, uid, gid)
+                break
+            except OSError:
+                continue
+    os.fchmod(fd, stat.S_IMODE(existing.st_mode))
+
+
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+_TEMP_RE = re.compile(r"^\..*\.gguflite-(?P<host>[A-Za-z0-9]*)-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
+
+
+def _temp_prefix(target: Path) -> str:
+    """``.<name>.gguflite-<host>-<pid>-`` (the name cut so the whole stays under 255 bytes)."""
+    name = target.name.encode("utf-8", "surrogateescape")[:120].decode("utf-8", "ignore")
+    return f".{name}.gguflite-{_HOST}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's live process (or not a pid we can ask about): keep
+    return True
+
+
+def stale_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files a gguflite writer on this host left in ``directory`` before it was
+    killed outright (its process is gone)."""
+    found = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if (m and m["host"] == _HOST and int(m["pid"]) != os.getpid()
+                and entry.is_file(follow_symlinks=False) and not _alive(int(m["pid"]))):
+            found.append(Path(entry.path))
+    return found
+
+
+def remove_stale_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """Remove :func:`stale_temp_files` of ``directory``; returns the ones removed."""
+    removed = []
+    for p in stale_temp_files(directory):
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
 
 
 def _umask() -> int:

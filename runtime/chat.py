@@ -2,19 +2,19 @@
 
 A model file carries its chat template (``tokenizer.chat_template``, a Jinja2 template written
 for transformers' ``apply_chat_template``). Templates come from untrusted files, so they run in
-jinja2's ``ImmutableSandboxedEnvironment``: no attribute starting with ``_``, no mutation of
-lists/dicts passed in, no Python callables beyond the ones below. The environment matches
-transformers' (``utils/chat_template_utils.py``)::
+jinja2's ``ImmutableSandboxedEnvironment`` (no attribute starting with ``_``, no mutation of
+lists/dicts passed in, no Python callables beyond HF's few) inside a separate renderer process
+(``template_worker.py``, started once and reused) that is bounded in
 
-    trim_blocks=True, lstrip_blocks=True, extension loopcontrols ({% break %}, {% continue %})
-    {% generation %}...{% endgeneration %}  rendered as its body (HF tracks assistant spans)
-    filter   tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)
-    globals  raise_exception(msg), strftime_now(fmt), dict(...), namespace(...) (no "_" names)
-    context  messages, tools, documents, add_generation_prompt, bos_token, eos_token, **extra
+- time: ``RENDER_TIMEOUT_S`` per render, then the process is killed;
+- memory: ``RENDER_MEMORY_BYTES`` of address space (``RLIMIT_AS``) for the whole renderer;
+- output: ``max_chars`` characters (``Model.chat``: the context length times the longest
+  token's text, the most a prompt that fits could need; otherwise ``DEFAULT_MAX_CHARS``).
 
-Messages are copied to plain JSON data first (keys with value None dropped, as HF does), so a
-template never sees the caller's objects. Every failure (syntax, sandbox violation,
-``raise_exception`` in the template, a type error while rendering) is a ModelError.
+The environment matches transformers' (see ``template_worker.py``). Messages are copied to
+plain JSON data first (keys with value None dropped, as HF does), so a template never sees the
+caller's objects. Every failure (syntax, sandbox violation, ``raise_exception`` in the
+template, a type error while rendering, a limit) is a ModelError of one line.
 
 When the bos token appears in the rendered text, encode the prompt with ``add_special=False``
 (or strip the leading bos) to avoid a doubled BOS.
@@ -22,10 +22,16 @@ When the bos token appears in the rendered text, encode the prompt with ``add_sp
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Mapping
-from datetime import datetime
-from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gguflite.errors import ModelError
@@ -34,6 +40,12 @@ if TYPE_CHECKING:
     from .tokenizer import Tokenizer
 
 KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
+
+RENDER_TIMEOUT_S = 5.0  # wall seconds one render may take (spec section 15)
+RENDER_MEMORY_BYTES = 512 << 20  # address space of the renderer process
+DEFAULT_MAX_CHARS = 1 << 20  # output limit of render_chat when the caller gives none
+_START_SECONDS = 60.0  # starting the renderer (an interpreter + jinja2) on a loaded machine
+_WORKER = Path(__file__).with_name("template_worker.py")
 
 # A documented fallback for files without a template, used only when the caller asks for it:
 # the ChatML format (<|im_start|>role\ncontent<|im_end|>\n), as llama.cpp's "chatml" template.
@@ -101,76 +113,104 @@ def _plain(value: Any, where: str) -> Any:
     raise ModelError(f"{where}: {type(value).__name__} values cannot be passed to a chat template")
 
 
-@lru_cache(maxsize=16)
-def _compile(template: str):
-    try:
-        import jinja2
-        import jinja2.ext
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError as exc:  # pragma: no cover - jinja2 is a declared dependency
-        raise ModelError("chat templates need jinja2: pip install 'gguflite[run]'") from exc
+class _Renderer:
+    """The template worker process (``template_worker.py``), started on first use and reused.
 
-    class GenerationBlock(jinja2.ext.Extension):
-        """``{% generation %}...{% endgeneration %}``: HF marks assistant spans; we render it."""
+    One request at a time (a lock); a worker that misses its deadline is killed and the next
+    render starts a fresh one. A process that forked since the worker started starts its own.
+    """
 
-        tags = {"generation"}
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid = 0  # the process that started self._proc
+        self._buf = b""
+        atexit.register(self.stop)
 
-        def parse(self, parser):
-            lineno = next(parser.stream).lineno
-            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-            return jinja2.nodes.CallBlock(self.call_method("_render", []), [], [], body).set_lineno(
-                lineno
-            )
+    def render(self, request: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+        line = json.dumps(request).encode("ascii") + b"\n"
+        with self._lock:
+            for attempt in (0, 1):
+                proc = self._start()
+                try:
+                    proc.stdin.write(line)  # type: ignore[union-attr]
+                    proc.stdin.flush()  # type: ignore[union-attr]
+                except (BrokenPipeError, OSError):  # it died since the last render: once more
+                    self.stop()
+                    if attempt:
+                        raise ModelError("the chat template renderer process cannot be "
+                                         "started again") from None
+                    continue
+                try:
+                    answer = self._read(time.monotonic() + timeout)
+                except BaseException:  # Ctrl-C while waiting: its late answer must not be
+                    self.stop()        # read as the next request's
+                    raise
+                if answer is None:
+                    self.stop()
+                    return {"error": f"chat template took more than {timeout:g} s to render "
+                                     "(the renderer's time limit); refused"}
+                return answer
+        raise AssertionError("unreachable")  # pragma: no cover
 
-        def _render(self, caller):
-            return caller()
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None and self._pid == os.getpid() and self._proc.poll() is None:
+            return self._proc
+        if self._pid == os.getpid():
+            self.stop()
+        self._proc, self._buf = None, b""  # a forked copy of the parent's worker is not ours
+        if not sys.executable:
+            raise ModelError("cannot render a chat template: no Python interpreter to run the "
+                             "template renderer (sys.executable is empty)")
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-P", str(_WORKER), str(RENDER_MEMORY_BYTES)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                start_new_session=True)  # no Ctrl-C from the terminal: the caller decides
+        except OSError as exc:
+            raise ModelError(f"cannot start the chat template renderer: {exc}") from None
+        self._pid = os.getpid()
+        hello = self._read(time.monotonic() + _START_SECONDS)
+        if hello is None or "fatal" in hello or not hello.get("ready"):
+            why = (hello or {}).get("fatal", "it did not start")
+            self.stop()
+            raise ModelError(f"cannot start the chat template renderer: {why}")
+        return self._proc
 
-    class Namespace(jinja2.utils.Namespace):
-        """``namespace()`` that refuses underscore names (no route to CPython internals)."""
+    def _read(self, deadline: float) -> dict[str, Any] | None:
+        """One JSON line from the worker, or None when it is late or gone."""
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return json.loads(line)
 
-        def __init__(*args: Any, **kwargs: Any):
-            self, args = args[0], args[1:]
-            attrs = dict(*args, **kwargs)
-            for key in attrs:
-                Namespace._check(key)
-            jinja2.utils.Namespace.__init__(self, attrs)
+    def stop(self) -> None:
+        """End the worker (it also ends by itself when its stdin closes)."""
+        proc, self._proc, self._buf = self._proc, None, b""
+        if proc is None or self._pid != os.getpid():
+            return
+        proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
 
-        def __setitem__(self, key: str, value: Any) -> None:
-            Namespace._check(key)
-            jinja2.utils.Namespace.__setitem__(self, key, value)
 
-        @staticmethod
-        def _check(key: Any) -> None:
-            if isinstance(key, str) and key.startswith("_"):
-                raise jinja2.exceptions.SecurityError(f"namespace attribute {key!r} is not allowed")
-
-    def raise_exception(message: str) -> None:
-        raise jinja2.exceptions.TemplateError(message)
-
-    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-        return json.dumps(
-            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-        )
-
-    def strftime_now(fmt: str) -> str:
-        return datetime.now().strftime(fmt)
-
-    def make_dict(*args: Any, **kwargs: Any) -> dict:
-        return dict(*args, **kwargs)
-
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationBlock, jinja2.ext.loopcontrols]
-    )
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = strftime_now
-    env.globals["dict"] = make_dict
-    env.globals["namespace"] = Namespace
-    try:
-        return env.from_string(template)
-    except jinja2.TemplateSyntaxError as exc:
-        msg = f"chat template syntax error at line {exc.lineno}: {exc.message}"
-        raise ModelError(msg) from None
+_RENDERER = _Renderer()
 
 
 def render_chat(
@@ -180,9 +220,11 @@ def render_chat(
     add_generation_prompt: bool = True,
     bos_token: str = "",
     eos_token: str = "",
+    max_chars: int | None = None,
+    name: str | None = None,
     **extra: Any,
 ) -> str:
-    """Render a conversation with a chat template.
+    """Render a conversation with a chat template (in the bounded renderer process).
 
     Parameters
     ----------
@@ -194,6 +236,10 @@ def render_chat(
         End with the header of an assistant turn, so the model writes the answer next.
     bos_token, eos_token:
         The texts of the file's BOS/EOS tokens (templates write them literally).
+    max_chars:
+        Longest output accepted (characters); default ``DEFAULT_MAX_CHARS``.
+    name:
+        Where the template comes from (``"tokenizer.chat_template of m.gguf"``), for errors.
     **extra:
         More template variables (``tools``, ``documents``, ``enable_thinking`` ...).
 
@@ -201,41 +247,36 @@ def render_chat(
     ------
     ModelError
         Empty template, syntax error, sandbox violation, ``raise_exception`` from the template,
-        or a rendering error; the message says which.
+        a rendering error, or a limit (time, memory, output length); one line says which.
     """
-    import jinja2
-
     if not isinstance(template, str) or not template.strip():
         raise ModelError("chat template is empty; see get_chat_template(..., fallback=...)")
     if not isinstance(messages, list) or not all(isinstance(m, Mapping) for m in messages):
         raise ModelError("messages must be a list of dicts like {'role': 'user', 'content': '...'}")
-    chat = [
-        {k: v for k, v in _plain(m, f"messages[{i}]").items() if v is not None}
-        for i, m in enumerate(messages)
-    ]
-    context = {
-        "tools": None,
-        "documents": None,
-        **{k: _plain(v, k) for k, v in extra.items()},
-        "messages": chat,
-        "add_generation_prompt": bool(add_generation_prompt),
-        "bos_token": bos_token,
-        "eos_token": eos_token,
-    }
-    compiled = _compile(template)
     try:
-        return compiled.render(**context)
-    except jinja2.exceptions.SecurityError as exc:
-        raise ModelError(f"chat template blocked by the sandbox: {exc}") from None
-    except jinja2.exceptions.UndefinedError as exc:
-        raise ModelError(f"chat template uses an undefined value: {exc}") from None
-    except jinja2.exceptions.TemplateError as exc:
-        raise ModelError(f"chat template raised an error: {exc}") from None
-    except (TypeError, ValueError, LookupError, AttributeError, ArithmeticError) as exc:
-        msg = f"chat template failed while rendering: {type(exc).__name__}: {exc}"
-        raise ModelError(msg) from None
+        chat = [
+            {k: v for k, v in _plain(m, f"messages[{i}]").items() if v is not None}
+            for i, m in enumerate(messages)
+        ]
+        context = {
+            "tools": None,
+            "documents": None,
+            **{k: _plain(v, k) for k, v in extra.items()},
+            "messages": chat,
+            "add_generation_prompt": bool(add_generation_prompt),
+            "bos_token": bos_token,
+            "eos_token": eos_token,
+        }
     except RecursionError:
-        raise ModelError("chat template recursed too deeply") from None
+        raise ModelError("messages are nested too deeply for a chat template") from None
+    limit = DEFAULT_MAX_CHARS if max_chars is None else int(max_chars)
+    answer = _RENDERER.render({"template": template, "context": context, "max_chars": limit},
+                              timeout=RENDER_TIMEOUT_S)
+    if "error" in answer:
+        where = f" ({name})" if name else ""
+        message = str(answer["error"])
+        raise ModelError(message.replace("chat template", f"chat template{where}", 1))
+    return answer["text"]
 
 
 def chat_prompt(

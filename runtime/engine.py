@@ -6,16 +6,16 @@
     >>> text = model.generate("The sea is", max_tokens=32, stream=False)
     >>> text.stats.decode_tps
 
-The backend (``Backend`` in llama.py: ``forward(ids, pos)`` and ``reset()``) is the only part
-that depends on the compute library; hyper-parameters, tokenizer, sampling, stop handling,
-prompt-prefix reuse and perplexity are shared by every backend.
+The backend (``Backend`` in numba_backend.py: ``forward(ids, pos)`` and ``reset()``) is the
+only part that depends on the compute library; hyper-parameters, tokenizer, sampling, stop
+handling, prompt-prefix reuse and perplexity are shared by every backend.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,15 +24,19 @@ import numpy as np
 
 import gguflite
 from gguflite.errors import ModelError
+from gguflite.finite import diagnose_nonfinite
+from gguflite.models import Family, HParams, family_for_arch
 
-from .hparams import HParams, hparams_from_metadata
-from .llama import Backend, LlamaNumba
+from .numba_backend import Backend, NumbaBackend
 from .sampling import Sampler, StopStrings
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_N_CTX = 4096  # default KV cache length when the file's context is longer
+# Template variables that render_chat sets itself; chat_template_kwargs may not name them.
+_RESERVED_VARIABLES = frozenset({"messages", "add_generation_prompt", "bos_token", "eos_token",
+                                 "max_chars", "name"})  # the last two: render_chat's own
 
 
 @dataclass
@@ -83,7 +87,8 @@ class Model:
         self.path = Path(path)
         self.file = gguflite.open(self.path)
         try:
-            self.hparams: HParams = hparams_from_metadata(self.file.metadata)
+            self.family = family_for_arch(self.file.metadata.get("general.architecture"))
+            self.hparams: HParams = self.family.from_metadata(self.file.metadata)
             hp = self.hparams
             if n_ctx is None:
                 n_ctx = min(hp.context_length, DEFAULT_N_CTX)
@@ -95,7 +100,8 @@ class Model:
             if self.tokenizer.n_vocab != hp.vocab_size:
                 raise ModelError(f"the tokenizer has {self.tokenizer.n_vocab} tokens but "
                                  f"{hp.arch}.vocab_size is {hp.vocab_size}")
-            self.backend: Backend = _make_backend(backend, self.file, hp, n_ctx=n_ctx,
+            self.backend: Backend = _make_backend(backend, self.file, self.family, hp,
+                                                  n_ctx=n_ctx,
                                                   n_batch=n_batch, threads=threads,
                                                   **backend_options)
         except BaseException:
@@ -103,6 +109,7 @@ class Model:
             raise
         self.tokens: list[int] = []
         self.last_stats = GenerationStats()
+        self._longest_token: int | None = None
         self.load_seconds = time.perf_counter() - t0
 
     # -- cache-aware evaluation -------------------------------------------------------------
@@ -115,6 +122,17 @@ class Model:
         if n > self.n_ctx:
             raise ModelError(f"{what} needs {n} tokens but the context holds {self.n_ctx} "
                              f"(n_ctx; the file allows up to {self.hparams.context_length})")
+
+    def _forward(self, ids: np.ndarray, pos: int, *, all_logits: bool = False) -> np.ndarray:
+        """``backend.forward``, refusing non-finite logits with an error that names the first
+        non-finite tensor of the file (gguflite.finite; checked only on that failure)."""
+        try:
+            logits = self.backend.forward(ids, pos, all_logits=all_logits)
+        except (ZeroDivisionError, FloatingPointError):  # NaN/Inf reaching a Numba division
+            raise diagnose_nonfinite(self.file, f"at position {pos}") from None
+        if not np.isfinite(logits).all():  # ~20 us a token
+            raise diagnose_nonfinite(self.file, f"at position {pos}")
+        return logits
 
     def eval(self, ids: Sequence[int]) -> np.ndarray:
         """Make the cache hold exactly ``ids``; returns the last position's logits (vocab,).
@@ -132,7 +150,7 @@ class Model:
                 break
             keep += 1
         keep = min(keep, len(ids) - 1)
-        logits = self.backend.forward(np.asarray(ids[keep:], dtype=np.int64), keep)
+        logits = self._forward(np.asarray(ids[keep:], dtype=np.int64), keep)
         self.tokens = ids
         return logits
 
@@ -143,7 +161,7 @@ class Model:
             raise ModelError("logits() needs a non-empty 1-D list of token ids")
         self._check_fits(int(ids.size), "logits()")
         self.reset()
-        out = self.backend.forward(ids, 0, all_logits=True)
+        out = self._forward(ids, 0, all_logits=True)
         self.tokens = ids.tolist()
         return out
 
@@ -206,7 +224,7 @@ class Model:
             if stats.n_generated == max_tokens:
                 break  # its logits are not needed (and it is not in the cache)
             t = time.perf_counter()
-            logits = self.backend.forward(np.array([tok], dtype=np.int64), len(self.tokens))
+            logits = self._forward(np.array([tok], dtype=np.int64), len(self.tokens))
             self.tokens.append(tok)
             stats.decode_seconds += time.perf_counter() - t
             stats.n_decode += 1
@@ -217,19 +235,45 @@ class Model:
                 yield tail
 
     def chat(self, messages: list[dict], *, template: str | None = None,
+             chat_template_kwargs: Mapping[str, Any] | None = None,
              **kwargs: Any) -> Iterator[str] | Completion:
-        """Render ``messages`` with the file's chat template (or ``template``) and generate."""
-        prompt = self.render_chat(messages, template=template)
+        """Render ``messages`` with the file's chat template (or ``template``) and generate.
+
+        ``chat_template_kwargs`` are extra template variables, e.g. ``{"enable_thinking":
+        False}`` for Qwen 3 (see :meth:`render_chat`); ``kwargs`` go to :meth:`generate`.
+        """
+        prompt = self.render_chat(messages, template=template,
+                                  chat_template_kwargs=chat_template_kwargs)
         return self.generate(prompt, add_special=self._needs_bos(prompt), **kwargs)
 
     def render_chat(self, messages: list[dict], *, template: str | None = None,
-                    add_generation_prompt: bool = True) -> str:
+                    add_generation_prompt: bool = True,
+                    chat_template_kwargs: Mapping[str, Any] | None = None) -> str:
+        """The prompt text of ``messages``, as transformers' ``apply_chat_template`` renders it.
+
+        Parameters
+        ----------
+        chat_template_kwargs:
+            Extra variables for the template, passed as transformers' ``apply_chat_template
+            (**kwargs)`` and llama.cpp's ``--chat-template-kwargs`` pass them, e.g.
+            ``{"enable_thinking": False}`` (Qwen 3) or ``{"tools": [...]}``.
+        """
         from .chat import get_chat_template, render_chat
 
+        extra = dict(chat_template_kwargs or {})
+        bad = sorted(str(k) for k in extra if not isinstance(k, str) or k in _RESERVED_VARIABLES)
+        if bad:
+            raise ModelError(f"chat_template_kwargs cannot set {', '.join(bad)}: names must be "
+                             f"strings other than {', '.join(sorted(_RESERVED_VARIABLES))}")
         tok = self.tokenizer
         tmpl = template or get_chat_template(self.file.metadata)
+        if self._longest_token is None:  # characters; n_ctx of them bound any prompt that fits
+            self._longest_token = max(map(len, tok.vocab.tokens), default=1)
         return render_chat(tmpl, messages, add_generation_prompt=add_generation_prompt,
-                           bos_token=_text(tok, tok.bos_id), eos_token=_text(tok, tok.eos_id))
+                           bos_token=_text(tok, tok.bos_id), eos_token=_text(tok, tok.eos_id),
+                           max_chars=self.n_ctx * max(self._longest_token, 1),
+                           name=("the template argument" if template else
+                                 f"tokenizer.chat_template of {self.path.name}"), **extra)
 
     def _needs_bos(self, prompt: str) -> bool:
         """Add the file's BOS unless the rendered template already starts with it."""
@@ -259,9 +303,10 @@ def _text(tok: Tokenizer, tid: int | None) -> str:
     return "" if tid is None else tok.vocab.tokens[tid]
 
 
-def _make_backend(name: str, f: gguflite.GGUFFile, hp: HParams, *, n_ctx: int, n_batch: int,
+def _make_backend(name: str, f: gguflite.GGUFFile, fam: type[Family], hp: HParams, *,
+                  n_ctx: int, n_batch: int,
                   threads: int | None, device: str | None = None, dtype: str | None = None,
-                  compile: bool = False) -> Backend:
+                  compile: bool = False, kv_type: str = "f16") -> Backend:
     if name == "numba":
         if device not in (None, "cpu") or dtype not in (None, "float32", "f32") or compile:
             raise ModelError("the numba backend runs on the CPU in float32; for --device, "
@@ -270,18 +315,18 @@ def _make_backend(name: str, f: gguflite.GGUFFile, hp: HParams, *, n_ctx: int, n
 
         ops.set_threads(threads)
         ops.set_blas_threads(1)  # one spinning pool at a time (see ops.set_blas_threads)
-        return LlamaNumba(f, hp, n_ctx=n_ctx, n_batch=n_batch)
+        return NumbaBackend(f, fam, hp, n_ctx=n_ctx, n_batch=n_batch, kv_type=kv_type)
     if name == "torch":
-        from .torch_backend import LlamaTorch  # raises ModelError naming the extra if no torch
+        from .torch_backend import TorchBackend  # raises ModelError naming the extra if no torch
 
-        return LlamaTorch(f, hp, n_ctx=n_ctx, threads=threads, device=device, dtype=dtype,
+        return TorchBackend(f, fam, hp, n_ctx=n_ctx, threads=threads, device=device, dtype=dtype,
                           compile=compile)
     raise ModelError(f"unknown backend {name!r}; choose 'numba' or 'torch'")
 
 
 def load(path: str | Path | None = None, *, backend: str = "numba", threads: int | None = None,
          n_ctx: int | None = None, n_batch: int = 128, device: str | None = None,
-         dtype: str | None = None, compile: bool = False) -> Model:
+         dtype: str | None = None, compile: bool = False, kv_type: str = "f16") -> Model:
     """Load a model file (None: the embedded default model) for generation.
 
     Parameters
@@ -294,6 +339,8 @@ def load(path: str | Path | None = None, *, backend: str = "numba", threads: int
     device, dtype, compile : torch backend only: "cpu" / "cuda" / "cuda:1" / "mps"; the compute
         dtype ("float32", "float16", "bfloat16"; default float32 on CPU, float16 elsewhere);
         ``torch.compile`` of the forward pass
+    kv_type : numba backend: the KV cache's element type, "f16" (default, as llama.cpp) or
+        "f32"; the cache grows as the context fills
 
     Raises
     ------
@@ -305,4 +352,4 @@ def load(path: str | Path | None = None, *, backend: str = "numba", threads: int
 
         path = default_model_path()
     return Model(path, backend=backend, threads=threads, n_ctx=n_ctx, n_batch=n_batch,
-                 device=device, dtype=dtype, compile=compile)
+                 device=device, dtype=dtype, compile=compile, kv_type=kv_type)

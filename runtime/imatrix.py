@@ -41,7 +41,7 @@ import numpy as np
 from gguflite.errors import ModelError
 
 from .engine import Model
-from .llama import LlamaNumba
+from .numba_backend import NumbaBackend
 
 # Block attribute wrapped -> the llama.cpp tensor suffixes that read the same input.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -133,24 +133,28 @@ class ImatrixCollector:
     """
 
     def __init__(self, backend: Any):
-        if not isinstance(backend, LlamaNumba):
+        if not isinstance(backend, NumbaBackend):
             raise ModelError("imatrix collection needs the Numba backend (backend='numba'), "
                              f"got {type(backend).__name__}")
         self.backend = backend
         self.stats = ImatrixStats()
         self._saved: list[tuple[Any, str, Any]] = []
-        self._plan: Any = None
+        self._fused = False
 
     def attach(self) -> ImatrixStats:
         if self._saved:
             return self.stats
-        # The one-call decode step (llama_decode.py) reads the weights directly; turn it off
+        # The one-call decode step (decode.py) reads the weights directly; turn it off
         # so single-token steps also go through the (observed) linears.
-        self._plan, self.backend.plan = getattr(self.backend, "plan", None), None
+        self._fused, self.backend.fused = self.backend.fused, False
+        fused = {logical: name for name, parts in
+                 self.backend.family.split_rows(self.backend.hparams).items()
+                 for logical, _, _ in parts}
         for layer, blk in enumerate(self.backend.w.blocks):
             for attr, suffixes in GROUPS.items():
                 key = f"blk.{layer}.{attr}"
-                self.stats.names[key] = tuple(f"blk.{layer}.{s}" for s in suffixes)
+                self.stats.names[key] = tuple(dict.fromkeys(  # fused tensors: stored names
+                    f"blk.{layer}.{fused.get(s, s)}" for s in suffixes))
                 inner = getattr(blk, attr)
                 self._saved.append((blk, attr, inner))
                 setattr(blk, attr, _Observed(inner, self.stats, key))
@@ -160,7 +164,7 @@ class ImatrixCollector:
         for blk, attr, inner in self._saved:
             setattr(blk, attr, inner)
         if self._saved:
-            self.backend.plan = self._plan
+            self.backend.fused = self._fused
         self._saved = []
 
     def __enter__(self) -> ImatrixStats:

@@ -4,10 +4,9 @@ Every kernel writes into a buffer the caller allocated once (nothing is allocate
 accepts read-only inputs (norm weights are memory-mapped), and is compiled once and cached on
 disk (``cache=True``). Parallel regions (``prange``) only write disjoint outputs.
 
-RoPE follows llama.cpp's "normal" mode for the llama architecture: each head's dims are rotated
-in adjacent pairs ``(x[2i], x[2i+1])`` by the angle ``pos * theta_i``. (Hugging Face's
-``rotate_half`` pairs ``x[i]`` with ``x[i + d/2]``; converters permute the Q/K weight rows so the
-two agree.)
+RoPE rotates the first ``2 * cos.shape[-1]`` dims of each head, in adjacent pairs
+``(x[2i], x[2i+1])`` (llama.cpp's "normal" mode) or in pairs ``(x[i], x[i + r/2])`` (NEOX), by the
+angles of ``gguflite.models.rope.rope_tables``.
 """
 
 from __future__ import annotations
@@ -19,22 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from .kernels import threads as _threads  # noqa: F401  (selects the omp layer first)
-
-
-def rope_tables(n_ctx: int, head_dim: int, theta: float, freq_scale: float = 1.0,
-                freq_factors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """cos/sin of every rotation angle, (n_ctx, head_dim // 2) float32 each.
-
-    ``angle[p, i] = p * freq_scale * theta ** (-2 i / head_dim) / freq_factors[i]`` (llama.cpp's
-    ``ggml_rope_ext`` with rope_freqs, no YaRN), computed in float64.
-    """
-    half = head_dim // 2
-    inv_freq = theta ** (-np.arange(half, dtype=np.float64) * 2.0 / head_dim)  # (half,)
-    if freq_factors is not None:
-        inv_freq = inv_freq / np.asarray(freq_factors, dtype=np.float64)
-    pos = np.arange(n_ctx, dtype=np.float64) * freq_scale  # (n_ctx,)
-    angle = pos[:, None] * inv_freq[None, :]  # (n_ctx, half)
-    return np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+from .kv_cache import kv_load, kv_store
 
 
 @njit(cache=True, fastmath=True)
@@ -80,73 +64,75 @@ def swiglu(gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(cache=True, fastmath=True)
-def _rope_head(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> None:
-    """Rotate one head in place: x (head_dim,), cos/sin (head_dim // 2,) of its position."""
-    for i in range(cos.shape[0]):
-        x0 = x[2 * i]
-        x1 = x[2 * i + 1]
-        x[2 * i] = x0 * cos[i] - x1 * sin[i]
-        x[2 * i + 1] = x0 * sin[i] + x1 * cos[i]
+def _rope_head(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> None:
+    """Rotate one head in place: x (head_dim,), cos/sin (n_rot // 2,) of its position."""
+    half = cos.shape[0]
+    for i in range(half):
+        a = i if neox else 2 * i
+        b = i + half if neox else 2 * i + 1
+        x0 = x[a]
+        x1 = x[b]
+        x[a] = x0 * cos[i] - x1 * sin[i]
+        x[b] = x0 * sin[i] + x1 * cos[i]
 
 
 @njit(cache=True, fastmath=True)
-def _attend_head(h: int, q: np.ndarray, cos: np.ndarray, sin: np.ndarray, k_cache: np.ndarray,
-                 v_cache: np.ndarray, pos0: int, kq_scale: float, out: np.ndarray,
-                 scores: np.ndarray) -> None:
-    """Query head h of every new token: rotate it, then softmax(q k^T * scale) v, causally.
+def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, pos0: int, neox: bool) -> None:
+    """Rotate every head of n tokens in place: x (n, heads, hd); cos/sin (n_ctx, n_rot // 2)."""
+    for i in range(x.shape[0]):
+        for h in range(x.shape[1]):
+            _rope_head(x[i, h], cos[pos0 + i], sin[pos0 + i], neox)
 
-    q: (n, n_head, hd); k_cache/v_cache: (n_kv_head, n_ctx, hd); out: (n, n_head * hd);
-    scores: (n_head, n_ctx) scratch (row h is used).
+
+@njit(cache=True, fastmath=True)
+def _attend_head(h: int, q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, pos0: int,
+                 kq_scale: float, window: int, out: np.ndarray, scores: np.ndarray) -> None:
+    """Query head h of every new token: softmax(q k^T * scale) v over the positions it sees
+    (causal; the last ``window`` ones when window > 0).
+
+    q: (n, n_head, hd), already rotated; k_cache/v_cache: (n_kv_head, n_ctx, hd);
+    out: (n, n_head * hd); scores: (n_head, n_ctx) scratch (row h is used).
     """
     n, n_head, hd = q.shape
     g = h // (n_head // k_cache.shape[0])  # the key/value head this query head reads
     s = scores[h]  # (n_ctx,)
-    kc = k_cache[g]  # (n_ctx, hd)
-    vc = v_cache[g]  # (n_ctx, hd)
+    kc = k_cache[g]  # (capacity, hd), f16 bits or f32
+    vc = v_cache[g]
     for i in range(n):
         qi = q[i, h]  # (hd,)
-        _rope_head(qi, cos[pos0 + i], sin[pos0 + i])
         n_keys = pos0 + i + 1
+        first = n_keys - window if 0 < window < n_keys else 0
         m = np.float32(-np.inf)
-        for t in range(n_keys):
+        for t in range(first, n_keys):
             acc = np.float32(0.0)
+            kt = kc[t]
             for d in range(hd):
-                acc += qi[d] * kc[t, d]
+                acc += qi[d] * kv_load(kt, d)
             acc *= kq_scale
             s[t] = acc
             if acc > m:
                 m = acc
         total = np.float32(0.0)
-        for t in range(n_keys):
+        for t in range(first, n_keys):
             e = np.exp(s[t] - m)
             s[t] = e
             total += e
         o = out[i, h * hd:(h + 1) * hd]  # (hd,)
         o[:] = 0.0
-        for t in range(n_keys):
+        for t in range(first, n_keys):
             p = s[t]
+            vt = vc[t]
             for d in range(hd):
-                o[d] += p * vc[t, d]
+                o[d] += p * kv_load(vt, d)
         inv = np.float32(1.0) / total
         for d in range(hd):
             o[d] *= inv
 
 
-@njit(cache=True, fastmath=True)
-def _store_kv(k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin: np.ndarray,
-              k_cache: np.ndarray, v_cache: np.ndarray, pos0: int) -> None:
-    """Rotate the new keys and write keys and values to the cache rows pos0 .. pos0 + n - 1."""
-    for i in range(k.shape[0]):
-        for g in range(k.shape[1]):
-            _rope_head(k[i, g], cos[pos0 + i], sin[pos0 + i])
-            k_cache[g, pos0 + i, :] = k[i, g]
-            v_cache[g, pos0 + i, :] = v[i, g]
-
-
 @njit(cache=True, fastmath=True, parallel=True)
-def _attend_parallel(q, cos, sin, k_cache, v_cache, pos0, kq_scale, out, scores) -> None:
+def _attend_parallel(q, k_cache, v_cache, pos0, kq_scale, window, out, scores) -> None:
     for h in prange(q.shape[1]):
-        _attend_head(h, q, cos, sin, k_cache, v_cache, pos0, kq_scale, out, scores)
+        _attend_head(h, q, k_cache, v_cache, pos0, kq_scale, window, out, scores)
 
 
 # Multiply-adds below which attention runs on the calling thread: starting a parallel region
@@ -156,13 +142,13 @@ PARALLEL_MIN_WORK = 1 << 20
 
 @njit(cache=True, fastmath=True)
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin: np.ndarray,
-              k_cache: np.ndarray, v_cache: np.ndarray, pos0: int, kq_scale: float,
-              out: np.ndarray, scores: np.ndarray) -> None:
+              use_rope: bool, neox: bool, k_cache: np.ndarray, v_cache: np.ndarray, pos0: int,
+              kq_scale: float, window: int, out: np.ndarray, scores: np.ndarray) -> None:
     """One layer's self-attention for n new tokens at positions pos0 .. pos0 + n - 1.
 
-    RoPE is applied to q and k (in place), k and v are stored in the cache, then each query
-    attends causally to every cached position up to its own. Query heads run in parallel when
-    the work (n_head * n * keys * head_dim * 2) exceeds ``PARALLEL_MIN_WORK``.
+    RoPE is applied to q and k (in place) when ``use_rope``, k and v are stored in the cache,
+    then each query attends causally to the cached positions it sees. Query heads run in
+    parallel when the work (n_head * n * keys * head_dim * 2) exceeds ``PARALLEL_MIN_WORK``.
 
     Parameters
     ----------
@@ -170,27 +156,51 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin:
         Query projections, rotated in place.
     k, v : (n, n_kv_head, head_dim) f32
         Key/value projections of the new tokens; k is rotated in place.
-    cos, sin : (n_ctx, head_dim // 2) f32
-        ``rope_tables``.
-    k_cache, v_cache : (n_kv_head, n_ctx, head_dim) f32
-        This layer's cache; rows pos0 .. pos0 + n - 1 are written.
+    cos, sin : (n_ctx, n_rot // 2) f32
+        This layer's table of ``rope_tables``.
+    use_rope, neox : bool
+        Rotate at all; NEOX pairs (i, i + n_rot/2) instead of (2i, 2i+1).
+    k_cache, v_cache : (n_kv_head, >= pos0 + n, head_dim) f32, or uint16 f16 bits
+        This layer's cache (kv_cache.py); rows pos0 .. pos0 + n - 1 are written.
     pos0 : int
         Position of the first new token.
     kq_scale : float
         Score scale, usually 1 / sqrt(head_dim).
+    window : int
+        Sliding window: a query sees at most this many positions, itself included (0: all).
     out : (n, n_head * head_dim) f32
         Attention output, heads concatenated (the input of the output projection).
     scores : (n_head, >= pos0 + n) f32
         Scratch.
     """
     n, n_head, hd = q.shape
-    _store_kv(k, v, cos, sin, k_cache, v_cache, pos0)
+    if use_rope:
+        rope(q, cos, sin, pos0, neox)
+        rope(k, cos, sin, pos0, neox)
+    for i in range(n):
+        for g in range(k.shape[1]):
+            kr = k_cache[g, pos0 + i]
+            vr = v_cache[g, pos0 + i]
+            for d in range(hd):
+                kv_store(kr, d, k[i, g, d])
+                kv_store(vr, d, v[i, g, d])
     work = 2 * n_head * n * (pos0 + n) * hd
     if work >= PARALLEL_MIN_WORK:
-        _attend_parallel(q, cos, sin, k_cache, v_cache, pos0, kq_scale, out, scores)
+        _attend_parallel(q, k_cache, v_cache, pos0, kq_scale, window, out, scores)
     else:
         for h in range(n_head):
-            _attend_head(h, q, cos, sin, k_cache, v_cache, pos0, kq_scale, out, scores)
+            _attend_head(h, q, k_cache, v_cache, pos0, kq_scale, window, out, scores)
+
+
+@njit(cache=True, fastmath=True)
+def gelu_tanh_glu(gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
+    """``out = gelu_tanh(gate) * up``, gelu_tanh(g) = g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715
+    g^3))). All (n, hidden) f32."""
+    for i in range(gate.shape[0]):
+        for j in range(gate.shape[1]):
+            g = gate[i, j]
+            t = np.tanh(np.float32(0.7978845608) * (g + np.float32(0.044715) * g * g * g))
+            out[i, j] = np.float32(0.5) * g * (np.float32(1.0) + t) * up[i, j]
 
 
 @njit(cache=True)

@@ -132,8 +132,7 @@ class Sampler:
         logits = np.asarray(logits)
         if logits.ndim != 1 or logits.size == 0:
             raise ValueError(f"logits must be a non-empty 1-D array, got shape {logits.shape}")
-        if np.isnan(logits).any():
-            raise ValueError("logits contain NaN")
+        check_logits(logits)
         pen = self.apply_penalties(logits, history).astype(np.float64)  # (n_vocab,)
         order = np.argsort(-pen, kind="stable")  # (n_vocab,) descending, ties by lower id
         if self.temperature <= 0:
@@ -168,6 +167,21 @@ class Sampler:
         u = self._rng.random()
         i = int(np.searchsorted(np.cumsum(probs), u * probs.sum(), side="right"))
         return int(ids[min(i, ids.size - 1)])
+
+
+def check_logits(logits: np.ndarray) -> None:
+    """The sampler never draws from non-finite logits: NaN or +Inf anywhere, or no finite
+    value at all, is a ValueError (-Inf alone is allowed: a token that must not be drawn).
+
+    Parameters
+    ----------
+    logits : (n_vocab,) float
+    """
+    if np.isnan(logits).any() or np.isposinf(logits).any():
+        raise ValueError("logits contain NaN or +Inf; the model's output is not a distribution "
+                         "(non-finite weights or an overflow)")
+    if not np.isfinite(logits).any():
+        raise ValueError("every logit is -Inf; no token can be drawn")
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

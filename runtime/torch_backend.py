@@ -1,6 +1,6 @@
-"""The Llama graph on torch: CUDA, or any torch device, from the same memory-mapped file.
+"""Every family on torch: CUDA, or any torch device, from the same memory-mapped file.
 
-Same graph as ``llama.py`` (see its docstring), same ``Backend`` protocol, so tokenizer,
+``gguflite.models.graph.forward`` over ``TorchOps``; same ``Backend`` protocol, so tokenizer,
 sampling, generation, chat, perplexity and bench are shared with the Numba backend.
 
 Weights: each tensor is decoded from the mapped file with gguflite's own codecs to float32 on
@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from gguflite.errors import ModelError
+from gguflite.models import Family, HParams
+from gguflite.models.base import ROPE_NONE
+from gguflite.models.graph import forward
+from gguflite.models.rope import rope_tables
+from gguflite.models.weights import load_weights
 from gguflite.reader import GGUFFile
-
-from .hparams import HParams
-from .llama import _check_tensors
-from .ops import rope_tables
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +75,13 @@ _DTYPES = {"float32": "float32", "f32": "float32", "float16": "float16", "f16": 
            "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
-class LlamaTorch:
-    """The torch backend of the Llama graph (implements ``Backend``).
+class TorchBackend:
+    """The torch backend of every family (implements ``Backend``).
 
     Parameters
     ----------
     f : GGUFFile
-    hp : HParams
+    fam, hp : the family and its hyper-parameters
     n_ctx : int
         KV cache length (tokens).
     device : str
@@ -90,12 +91,12 @@ class LlamaTorch:
     threads : int | None
         torch CPU threads.
     compile : bool
-        Wrap the decode step in ``torch.compile`` (CUDA graphs with mode="reduce-overhead").
+        Wrap the forward pass in ``torch.compile`` (CUDA graphs with mode="reduce-overhead").
     """
 
-    def __init__(self, f: GGUFFile, hp: HParams, *, n_ctx: int, device: str | None = None,
-                 dtype: str | None = None, threads: int | None = None, compile: bool = False,
-                 **_: Any):
+    def __init__(self, f: GGUFFile, fam: type[Family], hp: HParams, *, n_ctx: int,
+                 device: str | None = None, dtype: str | None = None,
+                 threads: int | None = None, compile: bool = False, **_: Any):
         torch = self.torch = import_torch()
         t0 = time.perf_counter()
         self.hparams, self.n_ctx = hp, n_ctx
@@ -106,15 +107,19 @@ class LlamaTorch:
                                                                                  self.device)
         if threads:
             torch.set_num_threads(threads)
-        _check_tensors(f, hp)
-        self._upload_weights(f, hp)
-        cos, sin = rope_tables(n_ctx, hp.head_dim, hp.rope_theta, hp.rope_freq_scale,
-                               self._rope_factors)
-        self.cos = torch.from_numpy(cos).to(self.device)  # (n_ctx, head_dim/2) f32
+        n_params = sum(ti.n_elements for ti in f.tensors.values())
+        self._model_bytes = n_params * self._itemsize()
+        self.w = load_weights(
+            f, fam, hp, n_ctx=n_ctx,
+            linear=lambda name, rows, shape: self._tensor(f, name, rows),
+            vector=lambda name: self._tensor(f, name), table=lambda name: self._tensor(f, name))
+        cos, sin = rope_tables(hp, n_ctx, self.w.rope_factors)  # (2, n_ctx, n_rot/2) f32
+        self.cos = torch.from_numpy(cos).to(self.device)
         self.sin = torch.from_numpy(sin).to(self.device)
         kv_shape = (hp.n_layer, hp.n_kv_head, n_ctx, hp.head_dim)
         self.k_cache = self._alloc(kv_shape)
         self.v_cache = self._alloc(kv_shape)
+        self.ops = TorchOps(self)
         self._step = self._forward_chunk
         if compile:
             self._step = torch.compile(self._forward_chunk, mode="reduce-overhead",
@@ -141,30 +146,14 @@ class LlamaTorch:
                           f"{need / 2**20:.1f} MiB for this allocation; {free}. Try "
                           "--dtype float16, a smaller --ctx, or another device")
 
-    def _tensor(self, f: GGUFFile, name: str) -> Any:
+    def _tensor(self, f: GGUFFile, name: str, rows: tuple[int, int] | None = None) -> Any:
         host = f.dequantize(name)  # float32, one tensor at a time
+        if rows is not None:
+            host = host[rows[0]:rows[1]]
         try:
-            return self.torch.from_numpy(host).to(self.device, self.dtype)
+            return self.torch.from_numpy(np.ascontiguousarray(host)).to(self.device, self.dtype)
         except self.torch.OutOfMemoryError:
             raise self._oom(host.size * self._itemsize()) from None
-
-    def _upload_weights(self, f: GGUFFile, hp: HParams) -> None:
-        n_params = sum(ti.n_elements for ti in f.tensors.values())
-        self._model_bytes = n_params * self._itemsize()
-        self.tok_embd = self._tensor(f, "token_embd.weight")  # (vocab, dim)
-        self.blocks = []
-        for layer in range(hp.n_layer):
-            b = f"blk.{layer}."
-            self.blocks.append({
-                s: self._tensor(f, b + s + ".weight")
-                for s in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm",
-                          "ffn_gate", "ffn_up", "ffn_down")
-            })
-        self.output_norm = self._tensor(f, "output_norm.weight")
-        self.output = (self._tensor(f, "output.weight") if "output.weight" in f.tensors
-                       else self.tok_embd)  # tied
-        self._rope_factors = (f.dequantize("rope_freqs.weight")
-                              if "rope_freqs.weight" in f.tensors else None)
 
     # -- the graph ---------------------------------------------------------------------------
     def reset(self) -> None:
@@ -185,59 +174,74 @@ class LlamaTorch:
         torch = self.torch
         with torch.inference_mode():
             t_ids = torch.from_numpy(ids).to(self.device)
-            logits = self._step(t_ids, pos, all_logits)  # (n, vocab) or (vocab,)
-            return logits.float().cpu().numpy()
-
-    def _rope(self, x: Any, pos0: int) -> Any:
-        """Rotate adjacent pairs (x[2i], x[2i+1]) of every head (llama.cpp "normal" mode).
-
-        x: (n, heads, head_dim) -> same shape.
-        """
-        n = x.shape[0]
-        cos = self.cos[pos0:pos0 + n, None, :]  # (n, 1, hd/2)
-        sin = self.sin[pos0:pos0 + n, None, :]
-        xf = x.float().unflatten(-1, (-1, 2))  # (n, heads, hd/2, 2)
-        x0, x1 = xf[..., 0], xf[..., 1]
-        out = self.torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-        return out.flatten(-2).to(x.dtype)
-
-    def _rmsnorm(self, x: Any, w: Any) -> Any:
-        xf = x.float()
-        xf = xf * self.torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.hparams.norm_eps)
-        return xf.to(self.dtype) * w
-
-    def _forward_chunk(self, ids: Any, pos0: int, all_logits: bool) -> Any:
-        torch, hp = self.torch, self.hparams
-        F = torch.nn.functional
-        n = ids.shape[0]
-        end = pos0 + n
-        x = self.tok_embd[ids]  # (n, dim)
-        # causal mask over the cache: query i (position pos0 + i) sees keys 0 .. pos0 + i
-        key_pos = torch.arange(end, device=self.device)  # (end,)
-        q_pos = torch.arange(pos0, end, device=self.device)  # (n,)
-        mask = key_pos[None, :] <= q_pos[:, None]  # (n, end) bool
-        for layer, blk in enumerate(self.blocks):
-            h = self._rmsnorm(x, blk["attn_norm"])  # (n, dim)
-            q = (h @ blk["attn_q"].T).view(n, hp.n_head, hp.head_dim)  # (n, H, hd)
-            k = (h @ blk["attn_k"].T).view(n, hp.n_kv_head, hp.head_dim)  # (n, Hkv, hd)
-            v = (h @ blk["attn_v"].T).view(n, hp.n_kv_head, hp.head_dim)
-            q, k = self._rope(q, pos0), self._rope(k, pos0)
-            self.k_cache[layer, :, pos0:end] = k.transpose(0, 1)  # (Hkv, n, hd)
-            self.v_cache[layer, :, pos0:end] = v.transpose(0, 1)
-            keys = self.k_cache[layer, :, :end]  # (Hkv, end, hd)
-            vals = self.v_cache[layer, :, :end]
-            if hp.n_rep > 1:
-                keys = keys.repeat_interleave(hp.n_rep, dim=0)  # (H, end, hd)
-                vals = vals.repeat_interleave(hp.n_rep, dim=0)
-            att = F.scaled_dot_product_attention(
-                q.transpose(0, 1), keys, vals, attn_mask=mask, scale=hp.kq_scale,
-            )  # (H, n, hd)
-            x = x + att.transpose(0, 1).reshape(n, hp.q_dim) @ blk["attn_output"].T
-            h = self._rmsnorm(x, blk["ffn_norm"])
-            g = F.silu(h @ blk["ffn_gate"].T) * (h @ blk["ffn_up"].T)  # (n, hidden)
-            x = x + g @ blk["ffn_down"].T  # (n, dim)
-        if not all_logits:
-            x = x[-1:]
-        logits = self._rmsnorm(x, self.output_norm) @ self.output.T  # (n | 1, vocab)
+            logits = self._step(t_ids, pos, all_logits)  # (n | 1, vocab)
+            logits = logits.float().cpu().numpy()
         return logits if all_logits else logits[0]
 
+    def _forward_chunk(self, ids: Any, pos0: int, all_logits: bool) -> Any:
+        return forward(self.ops, self.w, self.hparams, ids, pos0, all_logits=all_logits)
+
+
+class TorchOps:
+    """``graph.Ops`` in torch, over the backend's KV cache."""
+
+    def __init__(self, be: TorchBackend):
+        self.be, self.hp, self.torch = be, be.hparams, be.torch
+
+    def embed(self, ids: Any) -> Any:
+        return self.be.w.tok_embd[ids]  # (n, dim)
+
+    def rmsnorm(self, x: Any, w: Any) -> Any:
+        xf = x.float()
+        xf = xf * self.torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.hp.norm_eps)
+        return xf.to(self.be.dtype) * w
+
+    def linear(self, w: Any, x: Any) -> Any:
+        return x @ w.T
+
+    def glu(self, gate: Any, up: Any) -> Any:
+        F = self.torch.nn.functional
+        if self.hp.act == "gelu_tanh":
+            return F.gelu(gate, approximate="tanh") * up
+        return F.silu(gate) * up
+
+    def _rope(self, x: Any, table: int, pos0: int) -> Any:
+        """Rotate the first n_rot dims of every head; x (n, heads, hd) -> same shape."""
+        n, half = x.shape[0], self.hp.n_rot // 2
+        cos = self.be.cos[table, pos0:pos0 + n, None, :]  # (n, 1, half)
+        sin = self.be.sin[table, pos0:pos0 + n, None, :]
+        xf = x.float()
+        rot, rest = xf[..., :2 * half], xf[..., 2 * half:]
+        if self.hp.rope_neox:
+            x0, x1 = rot[..., :half], rot[..., half:]
+            rot = self.torch.cat((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+        else:
+            pairs = rot.unflatten(-1, (-1, 2))  # (n, heads, half, 2)
+            x0, x1 = pairs[..., 0], pairs[..., 1]
+            rot = self.torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+            rot = rot.flatten(-2)
+        return self.torch.cat((rot, rest), dim=-1).to(x.dtype)
+
+    def attention(self, layer: int, q: Any, k: Any, v: Any, pos0: int) -> Any:
+        torch, hp, be = self.torch, self.hp, self.be
+        n = q.shape[0]
+        end = pos0 + n
+        table = hp.layer_rope[layer]
+        if table != ROPE_NONE:
+            q, k = self._rope(q, table, pos0), self._rope(k, table, pos0)
+        be.k_cache[layer, :, pos0:end] = k.transpose(0, 1)  # (Hkv, n, hd)
+        be.v_cache[layer, :, pos0:end] = v.transpose(0, 1)
+        keys = be.k_cache[layer, :, :end]  # (Hkv, end, hd)
+        vals = be.v_cache[layer, :, :end]
+        if hp.n_rep > 1:
+            keys = keys.repeat_interleave(hp.n_rep, dim=0)  # (H, end, hd)
+            vals = vals.repeat_interleave(hp.n_rep, dim=0)
+        # query i (position pos0 + i) sees keys pos0 + i - window < t <= pos0 + i
+        key_pos = torch.arange(end, device=be.device)  # (end,)
+        q_pos = torch.arange(pos0, end, device=be.device)  # (n,)
+        mask = key_pos[None, :] <= q_pos[:, None]  # (n, end) bool
+        if hp.layer_window[layer]:
+            mask &= q_pos[:, None] - key_pos[None, :] < hp.layer_window[layer]
+        att = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(0, 1), keys, vals, attn_mask=mask, scale=hp.kq_scale)  # (H, n, hd)
+        return att.transpose(0, 1).reshape(n, hp.q_dim)

@@ -193,7 +193,7 @@ def smollm2_checkpoint(path: Path, *, dtype: str = "BF16", layers: int | None = 
     single digits, then GPT-2's regex). ``layers`` keeps only the first layers (tests).
     """
     import numpy as np
-    from gguflite.converters.llama import inverse_permute_rows
+    from tiny_models import unpermute_qk
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     import gguflite
@@ -212,7 +212,7 @@ def smollm2_checkpoint(path: Path, *, dtype: str = "BF16", layers: int | None = 
             def produce() -> bytes:
                 w = f.dequantize(gname)  # float32, numpy shape
                 if heads:
-                    w = w[inverse_permute_rows(w.shape[0], heads)]
+                    w = unpermute_qk(w, heads)  # independent of the converter's permutation
                 if dtype == "BF16":
                     return f32_to_bf16_bits(w).astype("<u2").tobytes()
                 return w.astype("<f4").tobytes()

@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from checkpoints import CkptSpec, cached_checkpoint
-from click.testing import CliRunner
+from cli_helpers import assert_user_error
 from gguflite.converters.convert import convert
 
 import gguflite
-from gguflite.cli.main import cli
 from gguflite.errors import ConversionError
 
 SHARDED = CkptSpec(shard_size="100KB")
@@ -190,9 +189,7 @@ def test_pickle_needs_opt_in_and_then_matches_safetensors(tmp_path):
 def test_cli_error_is_one_line_and_exit_1(tmp_path):
     d = _copy(SHARDED, tmp_path)
     _unknown_architecture(d)
-    res = CliRunner().invoke(cli, ["convert", str(d), "-o", str(tmp_path / "m.gguf")])
-    assert res.exit_code == 1
-    assert res.output.count("\n") == 1 and res.output.startswith("error: ")
+    assert_user_error("convert", d, "-o", tmp_path / "m.gguf")
     assert not (tmp_path / "m.gguf").exists()
 
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from checkpoints import LLAMA3_ROPE, CkptSpec, cached_checkpoint, hf_logits
-from gguflite.converters.convert import convert
-from gguflite.converters.llama import llama3_rope_factors, parse_hparams
 from llama_cpp import Llama
 
 import gguflite
+from gguflite.converters.convert import convert
+from gguflite.models import family_for_hf
+from gguflite.models.rope import llama3_factors
 
 TEXT = "The quick brown fox jumps over the lazy dog. Hello world, it's 2024!"
 
@@ -127,8 +128,9 @@ def test_tied_and_llama3_layout(tmp_path):
     convert(ckpt, out, type="f32")
     with gguflite.open(out) as f:
         assert "output.weight" not in f.tensors  # tied: llama.cpp falls back to token_embd
-        hp = parse_hparams(__import__("json").loads((ckpt / "config.json").read_text()))
-        np.testing.assert_array_equal(f.array("rope_freqs.weight"), llama3_rope_factors(hp))
+        config = __import__("json").loads((ckpt / "config.json").read_text())
+        hp = family_for_hf(config).from_config(config)
+        np.testing.assert_array_equal(f.array("rope_freqs.weight"), llama3_factors(hp))
         assert f.metadata["llama.rope.freq_base"] == 500000.0
 
 
@@ -143,7 +145,8 @@ def test_llama3_factors_match_transformers():
     inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](cfg, torch.device("cpu"))
     base = 1.0 / (500000.0 ** (torch.arange(0, 32, 2, dtype=torch.float32) / 32))
     expected = (base / inv_freq).numpy()
-    hp = parse_hparams({"architectures": ["LlamaForCausalLM"], "vocab_size": 10,
-                        "hidden_size": 128, "intermediate_size": 8, "num_hidden_layers": 1,
-                        "num_attention_heads": 4, "rope_parameters": rope})
-    np.testing.assert_allclose(llama3_rope_factors(hp), expected, rtol=1e-5)
+    config = {"architectures": ["LlamaForCausalLM"], "vocab_size": 10, "hidden_size": 128,
+              "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 4,
+              "rope_parameters": rope}
+    hp = family_for_hf(config).from_config(config)
+    np.testing.assert_allclose(llama3_factors(hp), expected, rtol=1e-5)

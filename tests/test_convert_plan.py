@@ -3,7 +3,6 @@ importance matrices, the Q/K permutation, metadata types, dry-run output, bounde
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import tracemalloc
@@ -11,30 +10,21 @@ import tracemalloc
 import numpy as np
 import pytest
 from checkpoints import CkptSpec, cached_checkpoint
+from conftest import llama_cpp_quantize
+from ggml_ref import ggml_quantize
 from click.testing import CliRunner
+
+import gguflite
+from gguflite.cli.main import cli
+from gguflite.constants import GGUFValueType as T
 from gguflite.converters import convert as convert_mod
 from gguflite.converters.convert import convert, plan_conversion
 from gguflite.converters.imatrix import load_imatrix, save_imatrix
-from gguflite.converters.llama import inverse_permute_rows, permute_rows
 from gguflite.converters.recipe import use_more_bits
-
-import gguflite
-from gguflite import quants
-from gguflite.cli.main import cli
-from gguflite.constants import GGUFValueType as T
+from gguflite.models.rope import permute_rows
 
 WIDE = CkptSpec(hidden=256, intermediate=512, layers=8, heads=4, kv_heads=2, seed=5)
 TINY = CkptSpec(shard_size="100KB")
-
-
-def _llama_cpp_quantize(src, dst, ftype: int) -> None:
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = 1
-    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
-                                          ctypes.byref(params)) == 0
 
 
 @pytest.mark.parametrize(("recipe", "ftype"), [("q4_k_m", 15), ("q8_0", 7), ("q6_k", 18),
@@ -44,7 +34,7 @@ def test_recipe_is_byte_identical_to_llama_cpp_quantize(recipe, ftype, tmp_path)
     running llama.cpp's llama_model_quantize (same tensor types, same bytes)."""
     ckpt = cached_checkpoint(WIDE)
     convert(ckpt, tmp_path / "f32.gguf", type="f32")
-    _llama_cpp_quantize(tmp_path / "f32.gguf", tmp_path / "ref.gguf", ftype)
+    llama_cpp_quantize(tmp_path / "f32.gguf", tmp_path / "ref.gguf", ftype)
     convert(ckpt, tmp_path / "ours.gguf", type=recipe)
     with gguflite.open(tmp_path / "ours.gguf") as a, gguflite.open(tmp_path / "ref.gguf") as b:
         assert set(a.tensors) == set(b.tensors)  # llama.cpp writes them in another order
@@ -67,7 +57,7 @@ def test_permutation_is_llama_cpp_reshape_and_invertible():
         # llama.cpp's LlamaModel.permute, in NumPy
         ref = w.reshape(heads, 2, rows // heads // 2, 5).swapaxes(1, 2).reshape(w.shape)
         np.testing.assert_array_equal(w[permute_rows(rows, heads)], ref)
-        np.testing.assert_array_equal(ref[inverse_permute_rows(rows, heads)], w)
+        np.testing.assert_array_equal(ref[np.argsort(permute_rows(rows, heads))], w)
 
 
 def test_fallback_and_overrides_in_plan():
@@ -147,7 +137,8 @@ def test_imatrix_formats_round_trip_and_reach_the_quantizer(tmp_path):
             gguflite.open(tmp_path / "f32.gguf") as c:
         assert a.tensors[name].type == gguflite.GGMLType.Q4_K
         w = np.array(c.array(name))
-        expected = quants.quantize(w, "q4_k", importance=load_imatrix(tmp_path / "imat.gguf")[name])
+        expected = ggml_quantize(int(gguflite.GGMLType.Q4_K), w,
+                                 load_imatrix(tmp_path / "imat.gguf")[name])  # libggml's bytes
         assert bytes(b.raw(name)) == expected.tobytes()
         assert bytes(a.raw(name)) != bytes(b.raw(name))
         # the importance-weighted error is lower with the imatrix than without

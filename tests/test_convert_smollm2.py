@@ -1,9 +1,10 @@
 """End to end on real weights: SmolLM2-135M-Instruct's GGUF -> HF checkpoint -> convert.
 
 ``smollm2_checkpoint`` rebuilds a Hugging Face directory from the llama.cpp-written GGUF
-(dequantized weights, Q/K rows put back in HF order, tokenizer.json from the GGUF vocab and
-merges). Converting it back must give the original weights exactly (f32: the Q/K permutation
-is the inverse of the rebuild's) and the original tokenizer metadata.
+(dequantized weights, Q/K rows put back in HF order by the tiny-model helper's own
+``unpermute_qk``, not the converter's code, tokenizer.json from the GGUF vocab and merges).
+Converting it back must give the original weights exactly (f32), which holds only if the
+converter's Q/K permutation is llama.cpp's, and the original tokenizer metadata.
 """
 
 from __future__ import annotations

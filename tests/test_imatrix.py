@@ -6,18 +6,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import assert_user_error
 from ggml_ref import ggml_quantize
-from gguflite.converters.imatrix import load_imatrix
-from gguflite.runtime import load
-from gguflite.runtime.imatrix import ImatrixCollector, collect_imatrix
-from gguflite.runtime.reference import rope_reference
 from tiny_models import TinyConfig, make_tiny_llama
 
 import gguflite
 from gguflite import quants
 from gguflite.constants import GGMLType
+from gguflite.converters.imatrix import load_imatrix
 from gguflite.errors import ModelError
+from gguflite.models.rope import rope_tables
 from gguflite.quants import km
+from gguflite.runtime import load
+from gguflite.runtime.imatrix import ImatrixCollector, collect_imatrix
+from gguflite.runtime.reference import rope_reference
 
 CFG = TinyConfig(dim=64, hidden_dim=256, n_layer=2, n_head=4, n_kv_head=2)
 CTX = 16
@@ -35,7 +37,7 @@ def _ids(n: int) -> np.ndarray:
 
 def numpy_inputs(f: gguflite.GGUFFile, ids: np.ndarray) -> dict[str, np.ndarray]:
     """Inputs (n, cols) float64 of every block weight, by a plain NumPy forward pass."""
-    from gguflite.runtime.hparams import hparams_from_metadata
+    from gguflite.models import hparams_from_metadata
 
     hp = hparams_from_metadata(f.metadata)
 
@@ -47,7 +49,6 @@ def numpy_inputs(f: gguflite.GGUFFile, ids: np.ndarray) -> dict[str, np.ndarray]
 
     n = ids.size
     x = w("token_embd.weight")[ids]  # (n, dim)
-    pos = np.arange(n)
     causal = np.triu(np.full((n, n), -np.inf), k=1)  # (n, n)
     out = {}
     for layer in range(hp.n_layer):
@@ -57,9 +58,9 @@ def numpy_inputs(f: gguflite.GGUFFile, ids: np.ndarray) -> dict[str, np.ndarray]
         q = (h @ w(b + "attn_q.weight").T).reshape(n, hp.n_head, hp.head_dim)
         k = (h @ w(b + "attn_k.weight").T).reshape(n, hp.n_kv_head, hp.head_dim)
         v = (h @ w(b + "attn_v.weight").T).reshape(n, hp.n_kv_head, hp.head_dim)
-        q = rope_reference(q, pos, hp.rope_theta, hp.rope_freq_scale, None)
-        k = np.repeat(rope_reference(k, pos, hp.rope_theta, hp.rope_freq_scale, None),
-                      hp.n_rep, axis=1)
+        cos, sin = (t[0, :n].astype(np.float64) for t in rope_tables(hp, n))
+        q = rope_reference(q, cos, sin, hp.rope_neox)
+        k = np.repeat(rope_reference(k, cos, sin, hp.rope_neox), hp.n_rep, axis=1)
         v = np.repeat(v, hp.n_rep, axis=1)
         s = np.einsum("qhd,khd->hqk", q, k) * hp.kq_scale + causal  # (heads, n, n)
         p = np.exp(s - s.max(axis=-1, keepdims=True))
@@ -78,7 +79,7 @@ def numpy_inputs(f: gguflite.GGUFFile, ids: np.ndarray) -> dict[str, np.ndarray]
 
 def test_statistics_equal_numpy(tiny: Path) -> None:
     ids = _ids(2 * CTX + 5)  # 2 chunks; the 5 extra tokens are not used (as llama.cpp)
-    with load(tiny, n_ctx=CTX, threads=1) as m:
+    with load(tiny, n_ctx=CTX, threads=1, kv_type="f32") as m:
         stats = collect_imatrix(m, ids, ctx=CTX)
         with gguflite.open(tiny) as f:
             chunks = [ids[i * CTX:(i + 1) * CTX].copy() for i in range(2)]
@@ -191,6 +192,5 @@ def test_cli_imatrix_then_quantize(tiny: Path, tmp_path: Path) -> None:
                                       want)
     short = tmp_path / "short.txt"
     short.write_text("the sea", encoding="utf-8")
-    r = CliRunner().invoke(cli, ["imatrix", str(tiny), "--text", str(short), "-o",
-                                 str(tmp_path / "x.gguf"), "--ctx", str(CTX)])
-    assert r.exit_code == 1 and "needs at least" in r.output
+    assert_user_error("imatrix", tiny, "--text", short, "-o", tmp_path / "x.gguf", "--ctx", CTX,
+                      words=["needs at least"])

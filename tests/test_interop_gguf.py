@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 
 import gguf
-import llama_cpp
 import numpy as np
 import pytest
 from ggml_ref import LIB_PATH
@@ -293,26 +292,12 @@ def test_default_model_reads_identically():
     assert report.findings == [], [str(f) for f in report.findings]
 
 
-@pytest.fixture(scope="module")
-def llama_cpp_quantized(tmp_path_factory) -> Path:
-    """The default model re-quantized by llama.cpp to Q4_K_M (k-quants, Q5_0, Q6_K, Q8_0)."""
-    out = tmp_path_factory.mktemp("quant") / "smollm2-q4_k_m.gguf"
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
-    params.allow_requantize = True
-    params.nthread = 2
-    rc = llama_cpp.llama_model_quantize(str(default_model_path()).encode(), str(out).encode(),
-                                        ctypes.byref(params))
-    assert rc == 0, f"llama_model_quantize failed with {rc}"
-    return out
-
-
-def test_llama_cpp_quantized_file_reads_identically(llama_cpp_quantized):
-    assert_same_as_llama_cpp(llama_cpp_quantized)
-    with gguflite.open(llama_cpp_quantized) as f:
+def test_smollm2_q4_k_m_file_reads_identically(smollm2_q4_k_m):
+    assert_same_as_llama_cpp(smollm2_q4_k_m)
+    with gguflite.open(smollm2_q4_k_m) as f:
         types = {ti.type for ti in f.tensors.values()}
     assert {GGMLType.Q4_K, GGMLType.Q6_K} <= types
-    report = validate(llama_cpp_quantized)
+    report = validate(smollm2_q4_k_m)
     assert report.findings == [], [str(f) for f in report.findings]
 
 

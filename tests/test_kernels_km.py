@@ -296,7 +296,7 @@ def test_km4_model_runs_fused_and_per_op(tmp_path, cfg):
     path = tmp_path / "km4.gguf"
     requantize(src, path, type="km4", embedding_type="km4")
     ids = [1, 5, 300, 17, 42, 99, 7, 8]
-    with load(path) as model, gguflite.open(path) as f:
+    with load(path, kv_type="f32") as model, gguflite.open(path) as f:  # exact cache
         assert km.is_km_tensor(f, "blk.0.ffn_down.weight")
         assert km.is_km_tensor(f, "token_embd.weight")  # embedding rows from KM too
         backend = model.backend

@@ -101,6 +101,36 @@ def test_activation_quantization_matches_reference():
     assert np.abs(quantized_x(x) - x).max() <= xd.max() / 2 * (1 + 1e-6)
 
 
+def test_activation_quantization_is_ggml_q8_0_up_to_ties():
+    """The int8 activations are llama.cpp's: ggml's ``quantize_row_q8_0_ref`` gives the same
+    codes and, rounded to fp16, the same scales. ggml rounds exact ties away from zero where
+    ``rint`` rounds them to even (activations.py documents it), so codes may differ there, by
+    one, and nowhere else."""
+    from ggml_ref import ggml_quantize_ref
+
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal(64 * 32) * 3).astype(np.float32)
+    x[:32] = 0.0
+    x[32:64] = 1e-30
+    halves = (rng.integers(-254, 255, 64 * 32) / 2).astype(np.float32)  # d = 1: many ties
+    halves[::32] = 127
+    for v in (x, halves):
+        q, d, _ = quantize_act_ref(v)
+        g = ggml_quantize_ref(int(GGMLType.Q8_0), v).reshape(-1, 34)  # d fp16 | qs int8[32]
+        gq = np.ascontiguousarray(g[:, 2:]).view(np.int8).reshape(-1)
+        np.testing.assert_array_equal(d.astype(np.float16), np.ascontiguousarray(g[:, :2])
+                                      .view("<f2")[:, 0])
+        amax = np.abs(v.reshape(-1, 32)).max(axis=1)  # ggml: id = 1 / (amax / 127)
+        with np.errstate(divide="ignore"):
+            gid = np.where(amax > 0, np.float32(1) / (amax / np.float32(127)), np.float32(0))
+        scaled = v.reshape(-1, 32) * gid[:, None].astype(np.float32)  # (nb, 32) float32
+        tie = (np.abs(scaled) % 1 == 0.5).reshape(-1)
+        differ = q != gq
+        assert (differ <= tie).all(), np.flatnonzero(differ & ~tie)[:8]
+        assert (np.abs(q.astype(int) - gq)[differ] == 1).all()
+    assert differ.any()  # the ties case does exercise the difference
+
+
 @pytest.mark.parametrize("name,out_f,in_f", CASES)
 def test_matvec_matches_reference(name, out_f, in_f):
     rng = np.random.default_rng(out_f * 7 + in_f)

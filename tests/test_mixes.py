@@ -18,12 +18,11 @@ SmolLM2-135M-Instruct weights.
 
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 import pytest
 from checkpoints import CkptSpec, cached_checkpoint
 from click.testing import CliRunner
+from conftest import llama_cpp_quantize
 
 import gguflite
 from gguflite.cli.main import cli
@@ -36,28 +35,6 @@ SMOL = CkptSpec(hidden=576, intermediate=1536, layers=2, heads=9, kv_heads=3, ti
 MIX_NAMES = list(MIXES)
 IMATRIX_MIXES = ["q2_k", "q3_k_m", "q5_k_m", "iq4_nl", "iq4_xs", "q4_0", "q5_0"]
 CASES = [(m, False) for m in MIX_NAMES] + [(m, True) for m in IMATRIX_MIXES]
-
-
-def llama_cpp_quantize(src, dst, ftype: int, imatrix: dict[str, np.ndarray] | None) -> None:
-    """llama.cpp's llama_model_quantize (2 threads), with an importance matrix if given."""
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = 2
-    keep = []
-    if imatrix:
-        entries = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()
-        for e, (name, values) in zip(entries, imatrix.items(), strict=False):
-            v = np.ascontiguousarray(values, dtype=np.float32)
-            keep.append(v)
-            e.name = name.encode()
-            e.data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-            e.size = v.size
-        params.imatrix = entries  # the last entry (name NULL) ends the list
-        keep.append(entries)
-    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
-                                          ctypes.byref(params)) == 0
 
 
 def make_imatrix(f32_file, path) -> dict[str, np.ndarray]:
@@ -103,7 +80,7 @@ def smol(tmp_path_factory):
 def test_convert_equals_llama_cpp_on_256_wide_rows(wide, mix, with_imatrix, tmp_path):
     ckpt, f32, imat, imat_path = wide
     ftype = int(MIXES[mix].ftype)
-    llama_cpp_quantize(f32, tmp_path / "ref.gguf", ftype, imat if with_imatrix else None)
+    llama_cpp_quantize(f32, tmp_path / "ref.gguf", ftype, imatrix=imat if with_imatrix else None)
     convert(ckpt, tmp_path / "ours.gguf", type=mix, imatrix=imat_path if with_imatrix else None)
     assert_same_tensors(tmp_path / "ours.gguf", tmp_path / "ref.gguf", ftype,
                         f"convert --type {mix}, imatrix {with_imatrix}")
@@ -114,7 +91,7 @@ def test_convert_equals_llama_cpp_on_256_wide_rows(wide, mix, with_imatrix, tmp_
 def test_quantize_equals_llama_cpp_on_smollm2(smol, mix, with_imatrix, tmp_path):
     f32, imat, imat_path = smol
     ftype = int(MIXES[mix].ftype)
-    llama_cpp_quantize(f32, tmp_path / "ref.gguf", ftype, imat if with_imatrix else None)
+    llama_cpp_quantize(f32, tmp_path / "ref.gguf", ftype, imatrix=imat if with_imatrix else None)
     requantize(f32, tmp_path / "ours.gguf", type=mix,
                imatrix=imat_path if with_imatrix else None)
     assert_same_tensors(tmp_path / "ours.gguf", tmp_path / "ref.gguf", ftype,

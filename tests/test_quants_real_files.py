@@ -17,9 +17,9 @@ from pathlib import Path
 
 import gguf
 import gguf.quants
-import llama_cpp
 import numpy as np
 import pytest
+from conftest import llama_cpp_quantize
 from ggml_ref import lib as ggml_lib
 
 import gguflite
@@ -41,23 +41,17 @@ LABELS = ["original_q4_1", *MIXES]
 
 
 @pytest.fixture(scope="session")
-def llama_files(tmp_path_factory) -> dict[str, Path]:
-    """The shipped file plus the llama.cpp re-quantizations, made once per session."""
-    src = default_model_path()
+def llama_files(tmp_path_factory, smollm2_q4_k_m) -> dict[str, Path]:
+    """The shipped file plus the llama.cpp re-quantizations, made once per session (Q4_K_M:
+    the session's shared file, see conftest.py)."""
     out_dir = tmp_path_factory.mktemp("llama_quantized")
-    files = {"original_q4_1": src}
-    llama_cpp.llama_backend_init()
+    files = {"original_q4_1": default_model_path()}
     for label, (ftype, pure) in MIXES.items():
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = ftype
-        params.pure = pure
-        params.allow_requantize = True  # the source is already quantized (Q4_1)
-        params.nthread = 2
-        dst = out_dir / f"smollm2-{label}.gguf"
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
-                                            ctypes.byref(params))
-        assert rc == 0, f"llama_model_quantize failed for {label} (rc={rc})"
-        files[label] = dst
+        if label == "q4_k_m":
+            files[label] = smollm2_q4_k_m
+        else:
+            files[label] = llama_cpp_quantize(default_model_path(),
+                                              out_dir / f"smollm2-{label}.gguf", ftype, pure=pure)
     return files
 
 

@@ -121,8 +121,10 @@ def test_ternary_weights_round_trip_exactly(gtype: GGMLType, scale: float) -> No
 def test_ternarize_then_encode_is_lossless_after_fp16_scale() -> None:
     w = np.random.default_rng(4).standard_normal((8, 256)).astype(np.float32)
     trits, scale = ternarize(w)
+    assert scale == np.float32(np.abs(w.astype(np.float64)).mean())  # BitNet's absmean
+    assert set(np.unique(trits).tolist()) == {-1, 0, 1}
     w3 = trits.astype(np.float32) * np.float32(np.float16(scale))
-    assert is_ternary(w3) is not None
+    assert is_ternary(w3) == float(np.float32(np.float16(scale)))
     for gtype in TERNARY:
         assert np.array_equal(dequantize(quantize(w3, gtype), gtype, w3.shape), w3)
 

@@ -1,6 +1,7 @@
 """Mutation property: any byte mutation or truncation of a valid file either reads back or
 raises FormatError — never IndexError, struct.error, UnicodeDecodeError, a NumPy error,
-RecursionError or MemoryError — and never hangs.
+RecursionError or MemoryError — and never hangs; and when it raises FormatError, the validator
+reports an error for the same bytes (a validator that reported nothing would fail here).
 
 ``exercise`` (fuzz/exercise.py, the fuzz harness's own) touches everything a user can reach:
 every metadata value (string arrays decoded element by element), every tensor's raw bytes and

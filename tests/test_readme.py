@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import click
 import pytest
-from click.testing import CliRunner
 
 from gguflite.cli.main import COMMANDS, cli
 
@@ -27,12 +27,30 @@ def test_cli_example_uses_real_subcommand_and_options(line):
     words = line.split()
     sub = words[1]
     assert sub in COMMANDS, f"README uses unknown subcommand {sub!r}"
-    result = CliRunner().invoke(cli, [sub, "--help"])
-    assert result.exit_code == 0, result.output
+    real = _option_names(sub)
     options = [o.split("=")[0] for w in words[2:] for o in w.strip("[]").split("|")
                if o.startswith("-")]  # "[--metadata|--tensors]" names two options
     for opt in options:
-        assert opt in result.output, f"`gguflite {sub}` has no option {opt}"
+        assert opt in real, f"`gguflite {sub}` has no option {opt} (it has {sorted(real)})"
+
+
+def _option_names(sub: str) -> set[str]:
+    """Every spelling click accepts for ``gguflite SUB``'s options (``-o``, ``--output``,
+    ``--no-progress``, the group's help flags), read from the command's parameters."""
+    ctx = cli.make_context("gguflite", [sub], resilient_parsing=True)  # the group's settings
+    command = cli.get_command(ctx, sub)
+    names = set(ctx.help_option_names)
+    for p in command.params:
+        if isinstance(p, click.Option):
+            names.update(p.opts, p.secondary_opts)
+    return names
+
+
+def test_option_check_rejects_a_prefix_of_a_real_option():
+    """The check is by name, not by substring: ``-s`` is not ``--seed``."""
+    real = _option_names("run")
+    assert "--seed" in real and "-p" in real
+    assert {"-s", "-m", "-d", "-b", "--see"}.isdisjoint(real)
 
 
 def test_fresh_clone_commands_are_what_ci_runs():

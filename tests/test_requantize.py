@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from ggml_ref import ggml_quantize
+from ggml_ref import ggml_dequantize, ggml_quantize
 from gguflite.converters.requantize import requantize
 
 import gguflite
-from gguflite import GGMLType, GGUFWriter, quants
+from gguflite import GGMLType, GGUFWriter
 from gguflite.cli.main import cli
 from gguflite.constants import GGUFValueType as T
 from gguflite.default_model import default_model_path
@@ -52,7 +52,10 @@ def test_llama_cpp_written_q4_1_to_q8_0(smollm2_q8):
             else:
                 assert to.type == GGMLType.Q8_0, name
         name = "blk.7.ffn_down.weight"  # Q4_1 -> Q8_0 is exactly quantize(dequantize(src))
-        assert bytes(out.raw(name)) == quants.quantize(src.dequantize(name), "q8_0").tobytes()
+        rows, cols = src.tensors[name].shape
+        decoded = ggml_dequantize(int(GGMLType.Q4_1), src.raw(name), rows * cols)
+        want = ggml_quantize(int(GGMLType.Q8_0), decoded.reshape(rows, cols))  # libggml's bytes
+        assert bytes(out.raw(name)) == want.tobytes()
 
 
 def test_requantized_file_runs_in_llama_cpp_like_the_original(smollm2_q8):
@@ -86,7 +89,7 @@ def test_decode_only_types_q2_k_and_q5_0(tmp_path):
     src = tmp_path / "src.gguf"
     _write(src, {
         "blk.0.ffn_down.weight": (GGMLType.Q2_K, ggml_quantize(int(GGMLType.Q2_K), w2), (8, 512)),
-        "blk.0.attn_q.weight": (GGMLType.Q5_0, quants.quantize(w5, "q5_0"), (4, 64)),
+        "blk.0.attn_q.weight": (GGMLType.Q5_0, ggml_quantize(int(GGMLType.Q5_0), w5), (4, 64)),
         "blk.0.attn_norm.weight": (GGMLType.F32, np.ones(64, np.float32), (64,)),
     })
     out = tmp_path / "out.gguf"
@@ -97,7 +100,8 @@ def test_decode_only_types_q2_k_and_q5_0(tmp_path):
         assert o.metadata["general.file_type"] == 14  # pure Q4_K is written as Q4_K_S
         t = o.tensors["blk.0.ffn_down.weight"]
         assert t.type == GGMLType.Q4_K
-        expected = quants.quantize(s.dequantize("blk.0.ffn_down.weight"), "q4_k")
+        decoded = ggml_dequantize(int(GGMLType.Q2_K), s.raw("blk.0.ffn_down.weight"), 8 * 512)
+        expected = ggml_quantize(int(GGMLType.Q4_K), decoded.reshape(8, 512))  # libggml's bytes
         assert bytes(o.raw("blk.0.ffn_down.weight")) == expected.tobytes()
         # 64-wide rows do not fit Q4_K's 256 blocks: llama.cpp's Q5_0 fallback, which is the
         # source type, so the tensor is copied byte for byte
@@ -160,7 +164,8 @@ def test_km_sources_are_decoded_or_copied(tmp_path):
             gguflite.open(tmp_path / "same.gguf") as c:
         decoded = km.from_gguf(s, "blk.0.attn_q.weight").dequantize()
         assert q.tensors["blk.0.attn_q.weight"].type == GGMLType.Q8_0
-        assert bytes(q.raw("blk.0.attn_q.weight")) == quants.quantize(decoded, "q8_0").tobytes()
+        want = ggml_quantize(int(GGMLType.Q8_0), decoded)  # libggml's bytes
+        assert bytes(q.raw("blk.0.attn_q.weight")) == want.tobytes()
         assert not [k for k in q.metadata if k.startswith(km.KEY_PREFIX)]  # stale keys gone
         assert "blk.0.attn_q.weight" + km.COMPANION_SUFFIX not in q.tensors
         for name in s.tensors:  # same recipe: companions copied byte for byte

@@ -7,13 +7,13 @@ import math
 
 import numpy as np
 import pytest
+from cli_helpers import assert_user_error
 from click.testing import CliRunner
 from gguflite.runtime import load
 from gguflite.runtime.perplexity import perplexity
 from tiny_models import make_tiny_llama
 
 from gguflite.cli.main import cli
-from gguflite.default_model import default_model_path
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +25,6 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(tiny):
     m = load(tiny, threads=1)  # one thread: robust timing on a loaded machine
-    yield m
-    m.close()
-
-
-@pytest.fixture(scope="module")
-def smollm():
-    m = load(default_model_path(), n_ctx=512, threads=1)
     yield m
     m.close()
 
@@ -80,10 +73,10 @@ def test_prompt_prefix_is_reused_from_the_cache(model):
     assert fresh == first and fresh.stats.n_prefill == fresh.stats.n_prompt
 
 
-def test_smollm_chat_ends_at_end_of_turn(smollm):
+def test_smollm_chat_ends_at_end_of_turn(smollm2):  # the session's model (conftest.py)
     """The real model answers and stops on <|im_end|> (an end-of-generation token)."""
     msgs = [{"role": "user", "content": "What is 2+2? Answer with one number."}]
-    reply = smollm.chat(msgs, max_tokens=24, temperature=0, stream=False)
+    reply = smollm2.chat(msgs, max_tokens=24, temperature=0, stream=False)
     assert "4" in reply
     assert reply.stats.stop_reason == "eog"
     assert "<|im_end|>" not in reply
@@ -145,12 +138,10 @@ def test_cli_perplexity_and_bench_json(tiny, tmp_path):
 def test_cli_errors_are_one_line(tiny, tmp_path):
     short = tmp_path / "s.txt"
     short.write_text("the sea", encoding="utf-8")
-    res = CliRunner().invoke(cli, ["perplexity", str(tiny), "--text", str(short), "-c", "64"])
-    assert res.exit_code == 1 and "needs at least 128" in res.stderr
-    res = CliRunner().invoke(cli, ["perplexity", str(tiny), "--text", str(short)])
-    assert res.exit_code == 1 and "n_ctx=512 must be in 1..256" in res.stderr
-    res = CliRunner().invoke(cli, ["run", str(tmp_path / "nope.gguf"), "-p", "x"])
-    assert res.exit_code == 1 and "no such file" in res.stderr
+    assert_user_error("perplexity", tiny, "--text", short, "-c", "64",
+                      words=["needs at least 128"])
+    assert_user_error("perplexity", tiny, "--text", short, words=["n_ctx=512 must be in 1..256"])
+    assert_user_error("run", tmp_path / "nope.gguf", "-p", "x", words=["nope.gguf", "no such file"])
 
 
 def test_cli_run_default_model():

@@ -55,19 +55,65 @@ def test_bpe_items_types_and_values(smollm_dir):
     assert md["tokenizer.chat_template"] == ("{{ 1 }}", T.STRING, None)
 
 
-def test_matches_gguf_py_special_vocab(smollm_dir, spm_dir):
-    # llama.cpp's own reader of the same HF files (gguf-py SpecialVocab) is the reference
-    for d, n_vocab in ((smollm_dir, None), (spm_dir, None)):
+def _with_config_ids(d, tmp_path):
+    """A copy of ``d`` whose config.json carries bos/eos ids, as HF Llama checkpoints' do (the
+    SPM helper writes none, and gguf-py then finds no special ids to compare). eos is the chat
+    end token <|im_end|> (801), not SentencePiece's own </s>, as in many chat checkpoints."""
+    out = tmp_path / f"{d.name}-ids"
+    shutil.copytree(d, out)
+    cfg = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps(cfg | {"bos_token_id": 1, "eos_token_id": 801}))
+    return out
+
+
+# what gguf-py (llama.cpp's own reader of the same HF files) must find in each directory, so
+# that the comparisons below compare something: (special ids, add_* flags, merges, template)
+SPECIAL_VOCAB_HAS = {
+    "smollm": ({"bos", "eos"}, {"bos"}, True, True),
+    "spm-ids": ({"bos", "eos"}, {"bos", "eos"}, False, False),
+}
+
+
+def test_matches_gguf_py_special_vocab(smollm_dir, spm_dir, tmp_path):
+    for d in (smollm_dir, _with_config_ids(spm_dir, tmp_path)):
+        ids, flags, has_merges, has_template = SPECIAL_VOCAB_HAS[d.name]
         md = _export(d)
-        ref = gguf.SpecialVocab(d, load_merges=True, n_vocab=n_vocab)
+        ref = gguf.SpecialVocab(d, load_merges=True)
+        assert set(ref.special_token_ids) >= ids, (d.name, ref.special_token_ids)
+        assert set(ref.add_special_token) >= flags, (d.name, ref.add_special_token)
+        assert bool(ref.merges) == has_merges and (ref.chat_template is not None) == has_template
         for kind, tid in ref.special_token_ids.items():
             assert md[f"tokenizer.ggml.{kind}_token_id"][0] == tid, (d.name, kind)
         for kind, flag in ref.add_special_token.items():
             assert md[f"tokenizer.ggml.add_{kind}_token"][0] == flag, (d.name, kind)
-        if ref.merges:
+        if has_merges:
             assert md["tokenizer.ggml.merges"][0] == ref.merges
-        if ref.chat_template is not None:
+        else:
+            assert "tokenizer.ggml.merges" not in md
+        if has_template:
             assert md["tokenizer.chat_template"][0] == ref.chat_template
+
+
+def test_spm_vocab_matches_gguf_py(spm_dir):
+    """Every SentencePiece piece, score and type against gguf-py's SentencePieceVocab, except
+    where tokenizer_config.json's added_tokens_decoder lists a piece: llama.cpp's converter
+    (convert_hf_to_gguf, _create_vocab_sentencepiece) then scores it -1000 and types it CONTROL
+    (special) or USER_DEFINED, as gguflite does."""
+    md = _export(spm_dir)
+    ref = list(gguf.vocab.SentencePieceVocab(spm_dir).all_tokens())  # (bytes, score, type)
+    assert len(ref) > 700
+    tokens = md["tokenizer.ggml.tokens"][0]
+    scores = md["tokenizer.ggml.scores"][0]
+    types = md["tokenizer.ggml.token_type"][0]
+    added = {int(i): t["special"] for i, t in json.loads(
+        (spm_dir / "tokenizer_config.json").read_text())["added_tokens_decoder"].items()}
+    assert 0 in added  # <unk>: the override is exercised
+    for i, (text, score, ttype) in enumerate(ref):
+        assert tokens[i] == text.decode("utf-8"), i
+        if i in added:
+            assert (scores[i], types[i]) == (-1000.0, CONTROL if added[i] else USER_DEFINED), i
+        else:
+            assert (scores[i], types[i]) == (np.float32(score), int(ttype)), (i, tokens[i])
 
 
 def test_merges_strings_and_pairs_give_the_same_items(tmp_path):

@@ -48,21 +48,21 @@ def _assert_same_ids(tok: Tokenizer, ref, label: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def smollm2():
+def smollm2_tokenizers():
     path = default_model_path()
     with gguflite.open(path) as f:
         tok = Tokenizer.from_metadata(f.metadata)
     return tok, _llama(path)
 
 
-def test_smollm2_ids_match_llama_cpp(smollm2):
-    tok, ref = smollm2
+def test_smollm2_ids_match_llama_cpp(smollm2_tokenizers):
+    tok, ref = smollm2_tokenizers
     assert tok.vocab.pre == "smollm" and tok.n_vocab == ref.n_vocab()
     _assert_same_ids(tok, ref, "SmolLM2")
 
 
-def test_smollm2_decode_matches_llama_cpp_and_round_trips(smollm2):
-    tok, ref = smollm2
+def test_smollm2_decode_matches_llama_cpp_and_round_trips(smollm2_tokenizers):
+    tok, ref = smollm2_tokenizers
     for text in TEST_STRINGS + CHAT_TEXTS:
         ids = tok.encode(text)
         if "\x16" not in text:  # (that text holds bytes SmolLM2 cannot represent)
@@ -72,8 +72,8 @@ def test_smollm2_decode_matches_llama_cpp_and_round_trips(smollm2):
             assert tok.token_to_piece(i) == ref.detokenize([i], special=True)
 
 
-def test_smollm2_special_ids(smollm2):
-    tok, ref = smollm2
+def test_smollm2_special_ids(smollm2_tokenizers):
+    tok, ref = smollm2_tokenizers
     assert (tok.bos_id, tok.eos_id) == (ref.token_bos(), ref.token_eos())
     # tokenizer.ggml.unknown_token_id / padding_token_id, llama.cpp's spellings
     assert (tok.vocab.special["unk"], tok.vocab.special["pad"]) == (0, 2)
@@ -149,10 +149,10 @@ def spm_file(tmp_path_factory):
     parse_special=st.booleans(),
 )
 def test_random_text_matches_llama_cpp(
-    smollm2, spm_file, pieces, extra, add_special, parse_special
+    smollm2_tokenizers, spm_file, pieces, extra, add_special, parse_special
 ):
     text = "".join(pieces) + extra.replace("\x00", "")  # NUL would end llama.cpp's C string
-    for tok, ref in (smollm2, spm_file):
+    for tok, ref in (smollm2_tokenizers, spm_file):
         ids = tok.encode(text, add_special=add_special, parse_special=parse_special)
         assert ids == ref.tokenize(text.encode(), add_bos=add_special, special=parse_special)
         plain = tok.encode(text, add_special=False, parse_special=False)

@@ -7,24 +7,30 @@ import sys
 import numpy as np
 import pytest
 import torch
-from gguflite.runtime.hparams import hparams_from_metadata
-from gguflite.runtime.llama import LlamaNumba
-from gguflite.runtime.reference import reference_logits
-from gguflite.runtime.torch_backend import LlamaTorch, import_torch, resolve_device
-from tiny_models import TinyConfig, hf_model, make_tiny_llama
+from tiny_models import TinyConfig, hf_model, hf_weights_from_gguf, make_tiny_llama
 
 import gguflite
 from gguflite.constants import GGMLType
 from gguflite.default_model import default_model_path
 from gguflite.errors import ModelError
+from gguflite.models import family_for_arch, hparams_from_metadata
+from gguflite.runtime.numba_backend import NumbaBackend
+from gguflite.runtime.reference import reference_logits
+from gguflite.runtime.torch_backend import TorchBackend, import_torch, resolve_device
 
 IDS = np.array([1, 5, 77, 300, 12, 9, 260, 4, 33])
+
+
+def _fam(f):
+    return family_for_arch(f.metadata["general.architecture"])
 
 
 def _backends(path, n_ctx=64):
     f = gguflite.open(path)
     hp = hparams_from_metadata(f.metadata)
-    return f, LlamaNumba(f, hp, n_ctx=n_ctx), LlamaTorch(f, hp, n_ctx=n_ctx, device="cpu")
+    fam = _fam(f)
+    numba = NumbaBackend(f, fam, hp, n_ctx=n_ctx, kv_type="f32")  # torch's cache is f32 too
+    return f, numba, TorchBackend(f, fam, hp, n_ctx=n_ctx, device="cpu")
 
 
 def _greedy(backend, ids, n):
@@ -61,13 +67,20 @@ def test_f32_matches_transformers(tmp_path):
 
 
 @pytest.mark.parametrize("wtype", [GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.Q6_K,
-                                   GGMLType.TQ2_0, GGMLType.F16, GGMLType.BF16])
+                                   GGMLType.TQ2_0, GGMLType.F16, GGMLType.BF16],
+                         ids=lambda t: t.name)
 def test_quantized_matches_dequantized_reference(tmp_path, wtype):
+    """Against transformers in float64 on the file's weights as the ``gguf`` package decodes
+    them: neither the weights nor the graph of the reference go through gguflite."""
+    from gguflite.runtime import load
+
     cfg = TinyConfig(dim=256, hidden_dim=512, n_head=4, n_kv_head=2)  # rows of 256 for K types
     path, _, _ = make_tiny_llama(tmp_path / "m.gguf", cfg, wtype=wtype)
-    f, _, tb = _backends(path)
-    want = reference_logits(f, IDS)  # float64 over dequantized weights
-    got = tb.forward(IDS, 0, all_logits=True)
+    with torch.no_grad():
+        hf = hf_model(cfg, hf_weights_from_gguf(path, cfg)).double()
+        want = hf(torch.from_numpy(IDS)[None]).logits[0].numpy()  # (n, vocab) float64
+    with load(path, backend="torch", device="cpu", n_ctx=64) as m:
+        got = m.logits(IDS)
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-4 * max(1.0, np.abs(want).max()))
 
 
@@ -95,13 +108,22 @@ def test_decode_after_prefill_equals_one_prefill(tmp_path):
     np.testing.assert_allclose(np.stack(steps), full[5:], rtol=0, atol=1e-5)
 
 
-def test_smollm2_agrees_with_numba():
-    f, nb, tb = _backends(default_model_path(), n_ctx=128)
-    ids = np.array([1, 504, 3458, 314, 253, 2388, 28, 1344, 314, 6431, 30])
-    a, b = nb.forward(ids, 0, all_logits=True), tb.forward(ids, 0, all_logits=True)
-    assert (a.argmax(1) == b.argmax(1)).all()
-    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
-    assert _greedy(nb, ids, 8) == _greedy(tb, ids, 8)
+def test_smollm2_agrees_with_numba(smollm2):
+    from gguflite.runtime import load
+
+    ids = [1, 504, 3458, 314, 253, 2388, 28, 1344, 314, 6431, 30]
+
+    def greedy(model, n):
+        out: list[int] = []
+        for _ in range(n):
+            out.append(int(np.argmax(model.eval(ids + out))))
+        return out
+
+    with load(default_model_path(), backend="torch", device="cpu", n_ctx=128) as tm:
+        a, b = smollm2.logits(ids), tm.logits(ids)
+        assert (a.argmax(1) == b.argmax(1)).all()
+        assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+        assert greedy(smollm2, 8) == greedy(tm, 8)
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -117,7 +139,7 @@ def test_bad_device_and_dtype(tmp_path):
     path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
     f = gguflite.open(path)
     with pytest.raises(ModelError, match="dtype"):
-        LlamaTorch(f, hparams_from_metadata(f.metadata), n_ctx=8, dtype="float8")
+        TorchBackend(f, _fam(f), hparams_from_metadata(f.metadata), n_ctx=8, dtype="float8")
 
 
 def test_missing_torch_names_the_extra(monkeypatch):
@@ -138,7 +160,7 @@ def test_out_of_memory_names_model_size_and_free_memory(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "zeros", exhausted)
     with pytest.raises(ModelError, match=r"out of memory on cpu: the model needs about"):
-        LlamaTorch(f, hparams_from_metadata(f.metadata), n_ctx=8)
+        TorchBackend(f, _fam(f), hparams_from_metadata(f.metadata), n_ctx=8)
 
 
 @pytest.mark.cuda
@@ -147,8 +169,8 @@ def test_cuda_matches_cpu(tmp_path):
     path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
     f = gguflite.open(path)
     hp = hparams_from_metadata(f.metadata)
-    cpu = LlamaTorch(f, hp, n_ctx=64, device="cpu")
-    gpu = LlamaTorch(f, hp, n_ctx=64, device="cuda", dtype="float32")
+    cpu = TorchBackend(f, _fam(f), hp, n_ctx=64, device="cpu")
+    gpu = TorchBackend(f, _fam(f), hp, n_ctx=64, device="cuda", dtype="float32")
     np.testing.assert_allclose(gpu.forward(IDS, 0, all_logits=True),
                                cpu.forward(IDS, 0, all_logits=True), rtol=0, atol=1e-3)
 
@@ -156,12 +178,13 @@ def test_cuda_matches_cpu(tmp_path):
 # -- API and CLI --------------------------------------------------------------------------
 def test_load_api_and_cli_give_numba_greedy_output(tmp_path):
     from click.testing import CliRunner
-    from gguflite.runtime import load
 
     from gguflite.cli.main import cli
+    from gguflite.runtime import load
 
     path, _, _ = make_tiny_llama(tmp_path / "m.gguf", TinyConfig())
-    want = load(path).generate("the sea", max_tokens=10, temperature=0, stream=False)
+    want = load(path, kv_type="f32").generate("the sea", max_tokens=10, temperature=0,
+                                              stream=False)
     got = load(path, backend="torch", device="cpu").generate("the sea", max_tokens=10,
                                                             temperature=0, stream=False)
     assert got == want

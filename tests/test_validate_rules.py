@@ -273,8 +273,8 @@ def test_deep_warns_about_types_it_cannot_decode(tmp_path):
 
     decodable = {t.ggml_type for t in types()}
     undecodable = [t for t in GGMLType if t not in decodable and GGML_TYPE_TRAITS[t][0] > 1]
-    if not undecodable:  # every type has a codec: nothing is left unchecked
-        return
+    if not undecodable:  # visible in the report, never a silent pass
+        pytest.skip("every block type has a gguflite codec: no type is left unchecked")
     ttype = undecodable[0]
     block, size = GGML_TYPE_TRAITS[ttype]
     path = _float_tensor_file(tmp_path / "u.gguf", ttype, np.zeros(size, np.uint8), (1, block))

@@ -46,6 +46,7 @@ class TinyConfig:
     norm_eps: float = 1e-5
     tied: bool = False  # tie_word_embeddings
     rope_freq_factors: list[float] | None = field(default=None)  # llama3-style, head_dim/2
+    rope_linear_factor: float | None = None  # rope.scaling.type "linear": positions / factor
 
     @property
     def head_dim(self) -> int:
@@ -99,6 +100,18 @@ def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     """
     rows = w.shape[0]
     return (w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """The inverse of :func:`permute_qk`: llama.cpp adjacent-pair order -> HF rotate_half order.
+
+    Rows (2i, 2i + 1) of each head go back to (i, i + d/2). Written here, apart from the
+    converter, so a test that rebuilds a checkpoint from a GGUF does not borrow the permutation
+    it checks.
+    """
+    rows = w.shape[0]
+    return (w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:])
             .swapaxes(1, 2).reshape(w.shape))
 
 
@@ -159,6 +172,9 @@ def write_gguf(path: str | Path, cfg: TinyConfig, sd: dict[str, np.ndarray], *,
         w.add(a + "rope.freq_base", cfg.rope_theta, T.FLOAT32)
         w.add(a + "attention.layer_norm_rms_epsilon", cfg.norm_eps, T.FLOAT32)
         w.add(a + "rope.dimension_count", cfg.head_dim, T.UINT32)
+        if cfg.rope_linear_factor is not None:
+            w.add(a + "rope.scaling.type", "linear", T.STRING)
+            w.add(a + "rope.scaling.factor", cfg.rope_linear_factor, T.FLOAT32)
         w.add(a + "vocab_size", cfg.vocab_size, T.UINT32)
         w.add("general.file_type", 0, T.UINT32)
         w.add("tokenizer.ggml.model", "llama", T.STRING)
@@ -215,8 +231,9 @@ def hf_model(cfg: TinyConfig, sd: dict[str, np.ndarray]):  # -> transformers.Lla
     from transformers import LlamaConfig, LlamaForCausalLM
 
     rope_scaling = None
-    if cfg.rope_freq_factors is not None:
-        raise ValueError("hf_model: rope_freq_factors have no direct HF equivalent here")
+    if cfg.rope_freq_factors is not None or cfg.rope_linear_factor is not None:
+        raise ValueError("hf_model: rope frequency factors / linear scaling are compared with "
+                         "llama.cpp, not transformers")
     hf_cfg = LlamaConfig(
         vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.hidden_dim,
         num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
@@ -234,3 +251,36 @@ def hf_model(cfg: TinyConfig, sd: dict[str, np.ndarray]):  # -> transformers.Lla
     if missing or unexpected:
         raise ValueError(f"hf_model: missing {missing}, unexpected {unexpected}")
     return model.eval()
+
+
+def hf_weights_from_gguf(path: str | Path, cfg: TinyConfig) -> dict[str, np.ndarray]:
+    """HF-named float32 weights read back from a tiny-model file by the ``gguf`` package.
+
+    The reference side of runtime tests on quantized files: every tensor is decoded by
+    ``gguf.quants.dequantize`` (gguf-py, llama.cpp's own Python package; not gguflite's codecs)
+    and Q/K rows go back to HF order with :func:`unpermute_qk`. Feed the result to
+    :func:`hf_model` for logits computed on exactly the weights the file holds.
+    """
+    import gguf
+
+    gguf_to_hf = {gg: hf for hf, gg in _BLOCK_MAP.items()}
+    sd: dict[str, np.ndarray] = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        w = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), np.float32)
+        w = w.reshape(tuple(int(n) for n in reversed(t.shape)))  # GGUF dims are innermost-first
+        if t.name == "token_embd.weight":
+            sd["model.embed_tokens.weight"] = w
+        elif t.name == "output_norm.weight":
+            sd["model.norm.weight"] = w
+        elif t.name == "output.weight":
+            sd["lm_head.weight"] = w
+        elif t.name.startswith("blk."):
+            _, i, gg = t.name.split(".", 2)
+            if gg == "attn_q.weight":
+                w = unpermute_qk(w, cfg.n_head)
+            elif gg == "attn_k.weight":
+                w = unpermute_qk(w, cfg.n_kv_head)
+            sd[f"model.layers.{i}.{gguf_to_hf[gg]}"] = w
+        else:
+            raise ValueError(f"hf_weights_from_gguf: unexpected tensor {t.name!r}")
+    return sd

@@ -3,6 +3,7 @@
 Each line read from stdin is a user turn; the reply streams to stdout. The conversation is
 kept in the KV cache, so each turn only runs its new tokens. ``/reset`` starts over, ``/exit``
 (or end of input) quits. Works with stdin piped: ``printf 'Hi\\n' | gguflite chat``.
+``--chat-template-kwargs '{"enable_thinking": false}'`` passes template variables (Qwen 3).
 """
 
 from __future__ import annotations
@@ -12,16 +13,28 @@ from typing import Any
 
 import click
 
-from .run import backend_options, load_model, print_stats, sampling_kwargs, sampling_options
+from ..errors import GGUFLiteError
+from .run import (
+    backend_options,
+    chat_template_kwargs_option,
+    load_model,
+    print_stats,
+    sampling_kwargs,
+    sampling_options,
+    utf8_option,
+    utf8_text,
+)
 
 
 @click.command("chat")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-@click.option("--system", default=None, help="System message.")
+@click.option("--system", default=None, callback=utf8_option, help="System message.")
 @click.option("--stats/--no-stats", default=False, help="Print tokens/s after each reply.")
+@chat_template_kwargs_option
 @sampling_options
 @backend_options
-def chat(file: str | None, system: str | None, stats: bool, **kw: Any) -> None:
+def chat(file: str | None, system: str | None, stats: bool,
+         chat_template_kwargs: dict[str, Any] | None, **kw: Any) -> None:
     """Chat with FILE (default: the embedded SmolLM2 model) on stdin/stdout.
 
     Exit codes: 0 done; 1 the file cannot be run (no chat template, context full); 2 usage.
@@ -33,13 +46,19 @@ def chat(file: str | None, system: str | None, stats: bool, **kw: Any) -> None:
     base: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     messages = list(base)
     interactive = sys.stdin.isatty()
+    n_line = 0
     while True:
         if interactive:
             click.echo("> ", nl=False, err=True)
-        line = sys.stdin.readline()
+        n_line += 1
+        try:
+            line = sys.stdin.readline()
+        except UnicodeDecodeError:
+            raise GGUFLiteError(f"stdin line {n_line} is not valid UTF-8; give UTF-8 "
+                                "text") from None
         if not line:
             break
-        text = line.rstrip("\n")
+        text = utf8_text(f"stdin line {n_line}", line.rstrip("\n"))
         if text.strip() in ("/exit", "/quit"):
             break
         if text.strip() == "/reset":
@@ -50,7 +69,8 @@ def chat(file: str | None, system: str | None, stats: bool, **kw: Any) -> None:
             continue
         messages.append({"role": "user", "content": text})
         reply = []
-        for piece in model.chat(messages, stream=True, **sampling_kwargs(kw)):
+        for piece in model.chat(messages, stream=True, chat_template_kwargs=chat_template_kwargs,
+                                **sampling_kwargs(kw)):
             reply.append(piece)
             sys.stdout.write(piece)
             sys.stdout.flush()

@@ -12,7 +12,8 @@ import click
 
 from gguflite.converters.recipe import RECIPES  # light: no NumPy, no codecs
 
-from ._common import echo_json, human_bytes
+from ._common import echo_json
+from ._split import describe_written, echo_shard_plan, split_limits, split_options
 
 
 @click.command("convert")
@@ -33,7 +34,7 @@ from ._common import echo_json, human_bytes
               help="Type for every tensor whose row length does not fit the chosen type's "
                    "block size (e.g. 576-wide rows and 256-element k-quant blocks); default: "
                    "llama.cpp's per type (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, ...).")
-@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False),
+@click.option("--imatrix", type=click.Path(dir_okay=False),
               help="Importance matrix (llama.cpp imatrix GGUF, or .npz of per-column mean "
                    "squared activations keyed by tensor name) for the types that use one.")
 @click.option("--revision", help="Hub revision (branch, tag or commit) when SRC is a repo id.")
@@ -44,10 +45,12 @@ from ._common import echo_json, human_bytes
               "and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@split_options
 def convert(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...],
             output_type: str | None, embedding_type: str | None, fallback_type: str | None,
             imatrix: str | None, revision: str | None, allow_pickle: bool, name: str | None,
-            dry_run: bool, as_json: bool, no_progress: bool) -> None:
+            dry_run: bool, as_json: bool, no_progress: bool, split_max_size: int | None,
+            split_max_tensors: int | None) -> None:
     """Convert SRC (a Hugging Face checkpoint directory or hub repo id; Llama, Mistral,
     SmolLM, TinyLlama) to one file. Everything is checked before anything is written; the
     output appears only when complete."""
@@ -65,11 +68,16 @@ def convert(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...]
             echo_json(plan.to_dict())
         else:
             click.echo(plan.format_table())
+            echo_shard_plan(out, [t.bytes_out for t in plan.tensors], split_max_size,
+                            split_max_tensors)
         return
     if not out:
         raise click.UsageError("missing -o/--output")
-    plan = run_convert(src, out, progress=not no_progress, **options)
-    click.echo(f"wrote {out}: {len(plan.tensors)} tensors, {human_bytes(Path(out).stat().st_size)}"
-               f" ({plan.recipe.base})", err=True)
+    written: list[Path] = []
+    plan = run_convert(src, out, progress=not no_progress,
+                       split=split_limits(split_max_size, split_max_tensors), outputs=written,
+                       **options)
+    click.echo(f"wrote {describe_written(written)}: {len(plan.tensors)} tensors "
+               f"({plan.recipe.base})", err=True)
     for note in plan.notes:
         click.echo(note, err=True)

@@ -13,6 +13,7 @@ import click
 
 from .. import reader
 from ..constants import GGUFValueType
+from ..errors import SplitError
 from ..metadata import StringArray
 from ..reader import GGUFFile
 from ._common import default_option, echo_json, jsonable, resolve_paths
@@ -51,6 +52,8 @@ def tensors_list(f: GGUFFile, *, hashes: bool) -> list[dict[str, Any]]:
             "name": ti.name, "type": ti.type.name, "dims": list(ti.dims),
             "shape": list(ti.shape), "offset": ti.offset, "nbytes": ti.nbytes,
         }
+        if len(f.shards) > 1:
+            item["shard"] = f.shard_of(ti.name)  # offset is within that shard's data section
         if hashes:
             item["sha256"] = hashlib.sha256(f.raw(ti.name)).hexdigest()
         out.append(item)
@@ -65,6 +68,10 @@ def dump_dict(f: GGUFFile, *, full: bool = False, metadata: bool = True, tensors
         "data_offset": f.data_offset, "n_metadata": len(f.metadata),
         "n_tensors": len(f.tensors),
     }
+    if len(f.shards) > 1:  # a split set: file_size is the total, the rest the first shard's
+        out["shards"] = [{"file": p.path.name, "file_size": p.file_size,
+                          "data_offset": p.data_offset, "n_tensors": len(p.tensors)}
+                         for p in f.shards]
     if metadata:
         out["metadata"] = metadata_dict(f, full=full)
     if tensors:
@@ -87,6 +94,9 @@ def _text_value(item: dict[str, Any], full: bool) -> str:
 def _print(d: dict[str, Any], full: bool) -> None:
     click.echo(f"GGUF v{d['version']}, alignment {d['alignment']}, {d['file_size']} bytes, "
                f"data at {d['data_offset']}, {d['n_metadata']} keys, {d['n_tensors']} tensors")
+    for i, p in enumerate(d.get("shards", ())):
+        click.echo(f"  shard {i}: {p['file']}, {p['file_size']} bytes, data at "
+                   f"{p['data_offset']}, {p['n_tensors']} tensors")
     if "metadata" in d:
         click.echo("metadata")
         width = max((len(k) for k in d["metadata"]), default=0)
@@ -97,8 +107,9 @@ def _print(d: dict[str, Any], full: bool) -> None:
         width = max((len(t["name"]) for t in d["tensors"]), default=0)
         for t in d["tensors"]:
             digest = f"  {t['sha256'][:16]}" if "sha256" in t else ""
+            shard = f"  shard {t['shard']}" if "shard" in t else ""
             click.echo(f"  {t['name']:<{width}}  {t['type']:<7}  {str(t['dims']):<20} "
-                       f"offset {t['offset']:>12}  {t['nbytes']:>12} bytes{digest}")
+                       f"offset {t['offset']:>12}  {t['nbytes']:>12} bytes{shard}{digest}")
 
 
 @click.command("dump")
@@ -116,7 +127,15 @@ def dump(file: str | None, use_default: bool, as_json: bool, only_metadata: bool
     if only_metadata and only_tensors:
         raise click.UsageError("--metadata and --tensors exclude each other")
     (path,) = resolve_paths((file,) if file else (), use_default, many=False)
-    with reader.open(path) as f:
+    try:
+        f = reader.open(path)
+    except SplitError as exc:
+        if exc.rule != "S2":
+            raise
+        # a later shard of a split set: dump it as the file it is
+        click.echo(f"note: {exc.detail}; dumping this shard alone", err=True)
+        f = GGUFFile(path)
+    with f:
         d = dump_dict(f, full=full, metadata=not only_tensors, tensors=not only_metadata,
                       hashes=hashes)
     if as_json:

@@ -12,6 +12,7 @@ from .. import reader
 from ..constants import GGMLType, GGUFValueType
 from ..keys import KM_PREFIX
 from ..reader import GGUFFile
+from ..models import FAMILIES, SUPPORTED_ARCHS
 from ._common import default_option, echo_json, human_bytes, human_count, resolve_paths
 
 
@@ -69,7 +70,8 @@ def summarize(f: GGUFFile) -> dict[str, Any]:
     vocab = len(tokens) if tokens is not None and not isinstance(tokens, str | int) else None
     return {
         "path": str(f.path),
-        "file_size": f.file_size,
+        "file_size": f.file_size,  # all shards of a split set
+        "shards": len(f.shards),
         "version": f.version,
         "alignment": f.alignment,
         "architecture": arch,
@@ -89,6 +91,7 @@ def summarize(f: GGUFFile) -> dict[str, Any]:
         "n_metadata": len(md),
         "tensor_types": per_type,
         "runtime_native_types": _runtime_native_types(),
+        "runs": arch in FAMILIES,
     }
 
 
@@ -99,8 +102,11 @@ def _print(s: dict[str, Any]) -> None:
 
     line("file", f"{s['path']}")
     line("size", f"{human_bytes(s['file_size'])} ({s['file_size']} bytes), GGUF v{s['version']}, "
-         f"alignment {s['alignment']}, {s['n_metadata']} keys, {s['n_tensors']} tensors")
-    line("architecture", s["architecture"])
+         f"alignment {s['alignment']}, {s['n_metadata']} keys, {s['n_tensors']} tensors"
+         + (f", {s['shards']} shards" if s["shards"] > 1 else ""))
+    runs = "runs in gguflite" if s["runs"] else \
+        f"not run by gguflite (it runs {', '.join(SUPPORTED_ARCHS)})"
+    line("architecture", f"{s['architecture']} ({runs})" if s["architecture"] else None)
     line("name", s["name"])
     line("parameters", f"{human_count(s['parameters'])} ({s['parameters']})")
     if s["bits_per_weight"] is not None:

@@ -1,14 +1,23 @@
 """``gguflite``: one command, subcommands loaded lazily (``gguflite info`` never imports torch).
 
-Exit codes: 0 success; 1 the input is invalid or the operation failed on it (one clear line on
-stderr); 2 usage error (click's convention).
+Exit codes: 0 success; 1 the input is invalid, a file cannot be read or written (missing,
+unreadable, not a regular file, disk full) or the operation failed on it; 2 usage error
+(click's convention); 128 + the signal number when interrupted (130 Ctrl-C / SIGINT, 143
+SIGTERM, 129 SIGHUP), after removing any partly written output. Every failure is one line on
+stderr, never a traceback (``-vv`` adds the traceback of an internal error).
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
+import os
+import signal
 import sys
+import threading
+from types import FrameType
+from typing import Any
 
 import click
 
@@ -28,6 +37,51 @@ COMMANDS: dict[str, str] = {
     "imatrix": "imatrix:imatrix",
     "bench": "bench:bench",
 }
+_CAUGHT_SIGNALS = ("SIGTERM", "SIGHUP")  # SIGINT already raises KeyboardInterrupt
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class Terminated(BaseException):
+    """SIGTERM/SIGHUP as an exception, so ``finally`` blocks and the writer's cleanup run."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
+def _catch_signals() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in _CAUGHT_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _raise_terminated)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (lines joined by "; ")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError: the file, what went wrong, and for a full disk what it means."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    what = exc.strerror or str(exc)
+    if isinstance(exc, FileNotFoundError):
+        what = "no such file"
+    if exc.errno in _FULL:
+        what += " (the disk or the file size limit is full; nothing was written)"
+    return f"{where}{what}"
 
 
 class LazyGroup(click.Group):
@@ -42,18 +96,53 @@ class LazyGroup(click.Group):
         module = importlib.import_module(f"gguflite.cli.{module_name}")
         return getattr(module, attr)
 
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        """click's main, with its usage errors as one ``error: ...`` line too (exit 2)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.ClickException as exc:
+            hint = ""
+            ctx = getattr(exc, "ctx", None)
+            if isinstance(exc, click.UsageError) and ctx is not None:
+                hint = f" (see '{ctx.command_path} --help')"
+            _fail(one_line(exc.format_message()) + hint, exc.exit_code)
+        except (click.exceptions.Abort, EOFError, KeyboardInterrupt):
+            _fail("interrupted", 128 + signal.SIGINT)
+        sys.exit(rv if type(rv) is int else 0)  # an int only from click's Exit (--help: 0)
+
     def invoke(self, ctx: click.Context):
+        _catch_signals()
         try:
             return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                SystemExit):
+            raise
         except GGUFLiteError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        except FileNotFoundError as exc:
-            click.echo(f"error: {exc.filename or exc}: no such file", err=True)
-            sys.exit(1)
-        except (IsADirectoryError, PermissionError) as exc:
-            click.echo(f"error: {exc.filename or exc}: {exc.strerror}", err=True)
-            sys.exit(1)
+            _fail(one_line(exc))
+        except BrokenPipeError:  # `gguflite dump ... | head`: the reader left; say nothing
+            try:  # so that the interpreter's final flush does not fail again
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            sys.exit(128 + signal.SIGPIPE)
+        except OSError as exc:
+            _fail(os_error_line(exc))
+        except MemoryError:
+            _fail("out of memory (the file or the request is too large for this machine)")
+        except KeyboardInterrupt:
+            _fail("interrupted (SIGINT); no partly written output was left",
+                  128 + signal.SIGINT)
+        except Terminated as exc:
+            name = signal.Signals(exc.signum).name
+            _fail(f"terminated ({name}); no partly written output was left", 128 + exc.signum)
+        except Exception as exc:  # noqa: BLE001 - a bug: still one line unless -vv
+            if ctx.params.get("verbose", 0) >= 2:
+                raise
+            _fail(f"internal error, please report it: {type(exc).__name__}: {one_line(exc)} "
+                  "(-vv shows the traceback)")
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

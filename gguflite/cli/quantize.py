@@ -9,12 +9,13 @@ from pathlib import Path
 
 import click
 
-from ._common import echo_json, human_bytes
+from ._common import echo_json
+from ._split import describe_written, echo_shard_plan, split_limits, split_options
 from .convert import RECIPES
 
 
 @click.command("quantize")
-@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("src", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False), required=False)
 @click.option("-t", "--type", "type_", type=click.Choice(RECIPES, case_sensitive=False),
               required=True, help="Tensor type recipe (as for convert); 1-D tensors are kept.")
@@ -26,14 +27,16 @@ from .convert import RECIPES
               help="Type for every tensor whose row length does not fit the chosen type's "
                    "block size (e.g. 576-wide rows and 256-element k-quant blocks); default: "
                    "llama.cpp's per type (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, ...).")
-@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False),
+@click.option("--imatrix", type=click.Path(dir_okay=False),
               help="Importance matrix (imatrix GGUF or .npz) for the types that use one.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@split_options
 def quantize(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...],
              output_type: str | None, embedding_type: str | None, fallback_type: str | None,
-             imatrix: str | None, dry_run: bool, as_json: bool, no_progress: bool) -> None:
+             imatrix: str | None, dry_run: bool, as_json: bool, no_progress: bool,
+             split_max_size: int | None, split_max_tensors: int | None) -> None:
     """Requantize SRC into OUT. Tensors whose type does not change are copied byte for byte;
     the rest are decoded (any type gguflite reads, e.g. Q4_1, Q5_0, Q2_K) and encoded again.
     All metadata is kept; general.file_type is updated."""
@@ -43,10 +46,12 @@ def quantize(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...
         raise click.UsageError("--json goes with --dry-run")
     if not dry_run and not out:
         raise click.UsageError("missing OUT")
+    written: list[Path] = []
     entries = requantize(src, out or "", type=type_, tensor_types=tensor_types,
                          output_type=output_type, embedding_type=embedding_type,
                          fallback_type=fallback_type, imatrix=imatrix, dry_run=dry_run,
-                         progress=not no_progress and not dry_run)
+                         progress=not no_progress and not dry_run,
+                         split=split_limits(split_max_size, split_max_tensors), outputs=written)
     if dry_run:
         if as_json:
             echo_json([e.to_dict() for e in entries])
@@ -57,6 +62,6 @@ def quantize(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...
                        f"{e.bytes_out:>12,}  {'copy' if e.copied else e.reason}")
         click.echo(f"{len(entries)} tensors, {sum(e.bytes_in for e in entries):,} -> "
                    f"{sum(e.bytes_out for e in entries):,} bytes")
+        echo_shard_plan(out, [e.bytes_out for e in entries], split_max_size, split_max_tensors)
         return
-    click.echo(f"wrote {out}: {len(entries)} tensors, {human_bytes(Path(out).stat().st_size)}",
-               err=True)
+    click.echo(f"wrote {describe_written(written)}: {len(entries)} tensors", err=True)

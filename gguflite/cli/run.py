@@ -8,6 +8,7 @@ Timings (prefill and decode tokens/s) go to stderr at the end.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,25 +16,80 @@ from typing import Any
 
 import click
 
+from ..errors import GGUFLiteError
+
+
+class FiniteFloat(click.ParamType):
+    """A finite float (``nan``/``inf`` refused) in [lo, hi]; ``lo_open``: lo itself refused."""
+
+    name = "float"
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, *,
+                 lo_open: bool = False):
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(x):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        low_bad = self.lo is not None and (x < self.lo or (self.lo_open and x == self.lo))
+        if low_bad or (self.hi is not None and x > self.hi):
+            lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+            hi = "" if self.hi is None else f"<= {self.hi:g}"
+            self.fail(f"{x:g} must be {' and '.join(p for p in (lo, hi) if p)}", param, ctx)
+        return x
+
+
+def utf8_text(what: str, text: str) -> str:
+    """``text`` if it encodes as UTF-8; invalid bytes from argv or stdin arrive as lone
+    surrogates (Python's surrogateescape) and are refused here, naming ``what``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise GGUFLiteError(f"{what} is not valid UTF-8 (byte {exc.start} of the text); give "
+                            "UTF-8 text") from None
+    return text
+
+
+def utf8_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Callback: the option's text (or each of its texts) must be valid, non-empty for --stop."""
+    texts = value if isinstance(value, tuple) else (value,)
+    for text in texts:
+        if text is None:
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise click.BadParameter("not valid UTF-8 text", ctx, param) from None
+        if param.name == "stop" and not text:
+            raise click.BadParameter("a stop string cannot be empty", ctx, param)
+    return value
+
 
 def sampling_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The sampler and context options shared by ``run`` and ``chat``."""
     options = [
         click.option("-n", "--max-tokens", "max_tokens", type=click.IntRange(min=0),
                      default=128, show_default=True, help="Most tokens to generate."),
-        click.option("--temp", "temperature", type=float, default=0.8, show_default=True,
-                     help="Sampling temperature; 0 is greedy."),
+        click.option("--temp", "temperature", type=FiniteFloat(), default=0.8,
+                     show_default=True, help="Sampling temperature; <= 0 is greedy."),
         click.option("--top-k", type=int, default=40, show_default=True,
                      help="Keep the k most likely tokens (<= 0: all)."),
-        click.option("--top-p", type=float, default=0.95, show_default=True,
-                     help="Nucleus sampling mass (1: off)."),
-        click.option("--min-p", type=float, default=0.05, show_default=True,
-                     help="Drop tokens less likely than min_p times the best (0: off)."),
-        click.option("--repeat-penalty", type=float, default=1.0, show_default=True,
-                     help="Penalty for tokens among the last 64 (1: off)."),
-        click.option("--seed", type=int, default=None,
-                     help="Random seed (default: a fresh one each run)."),
-        click.option("--stop", multiple=True, help="Stop string (repeatable)."),
+        click.option("--top-p", type=FiniteFloat(0.0, 1.0), default=0.95, show_default=True,
+                     help="Nucleus sampling mass, 0..1 (1: off)."),
+        click.option("--min-p", type=FiniteFloat(0.0, 1.0), default=0.05, show_default=True,
+                     help="Drop tokens less likely than min_p times the best, 0..1 (0: off)."),
+        click.option("--repeat-penalty", type=FiniteFloat(0.0, lo_open=True), default=1.0,
+                     show_default=True, help="Penalty (> 0) for tokens among the last 64 "
+                     "(1: off)."),
+        click.option("--seed", type=click.IntRange(min=0), default=None,
+                     help="Random seed, >= 0 (default: a fresh one each run)."),
+        click.option("--stop", multiple=True, callback=utf8_option,
+                     help="Stop string, non-empty (repeatable)."),
         click.option("-t", "--threads", type=click.IntRange(min=1), default=None,
                      help="CPU threads (default: all cores)."),
         click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=1), default=None,
@@ -60,15 +116,41 @@ def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      "the CPU, float16 on accelerators)."),
         click.option("--compile", "compile_", is_flag=True,
                      help="torch backend: torch.compile the forward pass."),
+        click.option("--kv-type", type=click.Choice(["f16", "f32"]), default="f16",
+                     show_default=True, help="numba backend: the KV cache's element type "
+                     "(llama.cpp's --cache-type-k/v)."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
+def _parse_template_kwargs(ctx: click.Context, param: click.Parameter,
+                           value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    import json
+
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter('must be a JSON object, e.g. \'{"enable_thinking": false}\'')
+    return parsed
+
+
+# Extra chat template variables, as llama.cpp's --chat-template-kwargs (llama-server / llama-cli).
+chat_template_kwargs_option = click.option(
+    "--chat-template-kwargs", "chat_template_kwargs", default=None,
+    callback=_parse_template_kwargs, metavar="JSON",
+    help='Extra chat template variables as a JSON object, e.g. \'{"enable_thinking": false}\' '
+         "(Qwen 3).")
+
+
 def backend_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     return {"backend": kw["backend"], "device": kw["device"], "dtype": kw["dtype"],
-            "compile": kw["compile_"]}
+            "compile": kw["compile_"], "kv_type": kw["kv_type"]}
 
 
 def sampling_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
@@ -126,15 +208,18 @@ class CompileTimer:
 
 @click.command("run")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-@click.option("-p", "--prompt", required=True, help="The prompt text.")
+@click.option("-p", "--prompt", required=True, callback=utf8_option,
+              help="The prompt text (UTF-8).")
 @click.option("--chat-template/--raw", "use_template", default=None,
               help="Wrap the prompt as a user message with the file's chat template "
                    "(default when the file has one), or feed it as raw text.")
-@click.option("--system", default=None, help="System message (with the chat template).")
+@click.option("--system", default=None, callback=utf8_option,
+              help="System message (with the chat template).")
+@chat_template_kwargs_option
 @sampling_options
 @backend_options
 def run(file: str | None, prompt: str, use_template: bool | None, system: str | None,
-        **kw: Any) -> None:
+        chat_template_kwargs: dict[str, Any] | None, **kw: Any) -> None:
     """Generate a continuation of PROMPT with FILE (default: the embedded SmolLM2 model).
 
     Exit codes: 0 done; 1 the file cannot be run or the prompt does not fit; 2 usage error.
@@ -145,10 +230,12 @@ def run(file: str | None, prompt: str, use_template: bool | None, system: str | 
     if use_template:
         messages = ([{"role": "system", "content": system}] if system else [])
         messages.append({"role": "user", "content": prompt})
-        pieces = model.chat(messages, stream=True, **sampling_kwargs(kw))
+        pieces = model.chat(messages, stream=True, chat_template_kwargs=chat_template_kwargs,
+                            **sampling_kwargs(kw))
     else:
-        if system:
-            raise click.UsageError("--system needs the chat template (drop --raw)")
+        if system or chat_template_kwargs:
+            raise click.UsageError("--system and --chat-template-kwargs need the chat template "
+                                   "(drop --raw)")
         pieces = model.generate(prompt, stream=True, **sampling_kwargs(kw))
     with CompileTimer() as compiling:
         for piece in pieces:

@@ -19,7 +19,7 @@ def _split(spec: str, option: str) -> tuple[str, str]:
 
 
 @click.command("set-metadata")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("assignments", nargs=-1, metavar="KEY=VALUE...")
 @click.option("--type", "type_specs", multiple=True, metavar="KEY=TYPE",
               help="Type of KEY: u8 i8 u16 i16 u32 i32 u64 i64 f32 f64 bool str, or [T] for an "

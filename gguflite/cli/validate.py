@@ -7,6 +7,7 @@ opened; 2 usage error.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -42,4 +43,19 @@ def validate_cmd(files: tuple[str, ...], use_default: bool, deep: bool, as_json:
             if not quiet:
                 for finding in r.findings:
                     click.echo(f"  {finding}")
+    _note_stale_temp_files(paths)
     sys.exit(0 if all(r.ok for r in reports) else 1)
+
+
+def _note_stale_temp_files(paths: list[Path]) -> None:
+    """Temporary files left by writers that were killed outright (SIGKILL, power loss) next to
+    the validated files: named on stderr (the next write in that folder removes them)."""
+    from ..writer import stale_temp_files
+
+    for folder in dict.fromkeys(p.resolve().parent for p in paths):
+        stale = stale_temp_files(folder)
+        if stale:
+            names = ", ".join(p.name for p in stale[:3]) + (" ..." if len(stale) > 3 else "")
+            click.echo(f"note: {folder} holds {len(stale)} temporary file(s) of killed gguflite "
+                       f"writers ({names}); the next gguflite write there removes them",
+                       err=True)

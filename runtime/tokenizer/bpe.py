@@ -10,7 +10,8 @@ fragment (special tokens are split off before, by the caller) is::
 Each regex splits every current piece into matches and the gaps between them; both are kept
 (llama.cpp's ``unicode_regex_split``, Hugging Face's ``Split(behavior="isolated")``). The regexes
 are Hugging Face's originals from each model's tokenizer.json (llama.cpp rewrites some of them
-for std::regex; the splits are the same).
+for std::regex; the splits are the same), except GPT-4o's, whose rewrite splits differently and is
+used as llama.cpp has it (see ``GPT4O_REGEX``).
 
 The merge loop runs in the ``tokenizers`` library (Rust): the vocabulary and merges are handed
 to ``tokenizers.models.BPE`` in memory, no file is written. Building it for a 49k vocabulary
@@ -34,6 +35,20 @@ LLAMA3_REGEX = (
 QWEN2_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# GPT-4o (o200k; Phi-4-mini, Llama 4) in llama.cpp's rewritten form, NOT tokenizer.json's original
+#   [^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|...)?|...
+# llama.cpp's std::regex cannot tell Lu from Ll, so it reads "upper" as "a letter but not a-z" and
+# "lower" as "a letter but not A-Z", and drops \p{M}. The splits differ from Hugging Face's on
+# non-ASCII case changes ("straÜe": one word here, two in HF) and combining marks ("a\u0301":
+# the mark is split off here); files are run as llama.cpp runs them, so this form is used.
+_CONTRACTION = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?"
+GPT4O_REGEX = (
+    r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+"
+    + _CONTRACTION
+    + r"|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*"
+    + _CONTRACTION
+    + r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 # llama.cpp's fallback for files without a known pre-tokenizer ("default").
 DEFAULT_REGEXES = (
@@ -66,6 +81,7 @@ _STARCODER = PreTokenizer((r"\p{N}", GPT2_REGEX))  # HF: Digits(individual_digit
 _LLAMA3 = PreTokenizer((LLAMA3_REGEX,), ignore_merges=True)
 _LLAMA3_MERGING = PreTokenizer((LLAMA3_REGEX,))
 _QWEN2 = PreTokenizer((QWEN2_REGEX,))
+_GPT4O = PreTokenizer((GPT4O_REGEX,))
 
 # tokenizer.ggml.pre -> PreTokenizer, llama.cpp's names (src/llama-vocab.cpp) grouped by regex.
 PRE_TOKENIZERS: dict[str, PreTokenizer] = {
@@ -100,6 +116,7 @@ PRE_TOKENIZERS: dict[str, PreTokenizer] = {
         ),
         _QWEN2,
     ),
+    **dict.fromkeys(("gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"), _GPT4O),
 }  # fmt: skip
 
 

@@ -10,6 +10,7 @@ Special tokens are the CONTROL, USER_DEFINED and UNKNOWN tokens. With ``parse_sp
 USER_DEFINED tokens are still matched as a whole (llama.cpp and Hugging Face agree on this).
 For SentencePiece with ``add_space_prefix``, every text fragment that starts the input or follows a
 special token gets a leading space (llama.cpp, and Hugging Face's ``legacy=True`` Llama tokenizer).
+In files named like Phi-3, special tokens drop the whitespace after them (``Vocab.rstrip_ids``).
 
 Decoding turns each id into its bytes (``token_to_piece``) and joins them:
 
@@ -40,6 +41,7 @@ from .vocab import TokenType, Vocab, load_vocab
 
 _SPECIAL_TYPES = (TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN)
 _HIDDEN_WHEN_SKIPPING = (TokenType.CONTROL, TokenType.UNKNOWN)
+_C_SPACE = " \t\n\v\f\r"
 
 
 class Tokenizer:
@@ -63,8 +65,9 @@ class Tokenizer:
         # Special tokens for splitting, longest text first (llama.cpp: cache_special_tokens).
         special = np.flatnonzero(np.isin(types, np.array(_SPECIAL_TYPES, np.int32))).tolist()
         special.sort(key=lambda i: -len(vocab.tokens[i]))
-        self._special: list[tuple[str, int, bool]] = [
-            (vocab.tokens[i], i, self._types[i] == TokenType.USER_DEFINED)
+        # (text, id, matched even without parse_special, swallows the whitespace after it)
+        self._special: list[tuple[str, int, bool, bool]] = [
+            (vocab.tokens[i], i, self._types[i] == TokenType.USER_DEFINED, i in vocab.rstrip_ids)
             for i in special
             if vocab.tokens[i]
         ]
@@ -100,7 +103,7 @@ class Tokenizer:
     def _split_special(self, text: str, parse_special: bool) -> list[str | int]:
         """Split ``text`` into text fragments and special token ids (llama.cpp's st_partition)."""
         parts: list[str | int] = [text]
-        for tok_text, tid, user_defined in self._special:
+        for tok_text, tid, user_defined, rstrip in self._special:
             if not (parse_special or user_defined) or tok_text not in text:
                 continue
             out: list[str | int] = []
@@ -112,6 +115,8 @@ class Tokenizer:
                 for k, piece in enumerate(pieces):
                     if k:
                         out.append(tid)
+                        if rstrip:  # llama.cpp strips C isspace() bytes only
+                            piece = piece.lstrip(_C_SPACE)
                     if piece:
                         out.append(piece)
             parts = out

@@ -1,6 +1,6 @@
 """The tokenizer part of a file's metadata, read once into plain Python tables.
 
-Keys read (all under ``tokenizer.``; llama.cpp's names and defaults)::
+Keys read (under ``tokenizer.`` unless written in full; llama.cpp's names and defaults)::
 
     ggml.model               STRING   "llama" (SentencePiece) | "gpt2" (byte-level BPE)   required
     ggml.pre                 STRING   pre-tokenizer name for "gpt2" (llama-bpe, smollm, ...)
@@ -12,6 +12,7 @@ Keys read (all under ``tokenizer.``; llama.cpp's names and defaults)::
                                       eom, unknown, seperator (sic), padding, cls, mask, fim_*
     ggml.add_bos_token / add_eos_token / add_space_prefix   BOOL
     chat_template            STRING
+    general.name             STRING   only to apply llama.cpp's Phi-3 rule (_phi3_rstrip_ids)
 
 Everything here is validated: a missing required key, an array of the wrong length or a special
 token id outside the vocabulary raises a :class:`gguflite.errors.ModelError` that names the key.
@@ -41,6 +42,7 @@ KEY_ADD_BOS = "tokenizer.ggml.add_bos_token"
 KEY_ADD_EOS = "tokenizer.ggml.add_eos_token"
 KEY_ADD_SPACE_PREFIX = "tokenizer.ggml.add_space_prefix"
 KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
+KEY_NAME = "general.name"  # llama.cpp sets token attributes by model name (Phi-3, see below)
 
 # Special token kind (our short name) -> the word in llama.cpp's key (src/llama-arch.cpp).
 SPECIAL_ID_NAMES = {
@@ -71,21 +73,48 @@ class TokenType(IntEnum):
     BYTE = 6  # SPM byte fallback <0xNN>
 
 
-# Token texts that end a turn (llama.cpp marks these as end-of-generation by text).
+# Token texts that end a turn: llama.cpp marks these as end-of-generation by text, and makes them
+# control tokens whatever their type (llama_vocab::impl::load, as of llama-cpp-python 0.3.36),
+# except as _eog_exceptions says.
 EOG_TEXTS = frozenset(
     {
         "<|eot_id|>",
         "<|im_end|>",
         "<|end|>",
+        "<|return|>",  # o200k_harmony
+        "<|call|>",  # o200k_harmony
+        "<|flush|>",  # solar-open
+        "<|calls|>",  # solar-open
         "<end_of_turn>",
         "<|endoftext|>",
+        "</s>",  # also where it is a normal token (Qwen's vocabulary has one)
         "<|eom_id|>",
         "<EOT>",
         "_<EOT>",
+        "[EOT]",  # Kimi-K2
+        "[EOS]",  # Kimi-K2
         "<|end_of_text|>",
         "<end_of_utterance>",
+        "<eos>",  # gemma4
+        "<turn|>",  # gemma4
+        "<|tool_response>",  # gemma4
+        "<\uff5cend\u2581of\u2581sentence\uff5c>",  # deepseek-ocr
+        "[e~[",  # minimax-m2
     }
 )
+
+# FIM token kind -> the texts llama.cpp recognises it by when the file has no id for it.
+_FIM_TEXTS = {
+    "fim_pre": ("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\uff5cfim\u2581begin\uff5c>",
+                "<PRE>", "\u2581<PRE>", "<|code_prefix|>", "<|prefix|>"),
+    "fim_suf": ("<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\uff5cfim\u2581hole\uff5c>",
+                "<SUF>", "\u2581<SUF>", "<|code_suffix|>", "<|suffix|>"),
+    "fim_mid": ("<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\uff5cfim\u2581end\uff5c>",
+                "<MID>", "\u2581<MID>", "<|code_middle|>", "<|middle|>"),
+    "fim_pad": ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
+    "fim_rep": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
+    "fim_sep": ("<|file_sep|>",),
+}  # fmt: skip
 
 # tokenizer.ggml.model -> (default bos, eos, unk) ids, as llama.cpp assumes when the key is absent.
 _DEFAULT_SPECIAL = {"llama": {"bos": 1, "eos": 2, "unk": 0}, "gpt2": {"bos": 11, "eos": 11}}
@@ -114,6 +143,11 @@ class Vocab:
     special:
         Special token ids by kind (``"bos"``, ``"eos"``, ...); a kind absent from the file and
         without a llama.cpp default is missing from the dict.
+    rstrip_ids:
+        Special tokens that swallow the whitespace after them when matched in text (see
+        :func:`_phi3_rstrip_ids`).
+    eog:
+        Ids that end generation, as llama.cpp decides them (see :meth:`eog_ids`).
     """
 
     model: str
@@ -128,6 +162,8 @@ class Vocab:
     add_eos: bool = False
     add_space_prefix: bool = False
     chat_template: str | None = None
+    rstrip_ids: frozenset[int] = frozenset()
+    eog: frozenset[int] = frozenset()
 
     @property
     def n_vocab(self) -> int:
@@ -135,10 +171,8 @@ class Vocab:
 
     def eog_ids(self) -> set[int]:
         """Ids that end a turn: eos, eot, eom, FIM pad/rep/sep, and tokens whose text llama.cpp
-        treats as end of generation (``EOG_TEXTS``)."""
-        ids = {self.special[k] for k in EOG_KINDS if k in self.special}
-        ids.update(self.token_to_id[t] for t in EOG_TEXTS if t in self.token_to_id)
-        return ids
+        treats as end of generation (``EOG_TEXTS``, less ``_eog_exceptions``)."""
+        return set(self.eog)
 
 
 def _get(metadata: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
@@ -261,6 +295,15 @@ def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
             logger.warning("%s = %d is outside the vocabulary (0..%d); ignored", key, tid, n - 1)
             continue
         special[kind] = tid
+    # llama.cpp finds FIM tokens the file does not name by their text, and makes them control
+    # tokens; FIM pad/repo/sep then end generation. (Where a vocabulary has two texts for one kind,
+    # llama.cpp takes whichever its hash map yields first; here the first listed.)
+    for kind, texts in _FIM_TEXTS.items():
+        if kind not in special:
+            found = [token_to_id[t] for t in texts if t in token_to_id]
+            if found:
+                special[kind] = found[0]
+                types[found[0]] = TokenType.CONTROL
 
     if model == "llama":
         add_bos, add_eos, add_space_prefix = True, False, True
@@ -275,11 +318,20 @@ def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
             raise ModelError(f"tokenizer.ggml.add_{kind}_token is true but there is no {kind} id")
 
     # llama.cpp: a token whose text marks end-of-generation is a control token whatever its type.
+    eog = {special[k] for k in EOG_KINDS if k in special}
     for t in EOG_TEXTS:
         if t in token_to_id:
             types[token_to_id[t]] = TokenType.CONTROL
+            eog.add(token_to_id[t])
+    _eog_exceptions(eog, types, tokens)
 
     chat_template = _get(metadata, KEY_CHAT_TEMPLATE, str, None)
+    name = metadata.get(KEY_NAME)
+    rstrip_ids = (
+        _phi3_rstrip_ids(types, token_to_id)
+        if isinstance(name, str) and ("phi-3" in name.lower() or "phi3" in name.lower())
+        else frozenset()
+    )
     return Vocab(
         model=model,
         pre=pre,
@@ -293,7 +345,51 @@ def load_vocab(metadata: Mapping[str, Any]) -> Vocab:
         add_eos=add_eos,
         add_space_prefix=add_space_prefix,
         chat_template=chat_template,
+        rstrip_ids=rstrip_ids,
+        eog=frozenset(eog),
     )
+
+
+def _eog_exceptions(eog: set[int], types: np.ndarray, tokens: list[str]) -> None:
+    """llama.cpp's two corrections of the end-of-generation set (edits ``eog``, ``types``).
+
+    - A vocabulary that ends turns with ``<|return|>`` and ``<|call|>`` (gpt-oss's harmony), or
+      ``<|calls|>`` and ``<|flush|>`` (solar-open), uses ``<|end|>`` inside a turn: it is not
+      end-of-generation and becomes a user-defined token.
+    - Where ``<|tool_response>`` or ``<|plamo:eos|>`` ends generation, ``</s>`` is a normal
+      token (gemma4, plamo): not end-of-generation and of type NORMAL.
+    """
+    by_text = {tokens[i]: i for i in eog}
+    has = by_text.__contains__
+    if has("<|end|>") and (
+        (has("<|return|>") and (has("<|call|>") or has("<|calls|>")))
+        or ((has("<|call|>") or has("<|calls|>")) and has("<|flush|>"))
+    ):
+        eog.discard(by_text["<|end|>"])
+        types[by_text["<|end|>"]] = TokenType.USER_DEFINED
+    if has("</s>") and (has("<|tool_response>") or has("<|plamo:eos|>")):
+        eog.discard(by_text["</s>"])
+        types[by_text["</s>"]] = TokenType.NORMAL
+
+
+def _phi3_rstrip_ids(types: np.ndarray, token_to_id: dict[str, int]) -> frozenset[int]:
+    """llama.cpp's Phi-3 rule (``llama_vocab::impl::load``, "set attributes by model name").
+
+    When ``general.name`` contains "phi-3" or "phi3" (any case), every special token (control,
+    user-defined, unknown) and ``</s>`` gets the RSTRIP attribute, except ``<unk>``, ``<s>`` and
+    ``<|endoftext|>``: whitespace right after such a token in the text is dropped before the rest
+    is tokenized (Phi-3's tokenizer_config marks these added tokens ``rstrip: true``), so
+    ``"<|user|>\nHi"`` encodes as ``<|user|>`` + ``"Hi"``.
+    """
+    special = np.isin(
+        types, np.array((TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN), np.int32)
+    )
+    ids = set(np.flatnonzero(special).tolist())
+    ids.update(token_to_id[t] for t in ("</s>",) if t in token_to_id)
+    ids.difference_update(
+        token_to_id[t] for t in ("<unk>", "<s>", "<|endoftext|>") if t in token_to_id
+    )
+    return frozenset(ids)
 
 
 # Pre-tokenizers for which llama.cpp adds BOS unless the file says otherwise.
