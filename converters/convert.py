@@ -310,7 +310,7 @@ def _general_metadata(ckpt: Checkpoint, fam: type[Family], recipe: Recipe,
 
 def make_recipe(type: str, *, tensor_types: Sequence[str] = (),  # noqa: A002
                 output_type: str | None = None, embedding_type: str | None = None,
-                fallback_type: str = "q8_0") -> Recipe:
+                fallback_type: str | None = None) -> Recipe:
     """Build and check a Recipe against the codecs that are registered."""
     codecs = registered()
     known = {n for n, c in codecs.items() if c.can_quantize}
@@ -321,13 +321,14 @@ def make_recipe(type: str, *, tensor_types: Sequence[str] = (),  # noqa: A002
                                   f"{', '.join(sorted(known))}")
     rules = tuple(parse_tensor_type(s, known) for s in tensor_types)
     return Recipe(type.lower(), rules, output_type and output_type.lower(),
-                  embedding_type and embedding_type.lower(), fallback_type.lower(),
+                  embedding_type and embedding_type.lower(),
+                  fallback_type and fallback_type.lower(),
                   {n: 1 if is_km(n) else c.block_size for n, c in codecs.items()})  # KM: any row
 
 
 def plan_conversion(src: str | Path, *, type: str = "f16",  # noqa: A002
                     tensor_types: Sequence[str] = (), output_type: str | None = None,
-                    embedding_type: str | None = None, fallback_type: str = "q8_0",
+                    embedding_type: str | None = None, fallback_type: str | None = None,
                     imatrix: str | Path | None = None, allow_pickle: bool = False,
                     revision: str | None = None, name: str | None = None) -> Plan:
     """Everything ``convert`` will do, checked; reads headers only."""
@@ -351,7 +352,9 @@ def plan_conversion(src: str | Path, *, type: str = "f16",  # noqa: A002
     for gname, (hf_name, spec) in mapping.items():
         st = ckpt.tensors[hf_name]
         ttype, why = recipe.choose(gname, st.shape, n_layers=hp.n_layer,
-                                   tied=hp.tied_embeddings)
+                                   tied=hp.tied_embeddings,
+                                   n_gqa=hp.n_head // max(1, hp.n_kv_head),
+                                   has_imatrix=bool(importance))
         codec = quants.get_codec(ttype)
         if codec.ggml_type is None and not is_km(ttype):
             raise ConversionError(f"{gname}: type {ttype} has no ggml tensor type; the "

@@ -12,23 +12,21 @@ The decision for one tensor, first rule that applies wins:
    ``--output-type`` when no ``--embedding-type`` is given, as in llama.cpp).
 4. The recipe of ``--type``:
 
-   =========  ===============================================================================
-   f32 f16    every 2-D tensor in that type
-   bf16 q8_0  every 2-D tensor in that type
-   q4_k q6_k  every 2-D tensor in that type ("pure")
-   q4_k_m     llama.cpp's Q4_K_M mix (src/llama-quant.cpp): output (or the tied embedding)
-              Q6_K; attn_v and ffn_down Q6_K in the layers where ``use_more_bits`` holds
-              (the first and last eighth of the layers and every third layer between);
-              everything else Q4_K
-   tq1_0/2_0  ternary weights; token_embd Q4_K and output Q6_K, as llama.cpp does for TQ
-   km2/3/4    gguflite's k-means codebook types; token_embd and output Q8_0
-   =========  ===============================================================================
+   ==============  ==========================================================================
+   f32 f16 bf16    every 2-D tensor in that type
+   q4_k            every 2-D tensor Q4_K ("pure"; general.file_type says Q4_K_S)
+   llama.cpp mixes q2_k q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k iq4_nl
+                   iq4_xs q4_0 q4_1 q5_0 q5_1 q8_0 tq1_0 tq2_0: llama.cpp's tensor types
+                   (``llama_tensor_get_type``), one table per mix in :mod:`.mixes`
+   km2/3/4         gguflite's k-means codebook types; token_embd and output Q8_0
+   ==============  ==========================================================================
 
 5. Fallback: when a row length is not a multiple of the chosen type's block size (SmolLM2's
-   576-wide rows and the 256-element k-quant/ternary blocks), the tensor gets
-   ``--fallback-type`` (default Q8_0, 8.5 bits per weight) instead, and the plan says so.
-   llama.cpp falls back to Q5_0/Q5_1 (5.5-6 bits); we prefer not to lose precision silently.
-   When even that does not fit, F16.
+   576-wide rows and the 256-element k-quant/ternary blocks), the tensor gets llama.cpp's
+   fallback for that type (Q2_K/Q3_K/TQ -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0,
+   IQ4_XS -> IQ4_NL; :data:`.mixes.FALLBACK`), or ``--fallback-type`` for every such tensor
+   when it is given; gguflite's km types fall back to Q8_0. The plan says so. When even that
+   does not fit, F16.
 """
 
 from __future__ import annotations
@@ -40,9 +38,11 @@ from dataclasses import dataclass, field
 from gguflite.constants import LlamaFileType
 from gguflite.errors import ConversionError
 
+from .mixes import FALLBACK, MIXES, Context, mix_type, use_more_bits
+
 FLOAT_TYPES = ("f32", "f16", "bf16")
-RECIPES = ("f32", "f16", "bf16", "q8_0", "q4_k", "q4_k_m", "q6_k", "km2", "km3", "km4",
-           "tq1_0", "tq2_0")
+KM_TYPES = ("km2", "km3", "km4")
+RECIPES = (*FLOAT_TYPES, "q4_k", *MIXES, *KM_TYPES)
 
 # general.file_type written for each recipe (llama.cpp's llama_ftype). "q4_k" (pure) has no
 # llama.cpp ftype of its own; Q4_K_S is the nearest. gguflite's km types have none: GUESSED.
@@ -50,23 +50,13 @@ FILE_TYPES: dict[str, LlamaFileType] = {
     "f32": LlamaFileType.ALL_F32,
     "f16": LlamaFileType.MOSTLY_F16,
     "bf16": LlamaFileType.MOSTLY_BF16,
-    "q8_0": LlamaFileType.MOSTLY_Q8_0,
     "q4_k": LlamaFileType.MOSTLY_Q4_K_S,
-    "q4_k_m": LlamaFileType.MOSTLY_Q4_K_M,
-    "q6_k": LlamaFileType.MOSTLY_Q6_K,
-    "tq1_0": LlamaFileType.MOSTLY_TQ1_0,
-    "tq2_0": LlamaFileType.MOSTLY_TQ2_0,
-    "km2": LlamaFileType.GUESSED,
-    "km3": LlamaFileType.GUESSED,
-    "km4": LlamaFileType.GUESSED,
+    **{name: mix.ftype for name, mix in MIXES.items()},
+    **dict.fromkeys(KM_TYPES, LlamaFileType.GUESSED),
 }
 _BLK_RE = re.compile(r"^blk\.(\d+)\.")
-
-
-def use_more_bits(i_layer: int, n_layers: int) -> bool:
-    """llama.cpp's layer selection for the extra-precision tensors of the *_M mixes."""
-    return (i_layer < n_layers // 8 or i_layer >= 7 * n_layers // 8
-            or (i_layer - n_layers // 8) % 3 == 2)
+__all__ = ["FILE_TYPES", "RECIPES", "Recipe", "TensorTypeRule", "parse_tensor_type",
+           "use_more_bits"]
 
 
 @dataclass(frozen=True)
@@ -108,7 +98,7 @@ class Recipe:
     tensor_types: tuple[TensorTypeRule, ...] = ()
     output_type: str | None = None
     embedding_type: str | None = None
-    fallback_type: str = "q8_0"
+    fallback_type: str | None = None  # None: llama.cpp's per-type fallback (mixes.FALLBACK)
     block_sizes: dict[str, int] = field(default_factory=dict)  # type name -> block size
 
     def __post_init__(self) -> None:
@@ -120,33 +110,26 @@ class Recipe:
     def file_type(self) -> LlamaFileType:
         return FILE_TYPES[self.base]
 
-    def _recipe_type(self, name: str, n_layers: int, tied: bool) -> tuple[str, str]:
+    def _recipe_type(self, name: str, row: int, ctx: Context, tied: bool) -> tuple[str, str]:
         base = self.base
-        is_output = name == "output.weight" or (tied and name == "token_embd.weight")
-        if base in ("f32", "f16", "bf16", "q8_0", "q4_k", "q6_k"):
+        if base in FLOAT_TYPES or base == "q4_k":
             return base, f"--type {base}"
-        if base == "q4_k_m":
-            if is_output:
-                return "q6_k", "q4_k_m: output tensor"
-            m = _BLK_RE.match(name)
-            if m and name.endswith((".attn_v.weight", ".ffn_down.weight")) and use_more_bits(
-                    int(m.group(1)), n_layers):
-                return "q6_k", "q4_k_m: use_more_bits layer"
-            return "q4_k", "q4_k_m"
-        if base in ("tq1_0", "tq2_0"):
-            if is_output:
-                return "q6_k", f"{base}: output tensor"
-            if name == "token_embd.weight":
-                return "q4_k", f"{base}: token embedding"
-            return base, f"--type {base}"
+        if base in MIXES:
+            return mix_type(base, name, row, ctx, lambda t: self.block_sizes.get(t, 1),
+                            tied=tied)
         # km2 / km3 / km4
+        is_output = name == "output.weight" or (tied and name == "token_embd.weight")
         if is_output or name == "token_embd.weight":
             return "q8_0", f"{base}: embedding/output tensor"
         return base, f"--type {base}"
 
-    def choose(self, name: str, shape: tuple[int, ...], *, n_layers: int,
-               tied: bool) -> tuple[str, str]:
-        """(type name, reason) for tensor ``name`` of numpy ``shape``."""
+    def choose(self, name: str, shape: tuple[int, ...], *, n_layers: int, tied: bool,
+               n_gqa: int = 1, has_imatrix: bool = False) -> tuple[str, str]:
+        """(type name, reason) for tensor ``name`` of numpy ``shape``.
+
+        ``n_gqa`` (attention heads per KV head) and ``has_imatrix`` (an importance matrix was
+        given) are what some of llama.cpp's mixes look at.
+        """
         if len(shape) < 2:
             return "f32", "1-D tensors stay F32"
         ttype, why = "", ""
@@ -161,12 +144,14 @@ class Recipe:
                 ttype, why = self.output_type, "--output-type (tied embedding)"
         if not ttype and name == "output.weight" and self.output_type:
             ttype, why = self.output_type, "--output-type"
-        if not ttype:
-            ttype, why = self._recipe_type(name, n_layers, tied)
         row = shape[-1]
+        if not ttype:
+            m = _BLK_RE.match(name)
+            ctx = Context(int(m.group(1)) if m else -1, n_layers, n_gqa, has_imatrix)
+            ttype, why = self._recipe_type(name, row, ctx, tied)
         block = self.block_sizes.get(ttype, 1)
         if row % block:
-            fb = self.fallback_type
+            fb = self.fallback_type or FALLBACK.get(ttype, "q8_0" if block > 32 else ttype)
             if row % self.block_sizes.get(fb, 1) == 0:
                 return fb, (f"fallback: row length {row} is not a multiple of the {ttype} "
                             f"block size {block}")

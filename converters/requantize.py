@@ -71,10 +71,21 @@ def _n_layers(f: gguflite.GGUFFile) -> int:
     return max(ids) + 1 if ids else 0
 
 
+def _n_gqa(f: gguflite.GGUFFile) -> int:
+    """Attention heads per KV head, as llama.cpp's hparams.n_gqa() (1 when unknown)."""
+    arch = f.metadata.get("general.architecture")
+    n_head = f.metadata.get(f"{arch}.attention.head_count")
+    n_kv = f.metadata.get(f"{arch}.attention.head_count_kv", n_head)
+    if isinstance(n_head, int) and isinstance(n_kv, int) and n_kv > 0:
+        return n_head // n_kv
+    return 1
+
+
 def plan_requantize(f: gguflite.GGUFFile, *, type: str,  # noqa: A002
                     tensor_types: Sequence[str] = (), output_type: str | None = None,
                     embedding_type: str | None = None,
-                    fallback_type: str = "q8_0") -> tuple[list[RequantEntry], Any]:
+                    fallback_type: str | None = None,
+                    has_imatrix: bool = False) -> tuple[list[RequantEntry], Any]:
     """One entry per tensor of ``f`` in file order, plus the recipe."""
     recipe = make_recipe(type, tensor_types=tensor_types, output_type=output_type,
                          embedding_type=embedding_type, fallback_type=fallback_type)
@@ -83,6 +94,7 @@ def plan_requantize(f: gguflite.GGUFFile, *, type: str,  # noqa: A002
     kms = {n: km.from_gguf(f, n) for n in km.km_tensor_names(f)}
     companions = {n + km.COMPANION_SUFFIX: n for n in kms}
     n_layers = _n_layers(f)
+    n_gqa = _n_gqa(f)
     tied = "output.weight" not in f.tensors and "output.weight" not in kms
     entries = []
     for tname, ti in f.tensors.items():
@@ -95,7 +107,8 @@ def plan_requantize(f: gguflite.GGUFFile, *, type: str,  # noqa: A002
         if len(shape) < 2:  # 1-D tensors keep their type (F32 norms, rope_freqs)
             ttype, why = src.lower(), "1-D tensors keep their type"
         else:
-            ttype, why = recipe.choose(name, shape, n_layers=n_layers, tied=tied)
+            ttype, why = recipe.choose(name, shape, n_layers=n_layers, tied=tied, n_gqa=n_gqa,
+                                       has_imatrix=has_imatrix)
         if ttype == src.lower():
             out_bytes = nbytes
         else:
@@ -151,7 +164,7 @@ def _producer(f: gguflite.GGUFFile, e: RequantEntry,
 
 def requantize(src: str | Path, out: str | Path, *, type: str,  # noqa: A002
                tensor_types: Sequence[str] = (), output_type: str | None = None,
-               embedding_type: str | None = None, fallback_type: str = "q8_0",
+               embedding_type: str | None = None, fallback_type: str | None = None,
                imatrix: str | Path | None = None, dry_run: bool = False,
                progress: bool = False, split: SplitLimits | None = None,
                outputs: list[Path] | None = None) -> list[RequantEntry]:
@@ -169,7 +182,8 @@ def requantize(src: str | Path, out: str | Path, *, type: str,  # noqa: A002
         entries, recipe = plan_requantize(f, type=type, tensor_types=tensor_types,
                                           output_type=output_type,
                                           embedding_type=embedding_type,
-                                          fallback_type=fallback_type)
+                                          fallback_type=fallback_type,
+                                          has_imatrix=bool(importance))
         for name, imp in importance.items():
             if name in f.tensors and imp.shape != (f.tensors[name].shape[-1],):
                 raise ConversionError(f"--imatrix: importance of {name!r} has {imp.shape[0]} "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gguflite.default_model import default_model_path
@@ -20,11 +21,14 @@ from gguflite.default_model import default_model_path
 LLAMA_FTYPE_MOSTLY_Q4_K_M = 15  # llama.h: enum llama_ftype
 
 
-def llama_cpp_quantize(src: Path, dst: Path, ftype: int, *, pure: bool = False) -> Path:
+def llama_cpp_quantize(src: Path, dst: Path, ftype: int, *, pure: bool = False,
+                       imatrix: dict[str, np.ndarray] | None = None) -> Path:
     """Re-quantize ``src`` into ``dst`` with llama.cpp's ``llama_model_quantize`` (2 threads).
 
-    ``ftype`` is a ``llama_ftype`` (15: Q4_K_M); ``pure`` puts every tensor in the base type.
-    Requantizing an already quantized source is allowed (the default model is Q4_1).
+    ``ftype`` is a ``llama_ftype`` (15: Q4_K_M); ``pure`` puts every tensor in the base type;
+    ``imatrix`` maps tensor names to importance rows (one value per column), as
+    ``llama-quantize --imatrix`` passes them. Requantizing an already quantized source is
+    allowed (the default model is Q4_1).
     """
     import llama_cpp
 
@@ -34,6 +38,15 @@ def llama_cpp_quantize(src: Path, dst: Path, ftype: int, *, pure: bool = False) 
     params.pure = pure
     params.allow_requantize = True
     params.nthread = 2
+    keep = []  # the arrays llama.cpp reads must outlive the call
+    if imatrix:
+        entries = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()
+        for e, (name, values) in zip(entries, imatrix.items(), strict=False):
+            v = np.ascontiguousarray(values, dtype=np.float32)
+            keep.append(v)
+            e.name, e.size = name.encode(), v.size
+            e.data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        params.imatrix = entries  # the last entry (name NULL) ends the list
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
                                         ctypes.byref(params))
     assert rc == 0, f"llama_model_quantize(ftype={ftype}, pure={pure}) failed (rc={rc})"

@@ -70,12 +70,17 @@ def test_fallback_and_overrides_in_plan():
     assert by["blk.0.attn_q.weight"].reason == "--tensor-type re:attn_(q|k)=f16".split("=")[0]
     assert by["token_embd.weight"].type == "bf16"
     assert by["output.weight"].type == "q8_0"
-    assert by["blk.0.ffn_up.weight"].type == "q8_0"  # 64-wide rows: Q4_K falls back
-    assert "fallback" in by["blk.0.ffn_up.weight"].reason
+    assert by["blk.0.ffn_up.weight"].type == "q5_0"  # 64-wide rows: Q4_K falls back, as
+    assert "fallback" in by["blk.0.ffn_up.weight"].reason  # in llama.cpp, to Q5_0
     assert by["blk.1.ffn_down.weight"].type == "q8_0"  # glob chose q6_k; 160 falls back
     assert all(t.type == "f32" for t in plan.tensors if len(t.shape) == 1)
     plan = plan_conversion(ckpt, type="q4_k_m", fallback_type="f16")
-    assert {t.type for t in plan.tensors if len(t.shape) == 2} == {"f16"}
+    by = {t.name: t.type for t in plan.tensors if len(t.shape) == 2}
+    # llama.cpp's output rule: rows that do not fit the mix's type give Q8_0, no fallback
+    assert by.pop("output.weight") == "q8_0"
+    assert set(by.values()) == {"f16"}
+    plan = plan_conversion(ckpt, type="q4_k_m", fallback_type="q8_0")  # one type for all
+    assert {t.type for t in plan.tensors if len(t.shape) == 2} == {"q8_0"}
 
 
 def test_metadata_types_follow_llama_cpp(tmp_path):

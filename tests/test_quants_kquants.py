@@ -1,6 +1,6 @@
 """k-quants (Q2_K..Q6_K) against ggml itself, bit for bit.
 
-Q4_K / Q6_K encoding is compared with ``ggml_quantize_chunk`` (no importance: the
+Encoding of every k-quant is compared with ``ggml_quantize_chunk`` (no importance: the
 ``quantize_row_*_ref`` path; with importance: ``quantize_row_*_impl``), decoding with ggml's
 ``to_float`` and the gguf package. Both gguflite paths (NumPy reference and Numba) are checked,
 and the Numba path against the reference on more data. A mismatch names the first bad block.
@@ -17,13 +17,14 @@ from ggml_ref import ggml_dequantize, ggml_quantize, ggml_quantize_ref
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from quant_cases import CASES
 
 import gguflite
 from gguflite.constants import QK_K, GGMLType
 from gguflite.errors import QuantizationError
 from gguflite.quants import dequantize, get_codec, kquants, kquants_numba, quantize
 
-ENCODERS = [GGMLType.Q4_K, GGMLType.Q6_K]
+ENCODERS = [GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K]
 DECODERS = [GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K]
 
 
@@ -124,6 +125,17 @@ def test_encode_adversarial_matches_ggml(ttype, case):
     x = ADVERSARIAL[case].astype(np.float32)
     for imp_name, imp in _importances(x.shape[1]).items():
         check_encode(ttype, x, imp, f"{case} with importance {imp_name}")
+
+
+@pytest.mark.parametrize("ttype", ENCODERS, ids=lambda t: t.name)
+@pytest.mark.parametrize("case", list(CASES))
+def test_encode_shared_cases_match_ggml(ttype, case):
+    # the codec suite's shared inputs: zeros, tiny scales, outliers, heavy tails, extremes ...
+    x = CASES[case]
+    imp = np.random.default_rng(13).gamma(0.5, 1.0, x.shape[1]).astype(np.float32)
+    for importance in (None, imp):
+        check_encode(ttype, x, importance, f"quant_cases {case}, importance "
+                     f"{importance is not None}")
 
 
 _finite_f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
@@ -250,7 +262,9 @@ def test_round_trip_error_is_small(ttype):
     x = np.random.default_rng(9).standard_normal((16, QK_K)).astype(np.float32)
     y = dequantize(quantize(x, ttype), ttype, x.shape)
     rel = np.sqrt(np.mean((x - y) ** 2) / np.mean(x**2))
-    assert rel < {GGMLType.Q4_K: 0.12, GGMLType.Q6_K: 0.03}[ttype], rel
+    limit = {GGMLType.Q2_K: 0.45, GGMLType.Q3_K: 0.25, GGMLType.Q4_K: 0.12,
+             GGMLType.Q5_K: 0.06, GGMLType.Q6_K: 0.03}
+    assert rel < limit[ttype], rel
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -289,4 +303,5 @@ def test_types_table_lists_k_quants():
     table = {t.name: t for t in gguflite.quants.types()}
     assert table["q4_k"].bits_per_weight == 4.5 and table["q4_k"].can_quantize
     assert table["q6_k"].bits_per_weight == 6.5625 and table["q6_k"].can_quantize
-    assert table["q2_k"].type_size == 84 and not table["q2_k"].can_quantize
+    assert table["q2_k"].type_size == 84 and table["q2_k"].can_quantize
+    assert table["q5_k"].bits_per_weight == 5.5 and table["q3_k"].bits_per_weight == 3.4375

@@ -265,11 +265,17 @@ def near_constant_blocks(n_values: int) -> np.ndarray:
     return (base + rng.standard_normal((n_values // 32, 32)) * 1e-6).astype(np.float32)
 
 
+# Q3_K's symmetric levels keep near-constant blocks stable; about half of Gaussian blocks change.
+GAUSSIAN_COUNTEREXAMPLE = {"q3_k"}
+
+
 @pytest.mark.parametrize("name", UNSTABLE)
 def test_documented_instability_is_ggml_behaviour(name: str) -> None:
     codec = get_codec(name)
     n = codec.block_size * -(-2048 // codec.block_size)  # whole blocks, at least 2048 values
     x = near_constant_blocks(n).reshape(1, n)
+    if name in GAUSSIAN_COUNTEREXAMPLE:
+        x = np.random.default_rng(0).standard_normal((1, n)).astype(np.float32)
     packed = quantize(x, name)
     again = quantize(dequantize(packed, name, x.shape), name)
     assert not np.array_equal(packed, again), f"{name} is stable here: update requantize_stable"

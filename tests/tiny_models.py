@@ -210,7 +210,7 @@ def _encode(arr: np.ndarray, ttype: GGMLType, name: str) -> np.ndarray:
         return np.ascontiguousarray(quants.quantize(arr, ttype, name=name)).view(np.uint16)
     if quants.get_codec(ttype).can_quantize:
         return quants.quantize(arr, ttype, name=name)
-    # Types gguflite only decodes (Q2_K, Q3_K, Q5_K): llama.cpp's own quantizer via ctypes.
+    # Types gguflite only decodes: llama.cpp's own quantizer via ctypes.
     from ggml_ref import ggml_quantize
 
     return ggml_quantize(int(ttype), arr.reshape(-1, arr.shape[-1]))

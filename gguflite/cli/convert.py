@@ -30,9 +30,10 @@ from ._split import describe_written, echo_shard_plan, split_limits, split_optio
                    "name. Repeatable; the first match wins.")
 @click.option("--output-type", help="Type of output.weight (and of a tied token_embd).")
 @click.option("--embedding-type", help="Type of token_embd.weight.")
-@click.option("--fallback-type", default="q8_0", show_default=True,
-              help="Type used when a row length is not a multiple of the chosen type's block "
-                   "size (e.g. 576-wide rows and 256-element k-quant blocks).")
+@click.option("--fallback-type",
+              help="Type for every tensor whose row length does not fit the chosen type's "
+                   "block size (e.g. 576-wide rows and 256-element k-quant blocks); default: "
+                   "llama.cpp's per type (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, ...).")
 @click.option("--imatrix", type=click.Path(dir_okay=False),
               help="Importance matrix (llama.cpp imatrix GGUF, or .npz of per-column mean "
                    "squared activations keyed by tensor name) for the types that use one.")
@@ -46,7 +47,7 @@ from ._split import describe_written, echo_shard_plan, split_limits, split_optio
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @split_options
 def convert(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...],
-            output_type: str | None, embedding_type: str | None, fallback_type: str,
+            output_type: str | None, embedding_type: str | None, fallback_type: str | None,
             imatrix: str | None, revision: str | None, allow_pickle: bool, name: str | None,
             dry_run: bool, as_json: bool, no_progress: bool, split_max_size: int | None,
             split_max_tensors: int | None) -> None:

@@ -23,8 +23,10 @@ from .convert import RECIPES
               help="Type for tensors matching PATTERN (glob, or 're:' + regex). Repeatable.")
 @click.option("--output-type", help="Type of output.weight (and of a tied token_embd).")
 @click.option("--embedding-type", help="Type of token_embd.weight.")
-@click.option("--fallback-type", default="q8_0", show_default=True,
-              help="Type used when a row length does not fit the chosen type's block size.")
+@click.option("--fallback-type",
+              help="Type for every tensor whose row length does not fit the chosen type's "
+                   "block size (e.g. 576-wide rows and 256-element k-quant blocks); default: "
+                   "llama.cpp's per type (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, ...).")
 @click.option("--imatrix", type=click.Path(dir_okay=False),
               help="Importance matrix (imatrix GGUF or .npz) for the types that use one.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and write nothing.")
@@ -32,7 +34,7 @@ from .convert import RECIPES
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @split_options
 def quantize(src: str, out: str | None, type_: str, tensor_types: tuple[str, ...],
-             output_type: str | None, embedding_type: str | None, fallback_type: str,
+             output_type: str | None, embedding_type: str | None, fallback_type: str | None,
              imatrix: str | None, dry_run: bool, as_json: bool, no_progress: bool,
              split_max_size: int | None, split_max_tensors: int | None) -> None:
     """Requantize SRC into OUT. Tensors whose type does not change are copied byte for byte;

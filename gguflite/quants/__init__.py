@@ -16,6 +16,7 @@ import numpy as np
 from ..constants import GGMLType
 from ..errors import UnsupportedTypeError
 from . import floats as _floats  # noqa: F401  (registers codecs)
+from . import iq4 as _iq4  # noqa: F401  (registers codecs)
 from . import km as _km  # noqa: F401  (registers the km2/km3/km4 row codecs)
 from . import kquants as _kquants  # noqa: F401  (registers codecs)
 from . import legacy as _legacy  # noqa: F401  (registers codecs)

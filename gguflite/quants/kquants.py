@@ -1,12 +1,12 @@
 """The k-quants: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (256-value super-blocks).
 
-All five decode; Q4_K and Q6_K also encode, bit-exact with ggml:
+All five decode and encode, bit-exact with ggml:
 
-- without importance: ``quantize_row_q4_K_ref`` / ``quantize_row_q6_K_ref`` (what
-  ``ggml_quantize_chunk`` runs when ``quant_weights`` is NULL);
-- with importance (one weight per column, as an imatrix gives): ``quantize_row_q4_K_impl`` /
-  ``quantize_row_q6_K_impl`` (``make_qkx3_quants`` + ``make_qp_quants`` for Q4_K, weighted
-  ``make_qx_quants`` for Q6_K).
+- without importance: ``quantize_row_q<n>_K_ref`` (what ``ggml_quantize_chunk`` runs when
+  ``quant_weights`` is NULL);
+- with importance (one weight per column, as an imatrix gives): ``quantize_row_q<n>_K_impl``
+  (``make_qkx3_quants`` + ``make_qp_quants`` for Q4_K / Q5_K, weighted ``make_qx_quants``
+  for Q6_K; Q2_K and Q3_K in :mod:`.kquants_lowbit`).
 
 Bit-exactness rests on doing every float operation in float32, one at a time and in ggml's
 order: sums accumulate sequentially (a NumPy ``sum`` is pairwise and differs), ``a*b*c`` is
@@ -16,8 +16,8 @@ libggml-base is compiled for baseline x86-64, so ggml itself never fuses a multi
 
 The reference encoders here (with ggml's helpers in :mod:`.kquants_search`) vectorise across
 blocks and loop in Python over the values inside a block, so each lane sees exactly ggml's
-sequence of float32 operations. The Numba kernels in :mod:`.kquants_numba` run the same
-sequence as scalar loops.
+sequence of float32 operations. The Numba kernels in :mod:`.kquants_numba` (and
+:mod:`.kquants_lowbit_numba`) run the same sequence as scalar loops.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from collections.abc import Callable
 import numpy as np
 
 from ..constants import QK_K, GGMLType
+from . import kquants_lowbit_numba as _nbl
 from . import kquants_numba as _nb
 from .base import Codec
+from .kquants_lowbit import quantize_q2_k, quantize_q3_k, unpack_q3_k_scales
 from .kquants_search import (
     F32,
     GROUP_MAX_EPS,
@@ -45,7 +47,8 @@ from .kquants_search import (
 __all__ = [
     "Q2K", "Q3K", "Q4K", "Q5K", "Q6K", "dequantize_q2_k", "dequantize_q3_k", "dequantize_q4_k",
     "dequantize_q5_k", "dequantize_q6_k", "fp16_bits_to_fp32", "fp32_to_fp16_bits",
-    "nearest_int", "pack_scale_min_k4", "quantize_q4_k", "quantize_q6_k", "unpack_scale_min_k4",
+    "nearest_int", "pack_scale_min_k4", "quantize_q2_k", "quantize_q3_k", "quantize_q4_k",
+    "quantize_q5_k", "quantize_q6_k", "unpack_q3_k_scales", "unpack_scale_min_k4",
 ]
 
 
@@ -93,19 +96,20 @@ def pack_scale_min_k4(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
     return (out & 0xFF).astype(np.uint8)
 
 
-# -- Q4_K ----------------------------------------------------------------------------------------
-def quantize_q4_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarray:
-    """(nb, 256) float32 [+ (nb, 256) importance] -> (nb, 144) uint8 Q4_K blocks.
+# -- Q4_K, Q5_K (8 sub-blocks of 32, a 6-bit scale and min each) ------------------------------
+def search_scale_min_k(
+    blocks: np.ndarray, importance: np.ndarray | None, nmax: int,
+    ref_search: tuple[float, float, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Q4_K's and Q5_K's encoder up to the bit packing of the levels.
 
-    Block layout (144 bytes)::
+    Without importance it is ggml's ``quantize_row_q{4,5}_K_ref`` (``make_qkx2_quants`` with
+    ``ref_search`` = (rmin, rdelta, nstep), then the sub-block scales and mins scaled to
+    0..63); with importance ``quantize_row_q{4,5}_K_impl`` (``make_qkx3_quants`` -0.9, 0.05,
+    36 and ``make_qp_quants``). The levels are then re-fitted to the stored scales.
 
-        d     fp16        super-block scale of the 6-bit sub-block scales
-        dmin  fp16        super-block scale of the 6-bit sub-block mins
-        scales[12]        8 x (6-bit scale, 6-bit min), see unpack_scale_min_k4
-        qs[128]           4-bit levels: byte 32*c + l holds value 64*c + l (low nibble)
-                          and value 64*c + 32 + l (high nibble)
-
-    value = d * scale_j * q - dmin * min_j for sub-block j = value index // 32.
+    Returns d16 (nb,) u16, dmin16 (nb,) u16, scales (nb, 12) u8 (see
+    :func:`unpack_scale_min_k4`) and levels (nb, 8, 32) int in 0..nmax.
     """
     nb = blocks.shape[0]
     x = np.ascontiguousarray(blocks, dtype=F32)
@@ -115,7 +119,8 @@ def quantize_q4_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarr
             sum_x2 = seq_sum(xs * xs)  # (nb*8,)
             av_x = np.sqrt(sum_x2 / F32(32))
             w = av_x[:, None] + np.abs(xs)  # (nb*8, 32)
-            sub_scale, sub_min, levels = make_qkx_quants(xs, w, 15, -1.0, 0.1, 20)
+            rmin, rdelta, nstep = ref_search
+            sub_scale, sub_min, levels = make_qkx_quants(xs, w, nmax, rmin, rdelta, nstep)
             sub_scale = sub_scale.reshape(nb, 8)
             sub_min = sub_min.reshape(nb, 8)
             max_scale = np.zeros(nb, F32)
@@ -135,23 +140,73 @@ def quantize_q4_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarr
             sig_sub = np.repeat(sigma2, 8)  # (nb*8,)
             w = qw * np.sqrt(sig_sub[:, None] + xs * xs)  # (nb*8, 32)
             sw = seq_sum(w).reshape(nb, 8)
-            sub_scale, sub_min, levels = make_qkx_quants(xs, w, 15, -0.9, 0.05, 36)
+            sub_scale, sub_min, levels = make_qkx_quants(xs, w, nmax, -0.9, 0.05, 36)
             d_block, ls = make_qp_quants(sub_scale.reshape(nb, 8), 63, sw)
             m_block, lm = make_qp_quants(sub_min.reshape(nb, 8), 63, sw)
+            if nmax == 31:  # Q5_K's impl clamps the stored uint8 levels to 63; Q4_K's does not
+                ls, lm = np.minimum(63, ls), np.minimum(63, lm)
             d16 = fp32_to_fp16_bits(d_block)
             dmin16 = fp32_to_fp16_bits(m_block)
         packed_scales = pack_scale_min_k4(ls, lm)  # (nb, 12)
         sc, mn = unpack_scale_min_k4(packed_scales)  # what a decoder will see, (nb, 8) each
         d = fp16_bits_to_fp32(d16)[:, None] * sc.astype(F32)  # (nb, 8)
         dm = fp16_bits_to_fp32(dmin16)[:, None] * mn.astype(F32)
-        q = np.clip(nearest_int((xs + dm.reshape(-1, 1)) / d.reshape(-1, 1)), 0, 15)
-        levels = np.where((d != 0).reshape(-1, 1), q, levels).reshape(nb, 4, 2, 32)
+        q = np.clip(nearest_int((xs + dm.reshape(-1, 1)) / d.reshape(-1, 1)), 0, nmax)
+        levels = np.where((d != 0).reshape(-1, 1), q, levels).reshape(nb, 8, 32)
+    return d16, dmin16, packed_scales, levels
+
+
+def quantize_q4_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarray:
+    """(nb, 256) float32 [+ (nb, 256) importance] -> (nb, 144) uint8 Q4_K blocks.
+
+    Block layout (144 bytes)::
+
+        d     fp16        super-block scale of the 6-bit sub-block scales
+        dmin  fp16        super-block scale of the 6-bit sub-block mins
+        scales[12]        8 x (6-bit scale, 6-bit min), see unpack_scale_min_k4
+        qs[128]           4-bit levels: byte 32*c + l holds value 64*c + l (low nibble)
+                          and value 64*c + 32 + l (high nibble)
+
+    value = d * scale_j * q - dmin * min_j for sub-block j = value index // 32.
+    """
+    nb = blocks.shape[0]
+    d16, dmin16, packed_scales, levels = search_scale_min_k(blocks, importance, 15,
+                                                            (-1.0, 0.1, 20))
+    levels = levels.reshape(nb, 4, 2, 32)  # (nb, chunk c, nibble, 32)
     qs = (levels[:, :, 0] | (levels[:, :, 1] << 4)).astype(np.uint8).reshape(nb, 128)
     out = np.empty((nb, 144), dtype=np.uint8)
     out[:, 0:2] = d16.view(np.uint8).reshape(nb, 2)
     out[:, 2:4] = dmin16.view(np.uint8).reshape(nb, 2)
     out[:, 4:16] = packed_scales
     out[:, 16:] = qs
+    return out
+
+
+def quantize_q5_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarray:
+    """(nb, 256) float32 [+ (nb, 256) importance] -> (nb, 176) uint8 Q5_K blocks.
+
+    Block layout (176 bytes)::
+
+        d, dmin fp16, scales[12]    as Q4_K
+        qh[32]      fifth bits: bit 2*c + h of byte l is value 64*c + 32*h + l
+        qs[128]     low 4 bits, as Q4_K's qs
+
+    value = d * scale_j * q - dmin * min_j, q in 0..31.
+    """
+    nb = blocks.shape[0]
+    d16, dmin16, packed_scales, levels = search_scale_min_k(blocks, importance, 31,
+                                                            (-0.5, 0.1, 15))
+    levels = levels.reshape(nb, 4, 2, 32).astype(np.int64)  # (nb, chunk c, half h, 32)
+    low = levels & 0xF
+    qs = (low[:, :, 0] | (low[:, :, 1] << 4)).reshape(nb, 128)
+    bit = np.arange(8, dtype=np.int64).reshape(1, 4, 2, 1)  # bit 2*c + h
+    qh = ((levels >> 4) << bit).sum(axis=(1, 2))  # (nb, 32): disjoint bits, so sum == or
+    out = np.empty((nb, 176), dtype=np.uint8)
+    out[:, 0:2] = d16.view(np.uint8).reshape(nb, 2)
+    out[:, 2:4] = dmin16.view(np.uint8).reshape(nb, 2)
+    out[:, 4:16] = packed_scales
+    out[:, 16:48] = qh.astype(np.uint8)
+    out[:, 48:] = qs.astype(np.uint8)
     return out
 
 
@@ -275,20 +330,6 @@ def dequantize_q2_k(blocks: np.ndarray) -> np.ndarray:
     return (dl * q.astype(F32) - ml).reshape(nb, QK_K)
 
 
-def unpack_q3_k_scales(scales: np.ndarray) -> np.ndarray:
-    """Q3_K's sixteen 6-bit scales from 12 bytes: (n, 12) u8 -> (n, 16) int (already - 32).
-
-    ::
-
-        byte 0..7    low nibble: scales 0-7 low 4 bits; high nibble: scales 8-15 low 4 bits
-        byte 8..11   bits 2k..2k+1 of byte 8+i: high 2 bits of scale 4k + i
-    """
-    s = scales.astype(np.int16)
-    low = np.concatenate([s[:, 0:8] & 0xF, s[:, 0:8] >> 4], axis=1)  # (n, 16)
-    hi = (s[:, 8:12].reshape(-1, 1, 4) >> np.array([0, 2, 4, 6]).reshape(1, 4, 1)) & 3
-    return (low | (hi.reshape(-1, 16) << 4)) - 32
-
-
 @_no_float_warnings
 def dequantize_q3_k(blocks: np.ndarray) -> np.ndarray:
     """(nb, 110) uint8 -> (nb, 256) float32; ggml ``dequantize_row_q3_K``.
@@ -311,9 +352,28 @@ def dequantize_q3_k(blocks: np.ndarray) -> np.ndarray:
 
 # -- codecs --------------------------------------------------------------------------------------
 class Q2K(Codec):
+    """Q2_K: 16 sub-blocks of 16, each ``d * sc_j * q - dmin * m_j`` with q in 0..3.
+
+    Layout and encoding in :func:`.kquants_lowbit.quantize_q2_k` (ggml's, bit for bit).
+
+    Bound (``max_error``, a posteriori as for Q4_K): every value is within half a step of its
+    sub-block's grid ``[-dmin*m_j, -dmin*m_j + 3*d*sc_j]`` or clipped to its nearest end.
+    Requantizing is not stable (``requantize_stable = False``, as in ggml): the scale search
+    on decoded values need not find the stored scales again.
+    """
+
     name = "q2_k"
     ggml_type = GGMLType.Q2_K
-    can_quantize = False
+    uses_importance = True
+    requantize_stable = False
+
+    @classmethod
+    def quantize_blocks(cls, blocks, importance):
+        return quantize_q2_k(blocks, importance)
+
+    @classmethod
+    def quantize_blocks_fast(cls, blocks, importance):
+        return _nbl.quantize_q2_k(blocks, importance)
 
     @classmethod
     def dequantize_blocks(cls, blocks):
@@ -323,11 +383,39 @@ class Q2K(Codec):
     def dequantize_blocks_fast(cls, blocks):
         return _nb.dequantize_q2_k(blocks)
 
+    @classmethod
+    def max_error(cls, blocks):
+        packed = _nbl.quantize_q2_k(blocks, None)  # (nb, 84)
+        nb = packed.shape[0]
+        sc = packed[:, 0:16].astype(np.float64)  # (nb, 16)
+        step = fp16_bits_to_fp32(packed[:, 80:82]).astype(np.float64) * (sc % 16)
+        lo = -(fp16_bits_to_fp32(packed[:, 82:84]).astype(np.float64) * (sc // 16))
+        x = np.asarray(blocks, np.float64).reshape(nb, 16, 16)
+        return _grid_bound(x, lo, lo + 3 * step, step)
+
 
 class Q3K(Codec):
+    """Q3_K: 16 sub-blocks of 16, each ``d * (sc_j - 32) * (q - 4)`` with q in 0..7.
+
+    Layout and encoding in :func:`.kquants_lowbit.quantize_q3_k` (ggml's, bit for bit).
+
+    Bound (``max_error``, a posteriori as for Q6_K): every value is within half a step of its
+    sub-block's grid ``D_j * [-4, 3]`` (``D_j = d * (sc_j - 32)``, either sign) or clipped to
+    its nearest end. Requantizing is not stable (``requantize_stable = False``, as in ggml).
+    """
+
     name = "q3_k"
     ggml_type = GGMLType.Q3_K
-    can_quantize = False
+    uses_importance = True
+    requantize_stable = False
+
+    @classmethod
+    def quantize_blocks(cls, blocks, importance):
+        return quantize_q3_k(blocks, importance)
+
+    @classmethod
+    def quantize_blocks_fast(cls, blocks, importance):
+        return _nbl.quantize_q3_k(blocks, importance)
 
     @classmethod
     def dequantize_blocks(cls, blocks):
@@ -336,6 +424,16 @@ class Q3K(Codec):
     @classmethod
     def dequantize_blocks_fast(cls, blocks):
         return _nb.dequantize_q3_k(blocks)
+
+    @classmethod
+    def max_error(cls, blocks):
+        packed = _nbl.quantize_q3_k(blocks, None)  # (nb, 110)
+        nb = packed.shape[0]
+        sc = unpack_q3_k_scales(packed[:, 96:108]).astype(np.float64)  # (nb, 16)
+        step = fp16_bits_to_fp32(packed[:, 108:110]).astype(np.float64) * sc  # (nb, 16)
+        x = np.asarray(blocks, np.float64).reshape(nb, 16, 16)
+        return _grid_bound(x, np.minimum(-4 * step, 3 * step), np.maximum(-4 * step, 3 * step),
+                           np.abs(step))
 
 
 class Q4K(Codec):
@@ -387,9 +485,24 @@ class Q4K(Codec):
 
 
 class Q5K(Codec):
+    """Q5_K: as Q4_K with 5-bit levels (q in 0..31); layout in :func:`quantize_q5_k`.
+
+    Encoding is ggml's (``quantize_row_q5_K_ref`` / ``_impl``). Bound and stability as Q4_K's,
+    with the grid ``[-dmin*m_j, -dmin*m_j + 31*d*sc_j]``.
+    """
+
     name = "q5_k"
     ggml_type = GGMLType.Q5_K
-    can_quantize = False
+    uses_importance = True
+    requantize_stable = False
+
+    @classmethod
+    def quantize_blocks(cls, blocks, importance):
+        return quantize_q5_k(blocks, importance)
+
+    @classmethod
+    def quantize_blocks_fast(cls, blocks, importance):
+        return _nb.quantize_q5_k(blocks, importance)
 
     @classmethod
     def dequantize_blocks(cls, blocks):
@@ -398,6 +511,16 @@ class Q5K(Codec):
     @classmethod
     def dequantize_blocks_fast(cls, blocks):
         return _nb.dequantize_q5_k(blocks)
+
+    @classmethod
+    def max_error(cls, blocks):
+        packed = _nb.quantize_q5_k(blocks, None)  # (nb, 176)
+        nb = packed.shape[0]
+        sc, mn = unpack_scale_min_k4(packed[:, 4:16])
+        step = fp16_bits_to_fp32(packed[:, 0:2]).astype(np.float64) * sc  # (nb, 8)
+        lo = -(fp16_bits_to_fp32(packed[:, 2:4]).astype(np.float64) * mn)  # (nb, 8)
+        x = np.asarray(blocks, np.float64).reshape(nb, 8, 32)
+        return _grid_bound(x, lo, lo + 31 * step, step)
 
 
 class Q6K(Codec):

@@ -22,6 +22,7 @@ _TO_ZERO = np.float32(2.0**-110)
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
 _TENTH = np.float32(0.1)
+_F32_MAX = np.float32(3.4028235e38)
 
 # fp16 bits -> float32, for every bit pattern; the same conversion NumPy's astype does
 F16_TABLE = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view("<f2").astype(F32)
@@ -80,8 +81,11 @@ def _scale_min_k4(j, q):
 
 # -- scale searches (one group at a time; see the NumPy versions for the maths) ----------------
 @njit(**_opts)
-def _make_qkx(x, w, nmax, rmin, rdelta, nstep, lev, aux):
-    """make_qkx2/3_quants on one group: fills ``lev`` (uint8); returns (scale, the_min)."""
+def _make_qkx(x, w, nmax, rmin, rdelta, nstep, lev, aux, use_mad=False):
+    """make_qkx2/3_quants on one group: fills ``lev`` (uint8); returns (scale, the_min).
+
+    ``use_mad``: weighted absolute instead of squared errors (Q2_K's reference encoder).
+    """
     n = x.shape[0]
     mn = x[0]
     mx = x[0]
@@ -108,7 +112,7 @@ def _make_qkx(x, w, nmax, rmin, rdelta, nstep, lev, aux):
         lv = max(0, min(nmax, nearest_int(iscale * (x[i] - mn))))
         lev[i] = lv
         diff = scale * np.float32(lv) + mn - x[i]
-        best += w[i] * (diff * diff)
+        best += w[i] * (abs(diff) if use_mad else diff * diff)
     for step in range(nstep + 1):
         iscale = (rmin + rdelta * np.float32(step) + fnmax) / (mx - mn)
         sum_l = _ZERO
@@ -132,7 +136,7 @@ def _make_qkx(x, w, nmax, rmin, rdelta, nstep, lev, aux):
             err = _ZERO
             for i in range(n):
                 diff = this_scale * np.float32(aux[i]) + this_min - x[i]
-                err += w[i] * (diff * diff)
+                err += w[i] * (abs(diff) if use_mad else diff * diff)
             if err < best:
                 for i in range(n):
                     lev[i] = aux[i]
@@ -142,26 +146,76 @@ def _make_qkx(x, w, nmax, rmin, rdelta, nstep, lev, aux):
     return scale, -mn
 
 
+_ROUND_EXACT = np.float32(4194303.0)  # |v| up to here: (v + 1.5*2**23) - 1.5*2**23 == nearest_int
+
+
+@njit(inline="always", **_opts)
+def _level_f(v, lo, hi):
+    """float32(clamp(nearest_int(v), lo, hi)) without leaving float32 where that is exact.
+
+    Adding and subtracting 1.5*2**23 rounds half to even exactly as ggml's nearest_int for
+    |v| <= 4194303 and vectorizes; larger values and NaN take nearest_int's integer garbage.
+    """
+    if abs(v) <= _ROUND_EXACT:
+        r = (v + _MAGIC) - _MAGIC
+    else:
+        r = np.float32(nearest_int(v))
+    return min(max(r, lo), hi)
+
+
 @njit(**_opts)
-def _qx_sums(x, qw, use_qw, iscale, nmax):
+def _qx_sums(x, w, wx, iscale, nmax):
+    lo = np.float32(-nmax)
+    hi = np.float32(nmax - 1)
     sumlx = _ZERO
     suml2 = _ZERO
     for i in range(x.shape[0]):
-        lf = np.float32(max(-nmax, min(nmax - 1, nearest_int(iscale * x[i]))))
-        w = qw[i] if use_qw else x[i] * x[i]
-        sumlx += (w * x[i]) * lf
-        suml2 += (w * lf) * lf
+        lf = _level_f(iscale * x[i], lo, hi)
+        sumlx += wx[i] * lf
+        suml2 += (w[i] * lf) * lf
     return sumlx, suml2
 
 
 @njit(**_opts)
 def _make_qx(x, qw, use_qw, nmax, lev):
-    """make_qx_quants(rmse_type=1) on one group: fills ``lev`` (level + nmax); returns scale."""
+    """make_qx_quants(rmse_type=1) on one group: fills ``lev`` (level + nmax); returns scale.
+
+    Weights are ``qw`` (when ``use_qw``) or x**2; see :func:`_make_qx_w`.
+    """
+    n = x.shape[0]
+    w = np.empty(n, F32)
+    wx = np.empty(n, F32)
+    _qx_weights(x, qw, use_qw, w, wx)
+    return _make_qx_w(x, w, wx, nmax, lev)
+
+
+@njit(inline="always", **_opts)
+def _qx_weights(x, qw, use_qw, w, wx):
+    """w = qw or x**2, wx = w * x, as make_qx_quants forms them."""
+    for i in range(x.shape[0]):
+        w[i] = qw[i] if use_qw else x[i] * x[i]
+        wx[i] = w[i] * x[i]
+
+
+_QX_TRIALS = 19  # make_qx_quants: the first scale, then steps -9..-1, 1..9
+
+
+@njit(**_opts)
+def _make_qx_w(x, w, wx, nmax, lev):
+    """make_qx_quants(rmse_type=1) with the weights ``w`` and ``w * x`` given.
+
+    All 19 trial scales are summed in one pass over the values (each trial's sums still add
+    the values in ggml's order, so every sum is bit-identical; the trials are independent
+    chains that the CPU runs side by side), then the trials are judged in ggml's order. Groups
+    with a non-finite value take the one-trial-at-a-time path of ggml's integer rounding.
+    """
     n = x.shape[0]
     amax = _ZERO
     vmax = _ZERO
+    finite = True
     for i in range(n):
         ax = abs(x[i])
+        finite &= ax <= _F32_MAX
         if ax > amax:
             amax = ax
             vmax = x[i]
@@ -169,17 +223,55 @@ def _make_qx(x, qw, use_qw, nmax, lev):
         for i in range(n):
             lev[i] = 0
         return _ZERO
+    if not finite:
+        return _make_qx_slow(x, w, wx, nmax, vmax, lev)
+    isc = np.empty(_QX_TRIALS, F32)
+    slx = np.zeros(_QX_TRIALS, F32)
+    sl2 = np.zeros(_QX_TRIALS, F32)
+    isc[0] = np.float32(-nmax) / vmax
+    for t in range(1, _QX_TRIALS):
+        step = t - 10 if t < 10 else t - 9
+        isc[t] = -(np.float32(nmax) + _TENTH * np.float32(step)) / vmax
+    lo = np.float32(-nmax)
+    hi = np.float32(nmax - 1)
+    for i in range(n):
+        xi = x[i]
+        wi = w[i]
+        wxi = wx[i]
+        for t in range(_QX_TRIALS):
+            r = (isc[t] * xi + _MAGIC) - _MAGIC  # nearest_int, exact: |isc * x| <= nmax + 1
+            r = lo if r < lo else r
+            r = hi if r > hi else r
+            slx[t] += wxi * r
+            sl2[t] += (wi * r) * r
+    scale = slx[0] / sl2[0] if sl2[0] != _ZERO else _ZERO
+    best = scale * slx[0]
+    win = 0
+    for t in range(1, _QX_TRIALS):
+        if sl2[t] > _ZERO and slx[t] * slx[t] > best * sl2[t]:
+            scale = slx[t] / sl2[t]
+            best = scale * slx[t]
+            win = t
+    for i in range(n):
+        lev[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(isc[win] * x[i])))
+    return scale
+
+
+@njit(**_opts)
+def _make_qx_slow(x, w, wx, nmax, vmax, lev):
+    """ggml's make_qx_quants loop as written (inf/NaN values: nearest_int's integer garbage)."""
+    n = x.shape[0]
     iscale = np.float32(-nmax) / vmax
     for i in range(n):
         lev[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
-    sumlx, suml2 = _qx_sums(x, qw, use_qw, iscale, nmax)
+    sumlx, suml2 = _qx_sums(x, w, wx, iscale, nmax)
     scale = sumlx / suml2 if suml2 != _ZERO else _ZERO
     best = scale * sumlx
     for step in range(-9, 10):
         if step == 0:
             continue
         iscale = -(np.float32(nmax) + _TENTH * np.float32(step)) / vmax
-        sumlx, suml2 = _qx_sums(x, qw, use_qw, iscale, nmax)
+        sumlx, suml2 = _qx_sums(x, w, wx, iscale, nmax)
         if suml2 > _ZERO and sumlx * sumlx > best * suml2:
             for i in range(n):
                 lev[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
@@ -252,10 +344,11 @@ def _make_qp(x, nmax, qw, lev):
     return sumlx / suml2 if suml2 > _ZERO else _ZERO
 
 
-# -- Q4_K ----------------------------------------------------------------------------------------
+# -- Q4_K, Q5_K --------------------------------------------------------------------------------
 @njit(parallel=True, **_opts)
-def _quantize_q4_k(x, qw, use_qw, table, out):
-    """x (nb, 256) f32, qw (nb, 256) f32 (read when use_qw) -> out (nb, 144) u8."""
+def _quantize_qk_min(x, qw, use_qw, nmax, table, out):
+    """x (nb, 256) f32, qw (nb, 256) f32 (read when use_qw) -> out (nb, 144) u8 Q4_K
+    (nmax 15) or (nb, 176) u8 Q5_K (nmax 31); see kquants.search_scale_min_k."""
     nb = x.shape[0]
     for i in prange(nb):
         xb = x[i]
@@ -281,12 +374,16 @@ def _quantize_q4_k(x, qw, use_qw, table, out):
                     w[k] = qw[i, 32 * j + k] * np.sqrt(sigma2 + xs[k] * xs[k])
                     sumw += w[k]
                 sw[j] = sumw
-                scales[j], mins[j] = _make_qkx(xs, w, 15, np.float32(-0.9), np.float32(0.05),
-                                               36, lev8, aux8)
+                scales[j], mins[j] = _make_qkx(xs, w, nmax, np.float32(-0.9),
+                                               np.float32(0.05), 36, lev8, aux8)
                 for k in range(32):
                     lev[32 * j + k] = lev8[k]
             d_block = _make_qp(scales, 63, sw, ls)
             m_block = _make_qp(mins, 63, sw, lm)
+            if nmax == 31:  # Q5_K's impl clamps the stored levels to 63; Q4_K's does not
+                for j in range(8):
+                    ls[j] = min(63, ls[j])
+                    lm[j] = min(63, lm[j])
             d16 = fp32_to_fp16(d_block)
             dmin16 = fp32_to_fp16(m_block)
         else:
@@ -300,8 +397,12 @@ def _quantize_q4_k(x, qw, use_qw, table, out):
                 av_x = np.sqrt(sum_x2 / np.float32(32.0))
                 for k in range(32):
                     w[k] = av_x + abs(xs[k])
-                scales[j], mins[j] = _make_qkx(xs, w, 15, np.float32(-1.0), _TENTH, 20,
-                                               lev8, aux8)
+                if nmax == 15:
+                    scales[j], mins[j] = _make_qkx(xs, w, 15, np.float32(-1.0), _TENTH, 20,
+                                                   lev8, aux8)
+                else:
+                    scales[j], mins[j] = _make_qkx(xs, w, 31, np.float32(-0.5), _TENTH, 15,
+                                                   lev8, aux8)
                 for k in range(32):
                     lev[32 * j + k] = lev8[k]
                 if scales[j] > max_scale:
@@ -337,10 +438,15 @@ def _quantize_q4_k(x, qw, use_qw, table, out):
                 continue
             dm = dmm * np.float32(m)
             for k in range(32):
-                lev[32 * j + k] = max(0, min(15, nearest_int((xb[32 * j + k] + dm) / d)))
+                lev[32 * j + k] = max(0, min(nmax, nearest_int((xb[32 * j + k] + dm) / d)))
+        q0 = 16 if nmax == 15 else 48  # Q5_K: qh[32] before qs, see kquants.quantize_q5_k
         for c in range(4):
             for k in range(32):
-                ob[16 + 32 * c + k] = lev[64 * c + k] | (lev[64 * c + 32 + k] << 4)
+                l1 = lev[64 * c + k]
+                l2 = lev[64 * c + 32 + k]
+                ob[q0 + 32 * c + k] = (l1 & 0xF) | ((l2 & 0xF) << 4)
+                if nmax == 31:
+                    ob[16 + k] |= ((l1 >> 4) << (2 * c)) | ((l2 >> 4) << (2 * c + 1))
 
 
 def quantize_q4_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarray:
@@ -348,7 +454,16 @@ def quantize_q4_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarr
     x = np.ascontiguousarray(blocks, dtype=F32)
     out = np.zeros((x.shape[0], 144), dtype=np.uint8)
     qw = np.zeros((1, 256), F32) if importance is None else np.ascontiguousarray(importance, F32)
-    _quantize_q4_k(_readonly(x), _readonly(qw), importance is not None, F16_TABLE, out)
+    _quantize_qk_min(_readonly(x), _readonly(qw), importance is not None, 15, F16_TABLE, out)
+    return out
+
+
+def quantize_q5_k(blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarray:
+    """(nb, 256) float32 [+ (nb, 256) importance] -> (nb, 176) uint8 Q5_K blocks."""
+    x = np.ascontiguousarray(blocks, dtype=F32)
+    out = np.zeros((x.shape[0], 176), dtype=np.uint8)
+    qw = np.zeros((1, 256), F32) if importance is None else np.ascontiguousarray(importance, F32)
+    _quantize_qk_min(_readonly(x), _readonly(qw), importance is not None, 31, F16_TABLE, out)
     return out
 
 
@@ -364,9 +479,12 @@ def _quantize_q6_k(x, qw, use_qw, table, out):
         scales = np.empty(16, F32)
         max_scale = _ZERO
         max_abs = _ZERO
+        w = np.empty(16, F32)
+        wx = np.empty(16, F32)
         for j in range(16):
-            qwj = qw[i, 16 * j:16 * j + 16] if use_qw else qw[0, 0:16]
-            s = _make_qx(xb[16 * j:16 * j + 16], qwj, use_qw, 32, lev[16 * j:16 * j + 16])
+            xs = xb[16 * j:16 * j + 16]
+            _qx_weights(xs, qw[i, 16 * j:16 * j + 16] if use_qw else qw[0, 0:16], use_qw, w, wx)
+            s = _make_qx_w(xs, w, wx, 32, lev[16 * j:16 * j + 16])
             scales[j] = s
             if abs(s) > max_abs:
                 max_abs = abs(s)

@@ -63,17 +63,25 @@ def seq_sum(terms: np.ndarray) -> np.ndarray:
 
 
 def _weighted_sq_err(
-    scale: np.ndarray, levels: np.ndarray, mn: np.ndarray, x: np.ndarray, w: np.ndarray
+    scale: np.ndarray, levels: np.ndarray, mn: np.ndarray, x: np.ndarray, w: np.ndarray,
+    use_mad: bool = False,
 ) -> np.ndarray:
-    """sum_i w_i * (scale*L_i + min - x_i)**2, sequentially; shapes (m,), (m, n) -> (m,)."""
+    """sum_i w_i * (scale*L_i + min - x_i)**2 (``use_mad``: ``|...|``), sequentially.
+
+    Shapes (m,), (m, n) -> (m,).
+    """
     diff = (scale[:, None] * levels.astype(F32) + mn[:, None]) - x  # (m, n)
-    return seq_sum(w * (diff * diff))
+    return seq_sum(w * (np.abs(diff) if use_mad else diff * diff))
 
 
 def make_qkx_quants(
-    x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int
+    x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int,
+    use_mad: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ggml ``make_qkx2_quants`` / ``make_qkx3_quants`` (with weights, ``use_mad`` false).
+    """ggml ``make_qkx2_quants`` / ``make_qkx3_quants`` (with weights).
+
+    ``use_mad``: the error is the weighted sum of absolute (not squared) differences, as
+    Q2_K's reference encoder asks.
 
     Fits x ~ scale * L - the_min with L in 0..nmax, trying ``nstep + 1`` scales around
     nmax / (max - min) and solving a weighted least-squares (scale, min) for each. The two ggml
@@ -104,7 +112,7 @@ def make_qkx_quants(
     iscale = F32(nmax) / (mx - mn)
     scale = F32(1) / iscale
     levels = np.clip(nearest_int(iscale[:, None] * (x - mn[:, None])), 0, nmax)  # (m, n)
-    best = _weighted_sq_err(scale, levels, mn, x, w)
+    best = _weighted_sq_err(scale, levels, mn, x, w, use_mad)
     for step in range(nstep + 1):
         # min moves when a step wins, and the next step measures from the new min
         iscale = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / (mx - mn)
@@ -124,7 +132,7 @@ def make_qkx_quants(
         clamp = this_min > 0
         this_scale = np.where(clamp, sum_xl / sum_l2, this_scale)
         this_min = np.where(clamp, F32(0), this_min)
-        err = _weighted_sq_err(this_scale, aux, this_min, x, w)
+        err = _weighted_sq_err(this_scale, aux, this_min, x, w, use_mad)
         win = (det > 0) & (err < best) & ~flat
         levels = np.where(win[:, None], aux, levels)
         best = np.where(win, err, best)
@@ -181,6 +189,60 @@ def make_qx_quants(
     levels = np.where(zero[:, None], 0, levels + nmax)
     scale = np.where(zero, F32(0), scale)
     return scale.astype(F32), levels
+
+
+def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """ggml ``make_q3_quants`` with ``do_rmse``: symmetric levels -nmax..nmax-1, weights x**2.
+
+    Starts from the scale -nmax / max (max: the value of largest magnitude, sign kept), then
+    up to 5 passes of coordinate descent on the levels (each pass visits every value once and
+    moves it to its least-squares level when that improves the fit).
+
+    Returns scale (m,) float32 and L (m, n) int64 in 0..2*nmax-1 (level + nmax).
+    """
+    m, n = x.shape
+    amax = np.zeros(m, F32)
+    vmax = np.zeros(m, F32)
+    for i in range(n):
+        ax = np.abs(x[:, i])
+        bigger = ax > amax
+        amax = np.where(bigger, ax, amax)
+        vmax = np.where(bigger, x[:, i], vmax)
+    zero = amax < GROUP_MAX_EPS
+    iscale = F32(-nmax) / vmax
+    lev = np.clip(nearest_int(iscale[:, None] * x), -nmax, nmax - 1)  # (m, n)
+    w = x * x
+    wx = w * x
+    sumlx = np.zeros(m, F32)
+    suml2 = np.zeros(m, F32)
+    for i in range(n):
+        lf = lev[:, i].astype(F32)
+        sumlx = sumlx + wx[:, i] * lf
+        suml2 = suml2 + (w[:, i] * lf) * lf
+    active = ~zero
+    for _ in range(5):
+        changed = np.zeros(m, dtype=bool)
+        for i in range(n):
+            li = lev[:, i].astype(F32)
+            slx = sumlx - wx[:, i] * li
+            sl2 = suml2 - (w[:, i] * li) * li
+            new_l = np.clip(nearest_int((x[:, i] * sl2) / slx), -nmax, nmax - 1)
+            nf = new_l.astype(F32)
+            slx = slx + wx[:, i] * nf
+            sl2 = sl2 + (w[:, i] * nf) * nf
+            ok = active & (sumlx - wx[:, i] * li > 0) & (new_l != lev[:, i]) & (sl2 > 0)
+            ok &= (slx * slx) * suml2 > (sumlx * sumlx) * sl2
+            lev[:, i] = np.where(ok, new_l, lev[:, i])
+            sumlx = np.where(ok, slx, sumlx)
+            suml2 = np.where(ok, sl2, suml2)
+            changed |= ok
+        active &= changed  # a row that changed nothing has left ggml's loop
+        if not active.any():
+            break
+    scale = np.where(suml2 > 0, sumlx / suml2, F32(0))
+    scale = np.where(zero, F32(0), scale)
+    lev = np.where(zero[:, None], 0, lev + nmax)
+    return scale.astype(F32), lev
 
 
 def make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
