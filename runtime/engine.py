@@ -201,7 +201,7 @@ class Model:
         stats = GenerationStats(n_prompt=len(ids))
         self.last_stats = stats
         t0 = time.perf_counter()
-        stats.n_prefill = len(ids) - min(_common(self.tokens, ids), len(ids) - 1)
+        stats.n_prefill = len(ids) - min(common_prefix(self.tokens, ids), len(ids) - 1)
         logits = self.eval(ids)
         stats.prefill_seconds = time.perf_counter() - t0
         decoder = self.tokenizer.stream_decoder()
@@ -290,7 +290,8 @@ class Model:
         self.close()
 
 
-def _common(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences (prompt-cache reuse)."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:

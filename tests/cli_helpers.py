@@ -34,9 +34,9 @@ def assert_user_error(*args: str | Path, words: Iterable[str] = (), code: int = 
 
     Checks: exit ``code`` (1: the input is invalid; 2: usage, click's convention), the process
     ended by ``sys.exit`` (an uncaught exception is a bug even when the exit code is 1),
-    stderr is exactly one line and it starts with ``error: `` (click's usage errors print
-    ``Usage:`` lines first, so for code 2 only the last line is the error), no ``Traceback``
-    anywhere, and each of ``words`` appears in that line (case-insensitive).
+    stderr is exactly one line and it starts with ``error: `` (usage errors too: the CLI
+    turns click's several lines into one), no ``Traceback`` anywhere, and each of ``words``
+    appears in that line (case-insensitive).
 
     Returns
     -------
@@ -49,13 +49,9 @@ def assert_user_error(*args: str | Path, words: Iterable[str] = (), code: int = 
     assert isinstance(res.exception, SystemExit), why  # not an uncaught exception
     assert "Traceback" not in res.stdout + res.stderr, why
     lines = res.stderr.strip("\n").splitlines()
-    if code == 2:  # click: "Usage: ...", "Try ... for help.", "", "Error: ..."
-        assert lines and lines[-1].startswith("Error: "), why
-        line = lines[-1][len("Error: "):]
-    else:
-        assert len(lines) == 1, why
-        assert lines[0].startswith("error: "), why
-        line = lines[0][len("error: "):]
+    assert len(lines) == 1, why
+    assert lines[0].startswith("error: "), why
+    line = lines[0][len("error: "):]
     for w in words:
         assert w.lower() in line.lower(), f"{w!r} not in the error line\n{why}"
     return line

@@ -42,10 +42,11 @@ def chat(file: str | None, system: str | None, stats: bool,
     """
     with CompileTimer(notify=True):  # says so on stderr when a cold cache compiles
         model = load_model(file, kw)
-        _chat_loop(model, system, stats, kw)
+        _chat_loop(model, system, stats, chat_template_kwargs, kw)
 
 
-def _chat_loop(model: Any, system: str | None, stats: bool, kw: dict[str, Any]) -> None:
+def _chat_loop(model: Any, system: str | None, stats: bool,
+               chat_template_kwargs: dict[str, Any] | None, kw: dict[str, Any]) -> None:
     from gguflite.runtime.chat import get_chat_template
 
     get_chat_template(model.file.metadata)  # fail now, not after the first line

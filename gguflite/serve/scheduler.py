@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from gguflite.runtime.engine import common_prefix
 from gguflite.runtime.sampling import Sampler, StopStrings
 
 from .slots import SlotEngine
@@ -220,7 +221,7 @@ class Scheduler:
             if not free:
                 return
             job = self._waiting.popleft()
-            keep = {i: _common(self._slot_tokens[i], job.ids) for i in free}
+            keep = {i: common_prefix(self._slot_tokens[i], job.ids) for i in free}
             slot = max(free, key=lambda i: keep[i]) if job.cache_prompt else free[0]
             n_keep = min(keep[slot], len(job.ids) - 1) if job.cache_prompt else 0
             del self._slot_tokens[slot][n_keep:]  # the KV cache past n_keep is overwritten
@@ -301,12 +302,3 @@ def _send(job: Job, event: Event) -> None:
         job.emit(event)
     except RuntimeError:  # the client's event loop is gone
         job.cancelled = True
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
