@@ -215,7 +215,7 @@ class Family:
             yarn_beta_fast=md_get(md, p + "rope.scaling.yarn_beta_fast", float, 32.0),
             yarn_beta_slow=md_get(md, p + "rope.scaling.yarn_beta_slow", float, 1.0),
             layer_rope=(ROPE_GLOBAL,) * n_layer,
-            layer_window=(md_get(md, p + "attention.sliding_window", int, 0),) * n_layer,
+            layer_window=(0,) * n_layer,  # families with windows read their keys (adjust)
             attn_bias=cls.attn_bias, qk_norm=cls.qk_norm, post_norms=cls.post_norms,
             act=cls.act,
         )

@@ -18,13 +18,18 @@ from typing import Any
 
 from gguflite.constants import GGUFValueType as T
 
-from .base import Family, HParams, TensorSpec
+from .base import Family, HParams, TensorSpec, md_get, with_layers
 
 
 class Llama(Family):
     arch = "llama"
     hf_architectures = ("LlamaForCausalLM", "MistralForCausalLM")
     permute_qk = True
+
+    @classmethod
+    def adjust(cls, hp: HParams, md: Mapping[str, Any]) -> HParams:
+        window = md_get(md, "llama.attention.sliding_window", int, 0)  # Mistral v0.1
+        return with_layers(hp, layer_window=(window,) * hp.n_layer)
 
     @classmethod
     def adjust_config(cls, hp: HParams, config: Mapping[str, Any]) -> HParams:

@@ -47,7 +47,7 @@ def check_tensors(f: GGUFFile, fam: type[Family], hp: HParams) -> None:
                              f"{hp.n_layer} blocks needs it, of shape {s.shape}")
     for name, ti in f.tensors.items():
         if name.rpartition(".")[0] in kms:
-            continue  # NAME.kmc / NAME.kmb: checked by km.from_gguf when loaded
+            continue  # a KM companion: checked by km.from_gguf when loaded
         spec = table.get(name)
         if spec is None:
             raise ModelError(f"tensor {name!r} is not part of the {hp.arch} graph (tensors "
