@@ -15,7 +15,7 @@ def test_fuzz_harness_bounded_run(tmp_path):
     scratch = tmp_path / "corpus"
     scratch.mkdir()
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "fuzz" / "fuzz_open.py"), "-max_total_time=8",
+        [sys.executable, str(ROOT / "fuzz" / "fuzz_open.py"), "-max_total_time=8", "-seed=1",
          "-timeout=10", "-rss_limit_mb=3000", "-print_final_stats=1", str(scratch),
          str(ROOT / "fuzz" / "corpus"), str(ROOT / "fuzz" / "regressions")],
         capture_output=True, text=True, timeout=180, cwd=tmp_path,

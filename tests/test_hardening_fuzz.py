@@ -51,7 +51,7 @@ def test_tokenizer_fuzz_harness_bounded_run(tmp_path):
     scratch = tmp_path / "corpus"
     scratch.mkdir()
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "fuzz" / "fuzz_tokenizer.py"), "-max_total_time=8",
+        [sys.executable, str(ROOT / "fuzz" / "fuzz_tokenizer.py"), "-max_total_time=8", "-seed=1",
          "-timeout=30", "-rss_limit_mb=3000", "-print_final_stats=1", str(scratch)],
         capture_output=True, text=True, timeout=240, cwd=tmp_path,
     )
@@ -60,3 +60,20 @@ def test_tokenizer_fuzz_harness_bounded_run(tmp_path):
     runs = re.search(r"Done (\d+) runs", proc.stderr)
     assert runs and int(runs.group(1)) > 100, tail
     assert not list(tmp_path.glob("crash-*")) and not list(tmp_path.glob("timeout-*"))
+
+
+def test_tokenizer_fuzz_regression_rust_panic(tmp_path):
+    """A vocabulary the fuzzer found whose merges make the ``tokenizers`` library panic in Rust
+    (pyo3's PanicException, a BaseException): loading it is a ModelError naming the merges,
+    and the harness's exercise runs through it."""
+    import gguflite
+    from gguflite.errors import ModelError
+    from gguflite.runtime.tokenizer import Tokenizer
+
+    data = bytes.fromhex("ff06000230ff0230fffffffffd0606060606060600")
+    module = _exercise()
+    assert module.write_tokenizer_file(data, tmp_path / "tok.gguf") is not None
+    with gguflite.open(tmp_path / "tok.gguf") as f, pytest.raises(ModelError,
+                                                                   match="merges"):
+        Tokenizer.from_metadata(f.metadata)
+    module.exercise_tokenizer(data, tmp_path / "again.gguf")

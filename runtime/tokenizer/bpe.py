@@ -181,6 +181,10 @@ def build_bpe_engine(vocab: dict[str, int], merges: list[tuple[str, str]], pre: 
         )
     except Exception as exc:  # tokenizers raises plain Exception subclasses from Rust
         raise ModelError(f"tokenizer.ggml.merges do not fit tokenizer.ggml.tokens: {exc}") from None
+    except BaseException as exc:  # a Rust panic on malformed merges (pyo3's PanicException,
+        if type(exc).__name__ != "PanicException":  # a BaseException); found by fuzzing
+            raise
+        raise ModelError(f"tokenizer.ggml.merges do not fit tokenizer.ggml.tokens: {exc}") from None
     engine = Tokenizer(model)
     engine.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in spec.regexes]
