@@ -9,7 +9,6 @@ declares. A test keeps the two paths equal for every family.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -30,7 +29,6 @@ from gguflite.reader import GGUFFile
 from . import ops
 from .decode import DecodePlan, decode_step
 from .dense import DenseLinear
-from .kernels.linear import BLAS_MIN_TOKENS
 from .kv_cache import KVCache
 
 
@@ -238,13 +236,12 @@ class NumbaBackend:
             raise ModelError(f"token ids must be in 0..{self.hparams.vocab_size - 1}")
         self.kv.reserve(pos + n)
         outs = []
-        with ops.prefill_threads() if n >= BLAS_MIN_TOKENS else contextlib.nullcontext():
-            for start in range(0, n, self.n_batch):
-                chunk = ids[start:start + self.n_batch]
-                last = start + self.n_batch >= n
-                logits = self._step(chunk, pos + start, all_logits=all_logits or not last)
-                if all_logits:
-                    outs.append(logits)
+        for start in range(0, n, self.n_batch):
+            chunk = ids[start:start + self.n_batch]
+            last = start + self.n_batch >= n
+            logits = self._step(chunk, pos + start, all_logits=all_logits or not last)
+            if all_logits:
+                outs.append(logits)
         if all_logits:
             return np.concatenate(outs, axis=0)  # (n, vocab)
         return logits[-1]  # (vocab,)

@@ -11,14 +11,7 @@ angles of ``gguflite.models.rope.rope_tables``.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
-import glob
 import math
-import os
-from collections.abc import Iterator
-from typing import Any
 
 import numba as nb
 import numpy as np
@@ -222,20 +215,14 @@ def add_(x: np.ndarray, delta: np.ndarray) -> None:
 def set_blas_threads(n: int) -> bool:
     """Limit NumPy's OpenBLAS to n threads (best effort; False when it cannot be found).
 
-    Both thread pools spin while waiting: with Numba's workers spinning, 2 BLAS threads on a
-    2-core machine made pp128 3-9x slower than one (benchmarks/results/runtime.md); so BLAS
-    gets one thread, except inside ``prefill_threads``.
+    Prefill multiplies dequantized tiles with BLAS between Numba parallel regions; both thread
+    pools spin while waiting, and on a 2-core machine 2 + 2 spinning threads made pp128 3-9x
+    slower than a single-threaded BLAS (benchmarks/results/runtime.md).
     """
-    fn = _blas_setter()
-    if fn is None:
-        return False
-    fn(ctypes.c_int(n))
-    return True
+    import ctypes
+    import glob
+    import os
 
-
-@functools.cache
-def _blas_setter() -> Any:
-    """OpenBLAS's set_num_threads in NumPy's bundled library, or None."""
     libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs",
                                   "*openblas*"))
     for path in libs:
@@ -247,27 +234,9 @@ def _blas_setter() -> Any:
                        "openblas_set_num_threads"):
             fn = getattr(lib, symbol, None)
             if fn is not None:
-                return fn
-    return None
-
-
-@contextlib.contextmanager
-def prefill_threads() -> Iterator[None]:
-    """A prefill chunk's threads: BLAS, which does the dequantized-tile GEMMs that dominate
-    prefill, gets every thread and Numba one, so no idle pool spins against the other; decode
-    (Numba's parallel mat-vecs) gets them back after. pp128 of a 110M Q8_0 / Q4_K_M model
-    on 2 cores: 472 -> 694 / 463 -> 735 tok/s, decode unchanged (benchmarks/results/families.md).
-    """
-    n = nb.get_num_threads()
-    if n == 1 or not set_blas_threads(n):
-        yield
-        return
-    nb.set_num_threads(1)
-    try:
-        yield
-    finally:
-        nb.set_num_threads(n)
-        set_blas_threads(1)
+                fn(ctypes.c_int(n))
+                return True
+    return False
 
 
 def set_threads(n: int | None) -> int:
