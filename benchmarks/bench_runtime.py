@@ -115,9 +115,10 @@ def load_times(path: Path, threads: int) -> dict[str, dict[str, float]]:
 class Worker:
     """One engine with one file loaded, in its own process; ``run`` sends it a command line."""
 
-    def __init__(self, engine: str, path: Path, threads: int):
+    def __init__(self, engine: str, path: Path, threads: int, *, script: str = __file__):
+        """``script``: the benchmark whose ``--worker ENGINE FILE`` mode serves the commands."""
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", engine, str(path), "--threads", str(threads)],
+            [sys.executable, script, "--worker", engine, str(path), "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.ready = self._read()
 

@@ -23,12 +23,12 @@ import argparse
 import platform
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import gguf
 import llama_cpp
+
+from bench_reader import best  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 import gguflite
 from gguflite import GGUFWriter
@@ -37,13 +37,6 @@ from gguflite.metadata import StringArray
 from gguflite.split import SplitLimits, parse_size, write_split
 
 
-def best(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def write_gguflite(src: Path, out: Path, max_size: int) -> None:

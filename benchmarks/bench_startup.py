@@ -177,30 +177,10 @@ def _pieces_per_second(pieces) -> dict:
     return {"n": len(times) - 1, "seconds": times[-1] - times[0]}
 
 
-class Worker:
-    def __init__(self, engine: str, path: Path, threads: int):
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", engine, str(path), "--threads", str(threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self._read()
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"worker {self.proc.args[3]} died (exit {self.proc.wait()})")
-        return json.loads(line)
-
-    def run(self, *cmd: object) -> dict:
-        self.proc.stdin.write(" ".join(map(str, cmd)) + "\n")
-        return self._read()
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait()
-
-
 def user_path(path: Path, reps: int, threads: int, n: int) -> dict:
-    ours, ref = Worker("gguflite", path, threads), Worker("llama.cpp", path, threads)
+    from bench_runtime import Worker  # each engine in its own process, serving --worker here
+
+    ours, ref = (Worker(e, path, threads, script=__file__) for e in ("gguflite", "llama.cpp"))
     names = list(CONFIGS)
     for w in (ours, ref):  # warm-up
         w.run("raw", 8, 0)
