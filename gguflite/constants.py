@@ -187,6 +187,9 @@ GGML_TYPE_TRAITS: dict[GGMLType, TypeTraits] = {
 
 assert set(GGML_TYPE_TRAITS) == set(GGMLType)
 
+# ggml-common.h kvalues_iq4nl: the signed values the 4-bit indices of IQ4_NL / IQ4_XS select.
+IQ4NL_VALUES = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
+
 
 def bits_per_weight(ggml_type: GGMLType) -> float:
     block_size, type_size = GGML_TYPE_TRAITS[ggml_type]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..constants import QK_K, GGMLType
+from ..constants import IQ4NL_VALUES, QK_K, GGMLType
 from . import iq4_numba as _nb
 from .base import Codec
 from .kquants_search import (
@@ -32,8 +32,7 @@ from .kquants_search import (
     seq_sum,
 )
 
-KVALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
-                   dtype=np.int8)  # ggml-common.h kvalues_iq4nl
+KVALUES = np.array(IQ4NL_VALUES, dtype=np.int8)  # ggml-common.h kvalues_iq4nl
 _KF = KVALUES.astype(F32)
 NTRY = 7  # quantize_iq4_nl / quantize_iq4_xs pass ntry = 7
 

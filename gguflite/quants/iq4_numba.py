@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..constants import IQ4NL_VALUES
 from .kquants_numba import _EPS, _ONE, _ZERO, F16_TABLE, _f16, _opts, _readonly, fp32_to_fp16
 from .kquants_numba import nearest_int as _nearest_int
 
 F32 = np.float32
-KVALUES_F32 = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
-                       dtype=F32)  # kvalues_iq4nl (iq4.KVALUES) as float32
+KVALUES_F32 = np.array(IQ4NL_VALUES, dtype=F32)  # kvalues_iq4nl as float32
 KVALUES_F32.flags.writeable = False
 _NTRY = 7
 

@@ -31,15 +31,16 @@ from . import km_rows as km
 from . import kquants as kq
 from . import legacy as lg
 from . import ternary as tq
+from . import vector_iq4 as iq
 from .activations import quantize_act
 
 # Numba keys the on-disk cache of a function on the text of *its own* file, but the drivers here
 # inline the row kernels of the modules below. This fingerprint of their text makes any edit
 # there change this file too (test_kernels_api checks it is current), so no stale compiled
 # driver is ever loaded from a cache. Recompute with kernel_sources_fingerprint().
-SOURCES_FINGERPRINT = "319cbeeada59f587"
+SOURCES_FINGERPRINT = "59a825419d56ef35"
 INLINED_MODULES = ("activations", "floats", "km_rows", "kquants", "legacy", "ternary",
-                   "vector_f32", "vector_ir", "vector_km", "vector_tq")
+                   "vector_f32", "vector_iq4", "vector_ir", "vector_km", "vector_tq")
 
 
 def kernel_sources_fingerprint() -> str:
@@ -60,9 +61,11 @@ Q8_0, Q2_K, Q3_K, Q4_K = (int(GGMLType.Q8_0), int(GGMLType.Q2_K), int(GGMLType.Q
                           int(GGMLType.Q4_K))
 Q5_K, Q6_K, TQ1_0, TQ2_0 = (int(GGMLType.Q5_K), int(GGMLType.Q6_K), int(GGMLType.TQ1_0),
                             int(GGMLType.TQ2_0))
+IQ4_NL, IQ4_XS = int(GGMLType.IQ4_NL), int(GGMLType.IQ4_XS)
 
 KERNEL_TYPES = frozenset(GGMLType(k) for k in (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-                                               Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, TQ1_0, TQ2_0))
+                                               Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, TQ1_0, TQ2_0,
+                                               IQ4_NL, IQ4_XS))
 FLOAT_TYPES = frozenset({GGMLType.F32, GGMLType.F16, GGMLType.BF16})
 # gguflite's KM v2 types have no ggml id: pseudo kinds >= 1000, defined in km_rows.
 KM2, KM3, KM4 = km.KM2_KIND, km.KM3_KIND, km.KM4_KIND
@@ -207,6 +210,7 @@ def _rows_dot_for(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd, kinds):
         kt.has(k) for k in (Q4_K, Q6_K, Q8_0, Q4_1, Q4_0, Q5_0, Q5_1, Q5_K, Q3_K, Q2_K, TQ2_0,
                             TQ1_0))
     km4, km3, km2, f16, bf16, f32 = (kt.has(k) for k in (KM4, KM3, KM2, F16, BF16, F32))
+    iq4_nl, iq4_xs = kt.has(IQ4_NL), kt.has(IQ4_XS)
 
     def switch(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd, kinds):
         nb = n // 32
@@ -230,6 +234,10 @@ def _rows_dot_for(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd, kinds):
             kq.rows_q3_k(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
         elif q2_k and kind == Q2_K:
             kq.rows_q2_k(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
+        elif iq4_xs and kind == IQ4_XS:
+            iq.rows_iq4_xs(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
+        elif iq4_nl and kind == IQ4_NL:
+            iq.rows_iq4_nl(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
         elif tq2_0 and kind == TQ2_0:
             tq.rows_tq2_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd)
         elif tq1_0 and kind == TQ1_0:
@@ -275,6 +283,7 @@ def _rows_deq_for(kind, w, row_bytes, n, ids, first, lo, hi, flat, kinds):
         kt.has(k) for k in (Q4_K, Q6_K, Q8_0, Q4_1, Q4_0, Q5_0, Q5_1, Q5_K, Q3_K, Q2_K, TQ2_0,
                             TQ1_0))
     km4, km3, km2, f16, bf16, f32 = (kt.has(k) for k in (KM4, KM3, KM2, F16, BF16, F32))
+    iq4_nl, iq4_xs = kt.has(IQ4_NL), kt.has(IQ4_XS)
 
     def switch(kind, w, row_bytes, n, ids, first, lo, hi, flat, kinds):
         nb = n // 32
@@ -300,6 +309,10 @@ def _rows_deq_for(kind, w, row_bytes, n, ids, first, lo, hi, flat, kinds):
                 kq.deq_q3_k(w, p, nb, flat, k * n)
             elif q2_k and kind == Q2_K:
                 kq.deq_q2_k(w, p, nb, flat, k * n)
+            elif iq4_xs and kind == IQ4_XS:
+                iq.deq_iq4_xs(w, p, nb, flat, k * n)
+            elif iq4_nl and kind == IQ4_NL:
+                iq.deq_iq4_nl(w, p, nb, flat, k * n)
             elif tq2_0 and kind == TQ2_0:
                 tq.deq_tq2_0(w, p, nb, flat, k * n)
             elif tq1_0 and kind == TQ1_0:
@@ -363,7 +376,7 @@ def _prepare_for(kind, x, scratch, kinds):
         return None
     km_in = kt.has(KM2, KM3, KM4)
     tq_in = kt.has(TQ1_0, TQ2_0)
-    int8_in = kt.has(Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)
+    int8_in = kt.has(Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)
 
     def prepare(kind, x, scratch, kinds):
         n = x.size
