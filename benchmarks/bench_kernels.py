@@ -60,7 +60,7 @@ def _rand_weight(rng, name: str, out_f: int, in_f: int) -> np.ndarray:
 SHAPES_32 = [(576, 576), (1536, 576), (576, 1536), (49152, 576), (2048, 5632)]
 SHAPES_256 = [(576, 1536), (2048, 5632), (5632, 2048)]
 TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
-         "TQ1_0", "TQ2_0", "F16", "BF16", "F32"]
+         "TQ1_0", "TQ2_0", "IQ4_NL", "IQ4_XS", "F16", "BF16", "F32"]
 
 
 def bench_matvec(types: list[str], quick: bool) -> list[str]:
@@ -72,8 +72,8 @@ def bench_matvec(types: list[str], quick: bool) -> list[str]:
     lines = ["| type | shape (out x in) | us / call | GB/s of weights | G weights/s | "
              "numpy f32 W@x us | ratio vs numpy f32 (time) |", "|---|---|---|---|---|---|---|"]
     for name in types:
-        shapes = SHAPES_32 if name in ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "F16", "BF16",
-                                       "F32") else SHAPES_256
+        shapes = SHAPES_32 if name in ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "F16",
+                                       "BF16", "F32") else SHAPES_256
         if quick:
             shapes = shapes[1:2] + shapes[-1:]
         for out_f, in_f in shapes:

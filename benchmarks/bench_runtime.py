@@ -41,16 +41,18 @@ ROOT = Path(__file__).resolve().parents[1]
 FTYPES = {"Q8_0": 7, "Q4_K_M": 15}
 
 
-def make_files(cache: Path) -> dict[str, Path]:
+def make_files(cache: Path, ftypes: dict[str, int] | None = None) -> dict[str, Path]:
+    """The shipped SmolLM2 file and llama.cpp's requantizations of it (label -> llama_ftype,
+    default FTYPES) into ``cache``; with ``ftypes`` given, only those requantizations."""
     import llama_cpp
 
     from gguflite.default_model import default_model_path
 
     src = default_model_path()
-    files = {"Q4_1 (as shipped)": src}
+    files = {"Q4_1 (as shipped)": src} if ftypes is None else {}
     cache.mkdir(parents=True, exist_ok=True)
     llama_cpp.llama_backend_init()
-    for label, ftype in FTYPES.items():
+    for label, ftype in (FTYPES if ftypes is None else ftypes).items():
         dst = cache / f"smollm2-135m-{label.lower()}.gguf"
         if not dst.exists():
             params = llama_cpp.llama_model_quantize_default_params()

@@ -28,16 +28,16 @@ from gguflite.constants import GGML_TYPE_TRAITS, GGMLType
 F16_FIELDS = {
     "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0],
     "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208],
-    "TQ1_0": [52], "TQ2_0": [64],
+    "TQ1_0": [52], "TQ2_0": [64], "IQ4_NL": [0], "IQ4_XS": [0],
 }
 QUANT_TYPES = list(F16_FIELDS)
 FLOAT_TYPES = ["F32", "F16", "BF16"]
 # in_features per type: SmolLM2's 576 and 1536 and a 2048; super-block types need 256 | in.
 # 608 = 19 blocks: an odd block count (the row kernels take blocks in pairs, then the last).
 SHAPES = {t: [(37, 576), (83, 1536), (37, 608)] for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1",
-                                                         "Q8_0"]}
+                                                         "Q8_0", "IQ4_NL"]}
 SHAPES.update({t: [(83, 1536), (21, 2048)] for t in ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
-                                                      "TQ1_0", "TQ2_0"]})
+                                                      "TQ1_0", "TQ2_0", "IQ4_XS"]})
 SHAPES.update({t: [(37, 576), (19, 2048), (5, 45)] for t in FLOAT_TYPES})
 CASES = [(t, o, i) for t in QUANT_TYPES + FLOAT_TYPES for (o, i) in SHAPES[t]]
 
@@ -83,7 +83,7 @@ def rel_err(y: np.ndarray, ref: np.ndarray) -> float:
 
 def test_every_required_type_is_native():
     for t in ["F32", "F16", "BF16", "Q8_0", "Q4_K", "Q6_K", "TQ1_0", "TQ2_0", "Q4_0", "Q4_1",
-              "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q5_K"]:
+              "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q5_K", "IQ4_NL", "IQ4_XS"]:
         assert GGMLType[t] in NATIVE_TYPES
 
 

@@ -1,0 +1,106 @@
+"""The quant ladder: decode of llama.cpp's own Q5_K_M, Q3_K_M and IQ4_XS files of SmolLM2,
+gguflite vs llama.cpp (llama-cpp-python), same run.
+
+    python benchmarks/bench_ladder.py [--threads 2] [--reps 3] [--types Q5_K_M,IQ4_XS]
+
+The files are made once into ``--cache`` by ``llama_cpp.llama_model_quantize`` from the shipped
+SmolLM2-135M-Instruct Q4_1 (``bench_runtime.make_files``; requantized: fine for speed, not for
+quality). SmolLM2's 576-wide rows are not multiples of 256, so llama.cpp falls back there
+(Q5_K -> Q5_1, Q3_K and IQ4_XS -> IQ4_NL, Q6_K -> Q8_0) and keeps the super-block types for
+the 1536-wide ffn_down: every file mixes both kinds of kernel. Each file runs through
+``bench_runtime.bench_file`` (each engine in its own worker process, alternating, medians of
+``--reps``); the table goes to benchmarks/results/ladder.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "benchmarks")]
+
+LADDER = {"Q5_K_M": 17, "Q3_K_M": 12, "IQ4_XS": 30}  # llama.h enum llama_ftype
+
+
+def cpu_line(threads: int) -> str:
+    """``AMD EPYC (AVX-512 VNNI), 2 cores, threads=2``."""
+    with open("/proc/cpuinfo") as fh:
+        text = fh.read()
+    flags = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
+                  if ln.startswith("model name")), platform.processor() or platform.machine())
+    isa = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX2" if "avx2" in flags else "?"
+    return f"{model} ({isa}), {os.cpu_count()} cores, threads={threads}"
+
+
+def main() -> None:
+    from bench_runtime import bench_file, make_files
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--types", default=",".join(LADDER))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("-p", "--n-prompt", type=int, default=128)
+    ap.add_argument("-n", "--n-gen", type=int, default=64)
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "gguflite-bench")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/ladder.md")
+    args = ap.parse_args()
+    types = args.types.split(",")
+    unknown = set(types) - set(LADDER)
+    if unknown:
+        raise SystemExit(f"--types: unknown {sorted(unknown)}; choose from {list(LADDER)}")
+    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    files = make_files(args.cache, {t: LADDER[t] for t in types})
+    rows = []
+    for label in types:
+        print(f"== {label}", file=sys.stderr)
+        r = bench_file(label, files[label], threads=args.threads, reps=args.reps,
+                       n_prompt=args.n_prompt, n_gen=args.n_gen, with_load=False)
+        rows.append(r)
+        print(json.dumps({k: r[k] for k in ("label", "types", "pp", "tg")}), file=sys.stderr)
+    load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    cmd = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    lines = [
+        "# The quant ladder on SmolLM2-135M: gguflite vs llama.cpp", "",
+        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}",
+        f"- command: `{cmd}`",
+        f"- machine: {cpu_line(args.threads)}; load average (1/5/15 min) at start "
+        f"{load_start}, at end {load_end}",
+        "- files: llama.cpp's `llama_model_quantize` of the shipped Q4_1 (allow_requantize); "
+        "576-wide rows fall back (Q5_K -> Q5_1, Q3_K / IQ4_XS -> IQ4_NL, Q6_K -> Q8_0)",
+        "- each engine in its own worker process, alternating; medians of "
+        f"{args.reps}; ratio = gguflite / llama.cpp (> 1: gguflite faster); tg: {args.n_gen} "
+        "tokens one at a time from an empty cache (gguflite: the fused decode step; llama.cpp: "
+        f"`Llama.eval` per token); pp: {args.n_prompt} tokens from an empty cache", "",
+        f"| file | tensor types | tg{args.n_gen} gguflite | tg llama.cpp | ratio | "
+        f"pp{args.n_prompt} gguflite | pp llama.cpp | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        pp, tg = r["pp"], r["tg"]
+        lines.append(f"| {r['label']} | {', '.join(r['types'])} | {tg['gguflite']:.1f} | "
+                     f"{tg['llama_cpp']:.1f} | {tg['gguflite'] / tg['llama_cpp']:.2f} | "
+                     f"{pp['gguflite']:.1f} | {pp['llama_cpp']:.1f} | "
+                     f"{pp['gguflite'] / pp['llama_cpp']:.2f} |")
+    lines += ["", "tokens/s. gguflite decode step, ms per token by op (tg, timers on):", ""]
+    ops = sorted({k for r in rows for k in r["decode_ms_per_op"]})
+    lines += ["| file | total | " + " | ".join(ops) + " |", "|---|---:|" + "---:|" * len(ops)]
+    for r in rows:
+        d = r["decode_ms_per_op"]
+        lines.append(f"| {r['label']} | {r['decode_ms_total']:.2f} | "
+                     + " | ".join(f"{d.get(k, 0.0):.2f}" for k in ops) + " |")
+    text = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
