@@ -61,7 +61,7 @@ class Variant:
     producer: str  # "gguflite" | "llama.cpp"
     recipe: str = ""  # gguflite --type
     imatrix: bool = False  # gguflite: pass the importance matrix
-    fallback: str = "q8_0"  # gguflite --fallback-type
+    fallback: str | None = "q8_0"  # gguflite --fallback-type (None: llama.cpp's per type)
     ftype: int = 0  # llama.cpp llama_ftype
     output_type: str | None = None  # gguflite --output-type
     tensor_types: tuple[str, ...] = ()  # gguflite --tensor-type PATTERN=TYPE
@@ -99,6 +99,17 @@ VARIANTS: dict[str, Variant] = {v.label: v for v in [
     Variant("q4_k", "gguflite", "q4_k"),
     Variant("tq2_0", "gguflite", "tq2_0"),
     Variant("tq1_0", "gguflite", "tq1_0"),
+    # the rest of llama.cpp's ladder, with its per-type fallbacks (= llama_model_quantize)
+    Variant("q5_k_m", "gguflite", "q5_k_m", fallback=None),
+    Variant("llama.cpp Q5_K_M", "llama.cpp", ftype=17),
+    Variant("iq4_xs", "gguflite", "iq4_xs", fallback=None),
+    Variant("llama.cpp IQ4_XS", "llama.cpp", ftype=30),
+    Variant("iq4_xs+imat", "gguflite", "iq4_xs", imatrix=True, fallback=None),
+    Variant("iq4_nl", "gguflite", "iq4_nl", fallback=None),
+    Variant("q3_k_m", "gguflite", "q3_k_m", fallback=None),
+    Variant("llama.cpp Q3_K_M", "llama.cpp", ftype=12),
+    Variant("q3_k_m+imat", "gguflite", "q3_k_m", imatrix=True, fallback=None),
+    Variant("q2_k", "gguflite", "q2_k", fallback=None),
 ]}
 # gguflite files also run through llama.cpp (engine cross-check); llama.cpp's files always do.
 CROSS_CHECK = ("f16", "q8_0", "q4_k_m", "q4_k_m-llfb")
@@ -401,7 +412,8 @@ def byte_comparisons(files: dict[str, Path]) -> dict[str, Any]:
     comparisons = {}
     for ours, theirs in (("q8_0", "llama.cpp Q8_0"), ("q6_k", "llama.cpp Q6_K"),
                          ("q4_k", "llama.cpp Q4_K_M"), ("q4_k_m", "llama.cpp Q4_K_M"),
-                         ("q4_k_m-llfb", "llama.cpp Q4_K_M")):
+                         ("q4_k_m-llfb", "llama.cpp Q4_K_M"), ("q5_k_m", "llama.cpp Q5_K_M"),
+                         ("q3_k_m", "llama.cpp Q3_K_M"), ("iq4_xs", "llama.cpp IQ4_XS")):
         if ours in files and theirs in files:
             comparisons[f"{ours} vs {theirs}"] = compare_bytes(files[ours], files[theirs])
     return comparisons
@@ -445,22 +457,45 @@ def chart(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for r in result["rows"]:
-        if r["label"] == "f16" or not r["kld"] or math.isnan(r["kld"]):
-            continue
-        llama = r["producer"] == "llama.cpp"
-        if r["engine"] != "gguflite":
-            continue  # one point per file, all on one engine: codecs compared, not engines
-        color = "tab:orange" if llama else ("tab:green" if "km" in r["label"] else "tab:blue")
-        ax.scatter(r["bpw"], r["kld"], color=color, marker="s" if llama else "o", zorder=3)
-        ax.annotate(r["label"], (r["bpw"], r["kld"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)
+    # a llama.cpp file byte-identical to one of ours is one point, labelled "ours = theirs"
+    twins = {k.split(" vs ")[1]: k.split(" vs ")[0] for k, c in
+             result["byte_comparisons"].items() if c["different"] == c["type_differs"] == 0}
+    points = [r for r in result["rows"] if r["engine"] == "gguflite"  # codecs, not engines
+              and r["label"] != "f16" and r["kld"] and not math.isnan(r["kld"])
+              and twins.get(r["label"]) not in {q["label"] for q in result["rows"]}]
+    fig, ax = plt.subplots(figsize=(9, 6.5))
     ax.set_yscale("log")
+    for r in points:
+        llama = r["producer"] == "llama.cpp"
+        twin = r["label"] in twins.values()
+        color = "tab:orange" if llama or twin else (
+            "tab:green" if "km" in r["label"] else "tab:blue")
+        ax.scatter(r["bpw"], r["kld"], color=color, marker="s" if llama or twin else "o",
+                   zorder=3)
+    # labels placed greedily: the first of a few offsets that overlaps no label placed before
+    renderer = fig.canvas.get_renderer()
+    placed: list[Any] = []
+    offsets = [(5, 2), (5, -9), (-5, 2), (-5, -9), (5, 11), (5, -18), (-5, 11), (-5, -18),
+               (5, 20), (5, -27)]
+    for r in sorted(points, key=lambda r: (r["bpw"], r["kld"])):
+        twin = {ours: theirs for theirs, ours in twins.items()}.get(r["label"])
+        label = f"{r['label']} (= {twin})" if twin else r["label"]
+        for dx, dy in offsets:
+            ann = ax.annotate(label, (r["bpw"], r["kld"]), textcoords="offset points",
+                              xytext=(dx, dy), fontsize=7, ha="left" if dx > 0 else "right")
+            box = ann.get_window_extent(renderer)
+            if not any(box.overlaps(b) for b in placed):
+                break
+            ann.remove()
+        else:
+            ann = ax.annotate(label, (r["bpw"], r["kld"]), textcoords="offset points",
+                              xytext=offsets[0], fontsize=7)
+        placed.append(ann.get_window_extent(renderer))
     ax.set_xlabel("bits per weight (all tensors, file)")
     ax.set_ylabel("mean KL divergence vs F16 (log)")
     ax.set_title(f"{Path(result['source']).name}: size vs quality\n(every file on the "
-                 "gguflite runtime; squares: quantized by llama.cpp)", fontsize=10)
+                 "gguflite runtime; squares: llama.cpp's quantizer, or ours byte-identical to it)",
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -527,7 +562,10 @@ def merge_results(parts: Sequence[dict[str, Any]], workdir: Path) -> dict[str, A
             seen.setdefault((r["label"], r["engine"]), r)
     rows = sorted(seen.values(), key=lambda r: (order.get(r["label"], 99), r["engine"]))
     result = dict(parts[0]) | {"rows": rows}
-    result["byte_comparisons"] = byte_comparisons(
+    # the parts' comparisons, redone where both files are in the workdir
+    result["byte_comparisons"] = {k: c for part in parts
+                                  for k, c in part.get("byte_comparisons", {}).items()}
+    result["byte_comparisons"] |= byte_comparisons(
         {r["label"]: workdir / r["file"] for r in rows if (workdir / r["file"]).exists()})
     return result
 
