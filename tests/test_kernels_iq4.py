@@ -107,12 +107,14 @@ def test_row_range_kernel_equals_single_row_kernel(name):
 
 
 _PORTABLE_CHECK = """
+import os
 import numpy as np
 from gguflite.runtime.kernels import PORTABLE, Linear
+from gguflite.runtime.kernels.vector_ir import VNNI
 from gguflite.constants import GGMLType
 from test_kernels_iq4 import ggml_rows, random_bytes
 from test_kernels_matvec import quantized_x
-assert PORTABLE
+assert PORTABLE == (os.environ.get("GGUFLITE_PORTABLE_SIMD") == "1") and not VNNI
 rng = np.random.default_rng(7)
 for name in ("IQ4_NL", "IQ4_XS"):
     raw = random_bytes(rng, name, 9, 512, signed=True)
@@ -130,6 +132,15 @@ print("portable ok")
 def test_portable_lowering_gives_the_same_numbers(tmp_path):
     """The select-tree table lookup (non-AVX2 hosts) gives the same bytes as pshufb."""
     run_portable_check(_PORTABLE_CHECK, tmp_path)
+
+
+def test_avx2_lowering_without_vnni_gives_the_same_numbers(tmp_path):
+    """The AVX2 dot products without vpdpbusd (hosts without AVX512-VNNI)."""
+    from gguflite.runtime.kernels import PORTABLE
+
+    if PORTABLE:
+        pytest.skip("this host has no AVX2: only the portable lowering runs here")
+    run_portable_check(_PORTABLE_CHECK, tmp_path, lowering={"GGUFLITE_NO_VNNI": "1"})
 
 
 @pytest.mark.parametrize("mix,want", [("iq4_nl", {"IQ4_NL"}), ("iq4_xs", {"IQ4_XS"})])

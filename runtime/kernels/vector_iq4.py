@@ -18,8 +18,9 @@ dot product is ``sum_i T[q_i] * xq_i`` through the sign trick (as vector_ir.dot_
 ``vec_dot_iq4_nl_q8_0``): |T| <= 127 and |xq| <= 127 never saturate the 16-bit pair sums.
 
 The lookup ``T[q]`` for 32 lanes is one ``pshufb`` (table select within each 128-bit half) on
-AVX2; the portable lowering (GGUFLITE_PORTABLE_SIMD=1 or a non-AVX2 host) is a tree of 15
-vector selects on the four index bits, generic LLVM IR giving the same bytes.
+AVX2, and the dot products use ``vpdpbusd`` where AVX512-VNNI is there (vector_ir.VNNI); the
+portable lowering (GGUFLITE_PORTABLE_SIMD=1 or a non-AVX2 host) is a tree of 15 vector selects
+on the four index bits, generic LLVM IR giving the same bytes.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .vector_ir import (
     I32,
     PORTABLE,
     VF8,
+    VNNI,
     F32x8,
     I32x8,
     U8x32,
@@ -110,6 +112,10 @@ def dot_s8v(typingctx, v, xq, xoff):
             neg = builder.icmp_signed("<", wv, zero)
             aw = builder.select(neg, builder.sub(zero, wv), wv)
             sx = _x86(builder, "llvm.x86.avx2.psign.b", V8x32, [xv, wv])
+            if VNNI:  # one vpdpbusd for vpmaddubsw + vpmaddwd
+                return _x86(builder, "llvm.x86.avx512.vpdpbusd.256", V32x8,
+                            [ir.Constant(V32x8, None), builder.bitcast(aw, V32x8),
+                             builder.bitcast(sx, V32x8)])
             return _dot_u8_s8(builder, aw, sx)
         prod = builder.mul(builder.sext(wv, V16x32), builder.sext(xv, V16x32))  # (32,) i16
         return _pairsum_i32(builder, _pairsum_i16_to_i32(builder, prod))

@@ -45,15 +45,23 @@ V32x16 = ir.VectorType(I32, 16)
 VF8 = ir.VectorType(F32, 8)
 
 
-def _host_has_avx2() -> bool:
+def _host_has(*features: str) -> bool:
+    """True when the host CPU has every one of ``features`` (LLVM names: "avx2", ...)."""
     try:
-        return "+avx2" in llvm.get_host_cpu_features().flatten().split(",")
+        have = set(llvm.get_host_cpu_features().flatten().split(","))
     except RuntimeError:  # llvmlite raises when the host features are unknown
         return False
+    return all("+" + f in have for f in features)
 
 
-PORTABLE = os.environ.get("GGUFLITE_PORTABLE_SIMD", "") == "1" or not _host_has_avx2()
+PORTABLE = os.environ.get("GGUFLITE_PORTABLE_SIMD", "") == "1" or not _host_has("avx2")
 """True when the integer dot products use generic vector IR instead of the AVX2 intrinsics."""
+VNNI = (not PORTABLE and os.environ.get("GGUFLITE_NO_VNNI", "") != "1"
+        and _host_has("avx512vnni", "avx512vl"))
+"""True when AVX512-VNNI's 256-bit ``vpdpbusd`` may replace vpmaddubsw + vpmaddwd (the same
+integers where those never saturate). Used by the kernels where it measured faster (IQ4: 10 %
+on 576 / 1536-wide rows, 1 thread, AMD EPYC Zen 4), not by _dot_u8_s8: there it made Q8_0 25 %
+slower. ``GGUFLITE_NO_VNNI=1`` turns it off (with its own NUMBA_CACHE_DIR, as for PORTABLE)."""
 
 
 class Vec(types.Type):
