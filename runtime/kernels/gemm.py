@@ -1,0 +1,210 @@
+"""The int8 matrix product of prefill (and of batched decode): Y = X @ W.T on the stored weights.
+
+llama.cpp multiplies a prefill chunk with int8 activations; so does this driver:
+
+1. every token's activation row is quantized as for a mat-vec (activations.quantize_act: int8
+   per 32-block with one float scale), the token count padded to a multiple of 4 with zeros;
+2. the weight rows are cut into tiles of ``TILE_ROWS``; each tile is *packed* once by the type's
+   own dequantizer (vector_gemm: int8 q, per-16 scale s and offset f), in parallel over tiles;
+3. each packed row is multiplied with 4 tokens at a time: one record load feeds four integer
+   dot products (VNNI ``vpdpbusd`` where the CPU has it) and four float accumulators.
+
+The weight bytes are read from memory once per call (not once per token, as mat-vecs per token
+would), and the unpacking of each group is paid once per call, not once per token. Results
+equal the per-token mat-vec up to float summation order: the same int8 activations, the same
+integer dots, the same scales.
+
+Types: the ggml block types whose dequantizer writes through store_affine / store_s8
+(``GEMM_TYPES``); Linear.matmul keeps the dequantize + BLAS path for the float and KM types.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numba import njit, prange
+
+from ...constants import GGMLType
+from .activations import quantize_act
+from .dispatch import ALL_KINDS, Kinds, _in_kinds, kinds_of, rows_deq
+from .vector_f32 import ldf, load_f32x8, vfma
+from .vector_gemm import F_AT, OFFSET_ACTIVATIONS, REC, fma_dx, group_scales, qdot
+from .vector_ir import f32at, hsum, vzero
+
+Q4_1, Q5_1, Q2_K, Q4_K, Q5_K = (int(GGMLType.Q4_1), int(GGMLType.Q5_1), int(GGMLType.Q2_K),
+                                int(GGMLType.Q4_K), int(GGMLType.Q5_K))
+
+# Numba keys the cached ``gemm`` on this file's text, but it inlines dispatch.rows_deq and the
+# vector modules. dispatch.py carries a fingerprint of every module it inlines (vector_gemm
+# included); this sha256 of dispatch.py's text makes any kernel edit change this file too
+# (tests/test_gemm.py checks it is current). Recompute with dispatch_fingerprint().
+DISPATCH_FINGERPRINT = "8fa9160be1b4d082"
+
+
+def dispatch_fingerprint() -> str:
+    """sha256 (16 hex digits) of runtime/kernels/dispatch.py, for DISPATCH_FINGERPRINT."""
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.sha256(Path(__file__).with_name("dispatch.py").read_bytes()).hexdigest()[:16]
+
+
+GEMM_TYPES = frozenset({GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1,
+                        GGMLType.Q8_0, GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K,
+                        GGMLType.Q5_K, GGMLType.Q6_K, GGMLType.TQ1_0, GGMLType.TQ2_0})
+"""Types the int8 matrix product runs on (packed by their own exact dequantizer)."""
+ALL_GEMM_KINDS = kinds_of(*(int(t) for t in GEMM_TYPES))
+TILE_ROWS = 16
+"""Weight rows per packed tile (one parallel work item): 16 x 2048-wide rows pack to 80 KB."""
+
+
+_GEMM_IDS = frozenset(int(t) for t in GEMM_TYPES)
+_PART: dict[Kinds, Kinds] = {}
+
+
+def gemm_kinds(kinds: Kinds) -> Kinds:
+    """The GEMM-capable part of a Linear's kind set (the set the packing switch compiles for).
+    Under GGUFLITE_KERNEL_KINDS=all (the test suite): every GEMM type at once."""
+    part = _PART.get(kinds)
+    if part is None:
+        if os.environ.get("GGUFLITE_KERNEL_KINDS") == "all" or kinds is ALL_KINDS:
+            part = ALL_GEMM_KINDS
+        else:
+            part = kinds_of(*(kinds.ids & _GEMM_IDS))
+        _PART[kinds] = part
+    return part
+
+
+@njit(parallel=True, cache=True)
+def quantize_tokens(X, xq, dx, xsd):
+    """Rows of X (n_tok, n) quantized into xq (T, n) int8, dx (T, n // 32), xsd (T, n // 16),
+    T >= n_tok (rows past n_tok are left as they are: zeros)."""
+    for t in prange(X.shape[0]):
+        quantize_act(X[t], xq[t], dx[t], xsd[t])
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def gemm(kind, w, row_bytes, X, Y, kinds=ALL_GEMM_KINDS):
+    """Y = X @ W.T with int8 activations.
+
+    Parameters
+    ----------
+    kind : int, the GGMLType id of W (in ``kinds``, a subset of GEMM_TYPES)
+    w : flat uint8 array, W as (out, row_bytes) bytes
+    row_bytes : bytes per row of W
+    X : (n_tok, n) float32, C-contiguous, n a multiple of 32 (and of the type's block)
+    Y : (n_tok, out) float32 output, C-contiguous
+    kinds : the Kinds set the packing switch is compiled for (gemm_kinds)
+    """
+    if not _in_kinds(kind, kinds):  # checked here: an exception inside prange is garbled
+        raise ValueError("gemm: kind outside the driver's Kinds set")
+    n_tok, n = X.shape
+    out = Y.shape[1]
+    ng = n // 32
+    T = (n_tok + 3) // 4 * 4
+    xq = np.zeros((T, n), np.int8)
+    dx2 = np.zeros((T, ng), np.float32)
+    with_min = _has_min(kind)
+    xsd_w = (2 * ng + 7) // 8 * 8  # xsd rows padded with zeros to whole F32x8 vectors
+    xsd2 = np.zeros((T, 2 * ng), np.float32)
+    quantize_tokens(X, xq, dx2, xsd2)
+    xa = xq.reshape(-1).view(np.uint8)
+    if OFFSET_ACTIVATIONS:  # xq + 128 as unsigned (vector_gemm)
+        for i in range(xa.size):
+            xa[i] ^= np.uint8(128)
+    dx = dx2.reshape(-1)
+    xsdp = np.zeros(T * xsd_w, np.float32)
+    for t in range(n_tok if with_min else 0):
+        xsdp[t * xsd_w : t * xsd_w + 2 * ng] = xsd2[t]
+    no_ids = np.zeros(0, np.int64)
+    for ti in prange((out + TILE_ROWS - 1) // TILE_ROWS):
+        r0 = ti * TILE_ROWS
+        rows = min(TILE_ROWS, out - r0)
+        pack = np.empty((rows * ng, REC), np.uint8)
+        rows_deq(kind, w, row_bytes, n, no_ids, r0, 0, rows, pack, kinds)
+        flat = pack.reshape(-1)
+        fz = np.zeros(rows * xsd_w if with_min else 0, np.float32)  # f_h of each row, padded
+        for r in range(rows if with_min else 0):
+            for h in range(2 * ng):
+                fz[r * xsd_w + h] = f32at(flat, (r * ng + h // 2) * REC + F_AT + 4 * (h % 2))
+        for t0 in range(0, T, 4):
+            for r in range(0, rows, 2):
+                ra = r * ng * REC
+                rb = min(r + 1, rows - 1) * ng * REC  # an odd last row is computed twice
+                a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
+                a4, a5, a6, a7 = vzero(), vzero(), vzero(), vzero()
+                for g in range(ng):
+                    a0, a1, a2, a3, a4, a5, a6, a7 = _step(
+                        a0, a1, a2, a3, a4, a5, a6, a7, flat, ra + g * REC, rb + g * REC, xa,
+                        t0 * n + 32 * g, n, dx, t0 * ng + g, ng)
+                if with_min:  # + sum_h f_h * xsd_h, 1/16 of the work, in the same lanes
+                    fa = r * xsd_w
+                    fb = min(r + 1, rows - 1) * xsd_w
+                    for h in range(0, xsd_w, 8):
+                        a0, a1, a2, a3, a4, a5, a6, a7 = _bias_step(
+                            a0, a1, a2, a3, a4, a5, a6, a7, fz, fa + h, fb + h, xsdp,
+                            t0 * xsd_w + h, xsd_w)
+                _store4(Y, t0, r0 + r, n_tok, a0, a1, a2, a3)
+                if r + 1 < rows:
+                    _store4(Y, t0, r0 + r + 1, n_tok, a4, a5, a6, a7)
+
+
+@njit(cache=True)
+def _has_min(kind):
+    """True for the types whose weights carry a per-group minimum (f != 0 in the records)."""
+    return (kind == Q4_1 or kind == Q5_1 or kind == Q2_K or kind == Q4_K or kind == Q5_K)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _step(a0, a1, a2, a3, a4, a5, a6, a7, flat, ra, rb, xa, x, n, dx, d, ng):
+    """Group g of two packed rows (records at bytes ra, rb) times 4 tokens (activation bytes
+    at x + k * n, block scales dx[d + k * ng]): a0..a3 for row a, a4..a7 for row b.
+    Straight-line, so inlining it into the group loop adds no reference counting."""
+    sa = group_scales(flat, ra)
+    sb = group_scales(flat, rb)
+    e = ldf(dx, d)
+    a0 = fma_dx(a0, qdot(flat, ra, xa, x), sa, e)
+    a4 = fma_dx(a4, qdot(flat, rb, xa, x), sb, e)
+    e = ldf(dx, d + ng)
+    a1 = fma_dx(a1, qdot(flat, ra, xa, x + n), sa, e)
+    a5 = fma_dx(a5, qdot(flat, rb, xa, x + n), sb, e)
+    e = ldf(dx, d + 2 * ng)
+    a2 = fma_dx(a2, qdot(flat, ra, xa, x + 2 * n), sa, e)
+    a6 = fma_dx(a6, qdot(flat, rb, xa, x + 2 * n), sb, e)
+    e = ldf(dx, d + 3 * ng)
+    a3 = fma_dx(a3, qdot(flat, ra, xa, x + 3 * n), sa, e)
+    a7 = fma_dx(a7, qdot(flat, rb, xa, x + 3 * n), sb, e)
+    return a0, a1, a2, a3, a4, a5, a6, a7
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _bias_step(a0, a1, a2, a3, a4, a5, a6, a7, fz, fa, fb, xs, x, w):
+    """8 lanes of f_h * xsd_h of two rows (fz at fa, fb) and 4 tokens (xs at x + k * w)."""
+    f = load_f32x8(fz, fa)
+    g = load_f32x8(fz, fb)
+    v = load_f32x8(xs, x)
+    a0 = vfma(a0, f, v)
+    a4 = vfma(a4, g, v)
+    v = load_f32x8(xs, x + w)
+    a1 = vfma(a1, f, v)
+    a5 = vfma(a5, g, v)
+    v = load_f32x8(xs, x + 2 * w)
+    a2 = vfma(a2, f, v)
+    a6 = vfma(a6, g, v)
+    v = load_f32x8(xs, x + 3 * w)
+    a3 = vfma(a3, f, v)
+    a7 = vfma(a7, g, v)
+    return a0, a1, a2, a3, a4, a5, a6, a7
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _store4(Y, t0, col, n_tok, a0, a1, a2, a3):
+    """Y[t0 + k, col] = the lane sum of a_k, for the tokens t0 + k < n_tok."""
+    Y[t0, col] = hsum(a0)
+    if t0 + 1 < n_tok:
+        Y[t0 + 1, col] = hsum(a1)
+    if t0 + 2 < n_tok:
+        Y[t0 + 2, col] = hsum(a2)
+    if t0 + 3 < n_tok:
+        Y[t0 + 3, col] = hsum(a3)
