@@ -39,7 +39,7 @@ Q4_1, Q5_1, Q2_K, Q4_K, Q5_K = (int(GGMLType.Q4_1), int(GGMLType.Q5_1), int(GGML
 # vector modules. dispatch.py carries a fingerprint of every module it inlines (vector_gemm
 # included); this sha256 of dispatch.py's text makes any kernel edit change this file too
 # (tests/test_gemm.py checks it is current). Recompute with dispatch_fingerprint().
-DISPATCH_FINGERPRINT = "8fa9160be1b4d082"
+DISPATCH_FINGERPRINT = "77040aa01233ddef"
 
 
 def dispatch_fingerprint() -> str:

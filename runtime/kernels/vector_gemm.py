@@ -124,12 +124,17 @@ def is_pack(arr) -> bool:
 
 
 def _store_record(context, builder, sig, dst, off, q, s0, c0, s1, c1):
-    """Write group ``off // 32`` of a packed tile: q (<32 x i8>), its corr, s0 s1, -c0 -c1."""
+    """Write group ``off // 32`` of a packed tile: q (<32 x i8>), its corr, sv, -c0 -c1."""
     o = _as_intp(context, builder, sig.args[1], off)
-    rec = builder.mul(builder.sdiv(o, ir.Constant(o.type, 32)), ir.Constant(o.type, REC))
+    rec = builder.mul(builder.ashr(o, ir.Constant(o.type, 5)), ir.Constant(o.type, REC))
     p = _byte_ptr(context, builder, sig.args[0], dst, rec)
     builder.store(q, _at(builder, p, Q_AT, V8x32), align=1)
-    if OFFSET_ACTIVATIONS:  # lane k: -128 * (q[4k] + ... + q[4k + 3])
+    if GEMM_PATH == "vnni":  # lane k: -(128 * (q[4k] + ... + q[4k + 3])), one vpdpbusd
+        sums = _x86(builder, "llvm.x86.avx512.vpdpbusd.256", V32x8,
+                    [ir.Constant(V32x8, None), builder.bitcast(_const(V8x32, [128] * 32), V32x8),
+                     builder.bitcast(q, V32x8)])
+        corr = builder.sub(ir.Constant(V32x8, None), sums)
+    elif OFFSET_ACTIVATIONS:
         wide = builder.sext(q, ir.VectorType(I32, 32))
         sums = _pairsum_i32(builder, builder.add(
             builder.shuffle_vector(wide, wide, _idx(range(0, 32, 2))),
@@ -138,9 +143,9 @@ def _store_record(context, builder, sig, dst, off, q, s0, c0, s1, c1):
     else:
         corr = ir.Constant(V32x8, None)
     builder.store(corr, _at(builder, p, CORR_AT, V32x8), align=1)
-    sv = ir.Constant(VF8, None)  # the scales already spread over their lanes: one load
-    for lane in range(8):
-        sv = builder.insert_element(sv, s0 if lane < 4 else s1, ir.Constant(I32, lane))
+    # the scales already spread over their lanes ([s0] * 4 ++ [s1] * 4): one load per use
+    sv = builder.shuffle_vector(_splat(builder, s0, VF8), _splat(builder, s1, VF8),
+                                _idx([0, 1, 2, 3, 12, 13, 14, 15]))
     builder.store(sv, _at(builder, p, S_AT, VF8), align=1)
     for k, v in enumerate((c0, c1)):
         builder.store(builder.fsub(ir.Constant(F32, 0.0), v), _at(builder, p, F_AT + 4 * k, F32),
