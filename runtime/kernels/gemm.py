@@ -26,20 +26,22 @@ import numpy as np
 from numba import njit, prange
 
 from ...constants import GGMLType
-from .activations import quantize_act
 from .dispatch import ALL_KINDS, Kinds, _in_kinds, kinds_of, rows_deq
-from .vector_f32 import ldf, load_f32x8, vfma
-from .vector_gemm import F_AT, OFFSET_ACTIVATIONS, REC, fma_dx, group_scales, qdot
+from .activations import INV127, quantize_act
+from .vector_f32 import ldf, load_f32x8, vfma, vsplat
+from .vector_gemm import F_AT, OFFSET_ACTIVATIONS, REC, fma_dx, fma_s, group_scales, qdot
 from .vector_ir import f32at, hsum, vzero
 
-Q4_1, Q5_1, Q2_K, Q4_K, Q5_K = (int(GGMLType.Q4_1), int(GGMLType.Q5_1), int(GGMLType.Q2_K),
-                                int(GGMLType.Q4_K), int(GGMLType.Q5_K))
+Q4_1, Q5_1 = int(GGMLType.Q4_1), int(GGMLType.Q5_1)
+Q2_K, Q3_K, Q4_K, Q5_K, Q6_K = (int(GGMLType.Q2_K), int(GGMLType.Q3_K), int(GGMLType.Q4_K),
+                                int(GGMLType.Q5_K), int(GGMLType.Q6_K))
+TQ1_0, TQ2_0 = int(GGMLType.TQ1_0), int(GGMLType.TQ2_0)
 
 # Numba keys the cached ``gemm`` on this file's text, but it inlines dispatch.rows_deq and the
 # vector modules. dispatch.py carries a fingerprint of every module it inlines (vector_gemm
 # included); this sha256 of dispatch.py's text makes any kernel edit change this file too
 # (tests/test_gemm.py checks it is current). Recompute with dispatch_fingerprint().
-DISPATCH_FINGERPRINT = "77040aa01233ddef"
+DISPATCH_FINGERPRINT = "f37897ef4587e000"
 
 
 def dispatch_fingerprint() -> str:
@@ -77,11 +79,37 @@ def gemm_kinds(kinds: Kinds) -> Kinds:
 
 
 @njit(parallel=True, cache=True)
-def quantize_tokens(X, xq, dx, xsd):
+def quantize_tokens(X, xq, dx, xsd, per_256):
     """Rows of X (n_tok, n) quantized into xq (T, n) int8, dx (T, n // 32), xsd (T, n // 16),
-    T >= n_tok (rows past n_tok are left as they are: zeros)."""
+    T >= n_tok (rows past n_tok are left as they are: zeros); per 32-block (quantize_act) or,
+    with ``per_256``, one scale per 256-block (quantize_act_256)."""
     for t in prange(X.shape[0]):
-        quantize_act(X[t], xq[t], dx[t], xsd[t])
+        if per_256:
+            quantize_act_256(X[t], xq[t], dx[t], xsd[t])
+        else:
+            quantize_act(X[t], xq[t], dx[t], xsd[t])
+
+
+@njit(cache=True)  # no fastmath: rounding as quantize_act
+def quantize_act_256(x, xq, xd, xsd):
+    """llama.cpp's activation of the k-quants (Q8_K: one scale per 256) in quantize_act's
+    layout: xd[g] is the scale of g's 256-block (8 equal entries per block) and
+    xsd[2g + h] = xd[g] * sum(xq of half h of group g). n a multiple of 256."""
+    for b in range(x.size // 256):
+        amax = np.float32(0.0)
+        for i in range(256 * b, 256 * b + 256):
+            amax = max(amax, abs(x[i]))
+        d = amax * INV127
+        inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
+        for h in range(16 * b, 16 * b + 16):
+            s = 0
+            for i in range(16 * h, 16 * h + 16):
+                q = np.int32(np.rint(x[i] * inv))
+                xq[i] = q
+                s += q
+            xsd[h] = d * np.float32(s)
+        for g in range(8 * b, 8 * b + 8):
+            xd[g] = d
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -108,7 +136,8 @@ def gemm(kind, w, row_bytes, X, Y, kinds=ALL_GEMM_KINDS):
     with_min = _has_min(kind)
     xsd_w = (2 * ng + 7) // 8 * 8  # xsd rows padded with zeros to whole F32x8 vectors
     xsd2 = np.zeros((T, 2 * ng), np.float32)
-    quantize_tokens(X, xq, dx2, xsd2)
+    per_256 = _per_256(kind)
+    quantize_tokens(X, xq, dx2, xsd2, per_256)
     xa = xq.reshape(-1).view(np.uint8)
     if OFFSET_ACTIVATIONS:  # xq + 128 as unsigned (vector_gemm)
         for i in range(xa.size):
@@ -134,10 +163,22 @@ def gemm(kind, w, row_bytes, X, Y, kinds=ALL_GEMM_KINDS):
                 rb = min(r + 1, rows - 1) * ng * REC  # an odd last row is computed twice
                 a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
                 a4, a5, a6, a7 = vzero(), vzero(), vzero(), vzero()
-                for g in range(ng):
-                    a0, a1, a2, a3, a4, a5, a6, a7 = _step(
-                        a0, a1, a2, a3, a4, a5, a6, a7, flat, ra + g * REC, rb + g * REC, xa,
-                        t0 * n + 32 * g, n, dx, t0 * ng + g, ng)
+                if per_256:  # one float scale per 256-block: multiplied once per block
+                    for b in range(ng // 8):
+                        c0, c1, c2, c3 = vzero(), vzero(), vzero(), vzero()
+                        c4, c5, c6, c7 = vzero(), vzero(), vzero(), vzero()
+                        for g in range(8 * b, 8 * b + 8):
+                            c0, c1, c2, c3, c4, c5, c6, c7 = _step_256(
+                                c0, c1, c2, c3, c4, c5, c6, c7, flat, ra + g * REC,
+                                rb + g * REC, xa, t0 * n + 32 * g, n)
+                        a0, a1, a2, a3, a4, a5, a6, a7 = _fold(
+                            a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7,
+                            dx, t0 * ng + 8 * b, ng)
+                else:
+                    for g in range(ng):
+                        a0, a1, a2, a3, a4, a5, a6, a7 = _step(
+                            a0, a1, a2, a3, a4, a5, a6, a7, flat, ra + g * REC, rb + g * REC,
+                            xa, t0 * n + 32 * g, n, dx, t0 * ng + g, ng)
                 if with_min:  # + sum_h f_h * xsd_h, 1/16 of the work, in the same lanes
                     fa = r * xsd_w
                     fb = min(r + 1, rows - 1) * xsd_w
@@ -148,6 +189,14 @@ def gemm(kind, w, row_bytes, X, Y, kinds=ALL_GEMM_KINDS):
                 _store4(Y, t0, r0 + r, n_tok, a0, a1, a2, a3)
                 if r + 1 < rows:
                     _store4(Y, t0, r0 + r + 1, n_tok, a4, a5, a6, a7)
+
+
+@njit(cache=True)
+def _per_256(kind):
+    """True for the types of 256-element super-blocks, whose activations are quantized with one
+    scale per 256 (llama.cpp's Q8_K); the 32-block types keep one per 32 (Q8_0 / Q8_1)."""
+    return (kind == Q2_K or kind == Q3_K or kind == Q4_K or kind == Q5_K or kind == Q6_K
+            or kind == TQ1_0 or kind == TQ2_0)
 
 
 @njit(cache=True)
@@ -175,6 +224,40 @@ def _step(a0, a1, a2, a3, a4, a5, a6, a7, flat, ra, rb, xa, x, n, dx, d, ng):
     e = ldf(dx, d + 3 * ng)
     a3 = fma_dx(a3, qdot(flat, ra, xa, x + 3 * n), sa, e)
     a7 = fma_dx(a7, qdot(flat, rb, xa, x + 3 * n), sb, e)
+    return a0, a1, a2, a3, a4, a5, a6, a7
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _step_256(c0, c1, c2, c3, c4, c5, c6, c7, flat, ra, rb, xa, x, n):
+    """_step for activations with one scale per 256-block: no scale here (see _fold)."""
+    sa = group_scales(flat, ra)
+    sb = group_scales(flat, rb)
+    c0 = fma_s(c0, qdot(flat, ra, xa, x), sa)
+    c4 = fma_s(c4, qdot(flat, rb, xa, x), sb)
+    c1 = fma_s(c1, qdot(flat, ra, xa, x + n), sa)
+    c5 = fma_s(c5, qdot(flat, rb, xa, x + n), sb)
+    c2 = fma_s(c2, qdot(flat, ra, xa, x + 2 * n), sa)
+    c6 = fma_s(c6, qdot(flat, rb, xa, x + 2 * n), sb)
+    c3 = fma_s(c3, qdot(flat, ra, xa, x + 3 * n), sa)
+    c7 = fma_s(c7, qdot(flat, rb, xa, x + 3 * n), sb)
+    return c0, c1, c2, c3, c4, c5, c6, c7
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _fold(a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7, dx, d, ng):
+    """a_k += c_k * (the 256-block scale of token k): dx[d + k * ng]."""
+    e = vsplat(ldf(dx, d))
+    a0 = vfma(a0, c0, e)
+    a4 = vfma(a4, c4, e)
+    e = vsplat(ldf(dx, d + ng))
+    a1 = vfma(a1, c1, e)
+    a5 = vfma(a5, c5, e)
+    e = vsplat(ldf(dx, d + 2 * ng))
+    a2 = vfma(a2, c2, e)
+    a6 = vfma(a6, c6, e)
+    e = vsplat(ldf(dx, d + 3 * ng))
+    a3 = vfma(a3, c3, e)
+    a7 = vfma(a7, c7, e)
     return a0, a1, a2, a3, a4, a5, a6, a7
 
 

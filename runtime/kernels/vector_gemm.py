@@ -220,6 +220,19 @@ def group_scales(typingctx, pack, rec):
 
 
 @intrinsic
+def fma_s(typingctx, acc, dot, sv):
+    """acc + float(dot) * sv (F32x8): a group of a 256-block whose activations share one
+    scale, applied once per block (fold)."""
+
+    def codegen(context, builder, sig, args):
+        a, d, s = args
+        prod = builder.fmul(builder.sitofp(d, VF8), s, flags=("contract",))
+        return builder.fadd(a, prod, flags=("contract",))
+
+    return F32x8(acc, dot, sv), codegen
+
+
+@intrinsic
 def fma_dx(typingctx, acc, dot, sv, dx):
     """acc + float(dot) * sv * dx (F32x8; dx a float32 scalar)."""
 
