@@ -26,7 +26,7 @@ from gguflite.models.weights import load_weights
 from gguflite.quants import km
 from gguflite.reader import GGUFFile
 
-from . import ops
+from . import attention_blas, ops
 from .decode import DecodePlan, decode_step
 from .dense import DenseLinear
 from .kv_cache import KVCache
@@ -160,9 +160,13 @@ class NumbaOps:
         q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
         out = np.empty((q.shape[0], hp.q_dim), np.float32)
         table = hp.layer_rope[layer]
-        ops.attention(q, k, v, be.cos[max(table, 0)], be.sin[max(table, 0)], table != ROPE_NONE,
-                      hp.rope_neox, be.kv.k[layer], be.kv.v[layer], pos0, hp.kq_scale,
-                      hp.layer_window[layer], out, be.scores)
+        args = (q, k, v, be.cos[max(table, 0)], be.sin[max(table, 0)], table != ROPE_NONE,
+                hp.rope_neox, be.kv.k[layer], be.kv.v[layer], pos0, hp.kq_scale,
+                hp.layer_window[layer], out)
+        if attention_blas.fits(q.shape[0], hp.n_head, pos0 + q.shape[0]):
+            attention_blas.attention(*args)  # a prefill chunk: two batched BLAS products
+        else:
+            ops.attention(*args, be.scores)
         self._time("attention", t0)
         return out
 

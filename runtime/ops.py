@@ -142,6 +142,25 @@ PARALLEL_MIN_WORK = 1 << 20
 
 
 @njit(cache=True, fastmath=True)
+def rope_and_store(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray,
+                   sin: np.ndarray, use_rope: bool, neox: bool, k_cache: np.ndarray,
+                   v_cache: np.ndarray, pos0: int) -> None:
+    """The first half of ``attention``: rotate q and k in place (when ``use_rope``) and store k
+    and v in the cache rows pos0 .. pos0 + n - 1 (shapes as ``attention``)."""
+    n, _, hd = q.shape
+    if use_rope:
+        rope(q, cos, sin, pos0, neox)
+        rope(k, cos, sin, pos0, neox)
+    for i in range(n):
+        for g in range(k.shape[1]):
+            kr = k_cache[g, pos0 + i]
+            vr = v_cache[g, pos0 + i]
+            for d in range(hd):
+                kv_store(kr, d, k[i, g, d])
+                kv_store(vr, d, v[i, g, d])
+
+
+@njit(cache=True, fastmath=True)
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin: np.ndarray,
               use_rope: bool, neox: bool, k_cache: np.ndarray, v_cache: np.ndarray, pos0: int,
               kq_scale: float, window: int, out: np.ndarray, scores: np.ndarray) -> None:
@@ -175,16 +194,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin:
         Scratch.
     """
     n, n_head, hd = q.shape
-    if use_rope:
-        rope(q, cos, sin, pos0, neox)
-        rope(k, cos, sin, pos0, neox)
-    for i in range(n):
-        for g in range(k.shape[1]):
-            kr = k_cache[g, pos0 + i]
-            vr = v_cache[g, pos0 + i]
-            for d in range(hd):
-                kv_store(kr, d, k[i, g, d])
-                kv_store(vr, d, v[i, g, d])
+    rope_and_store(q, k, v, cos, sin, use_rope, neox, k_cache, v_cache, pos0)
     work = 2 * n_head * n * (pos0 + n) * hd
     if work >= PARALLEL_MIN_WORK:
         _attend_parallel(q, k_cache, v_cache, pos0, kq_scale, window, out, scores)

@@ -10,9 +10,15 @@ llama.cpp multiplies a prefill chunk with int8 activations; so does this driver:
    dot products (VNNI ``vpdpbusd`` where the CPU has it) and four float accumulators.
 
 The weight bytes are read from memory once per call (not once per token, as mat-vecs per token
-would), and the unpacking of each group is paid once per call, not once per token. Results
-equal the per-token mat-vec up to float summation order: the same int8 activations, the same
-integer dots, the same scales.
+would), and the unpacking of each group is paid once per call, not once per token. For the
+32-block types the results equal the per-token mat-vec up to float summation order (the same
+int8 activations, integer dots and scales); the super-block types quantize activations per
+256 here (llama.cpp's Q8_K), per 32 in the mat-vec. Through a whole model these last-bit
+differences do not stay small: each layer re-quantizes its input to int8, and a value that
+moves across a rounding boundary moves by a whole step, so a prompt's logits from a prefill
+and from one-token decode steps differ by about 1e-2 relative after 30 layers (as llama.cpp's
+do). That is why the server's batched decode keeps the mat-vec row kernels
+(serve/batched.matvec_batch), whose numbers are those of decoding each sequence alone.
 
 Types: the ggml block types whose dequantizer writes through store_affine / store_s8
 (``GEMM_TYPES``); Linear.matmul keeps the dequantize + BLAS path for the float and KM types.
