@@ -87,13 +87,19 @@ def gemm_kinds(kinds: Kinds) -> Kinds:
 @njit(parallel=True, cache=True)
 def quantize_tokens(X, xq, dx, xsd, per_256):
     """Rows of X (n_tok, n) quantized into xq (T, n) int8, dx (T, n // 32), xsd (T, n // 16),
-    T >= n_tok (rows past n_tok are left as they are: zeros); per 32-block (quantize_act) or,
-    with ``per_256``, one scale per 256-block (quantize_act_256)."""
-    for t in prange(X.shape[0]):
-        if per_256:
-            quantize_act_256(X[t], xq[t], dx[t], xsd[t])
-        else:
-            quantize_act(X[t], xq[t], dx[t], xsd[t])
+    T >= n_tok (rows past n_tok are left as they are); per 32-block (quantize_act) or, with
+    ``per_256``, one scale per 256-block (quantize_act_256). With OFFSET_ACTIVATIONS the bytes
+    of xq are then stored as ``xq + 128`` (vector_gemm), padding rows included."""
+    for t in prange(xq.shape[0]):
+        if t < X.shape[0]:
+            if per_256:
+                quantize_act_256(X[t], xq[t], dx[t], xsd[t])
+            else:
+                quantize_act(X[t], xq[t], dx[t], xsd[t])
+        if OFFSET_ACTIVATIONS:
+            row = xq[t].view(np.uint8)
+            for i in range(row.size):
+                row[i] ^= np.uint8(128)
 
 
 @njit(cache=True)  # no fastmath: rounding as quantize_act
@@ -145,9 +151,6 @@ def gemm(kind, w, row_bytes, X, Y, kinds=ALL_GEMM_KINDS):
     per_256 = _per_256(kind)
     quantize_tokens(X, xq, dx2, xsd2, per_256)
     xa = xq.reshape(-1).view(np.uint8)
-    if OFFSET_ACTIVATIONS:  # xq + 128 as unsigned (vector_gemm)
-        for i in range(xa.size):
-            xa[i] ^= np.uint8(128)
     dx = dx2.reshape(-1)
     xsdp = np.zeros(T * xsd_w, np.float32)
     for t in range(n_tok if with_min else 0):
