@@ -7,16 +7,21 @@ queries of the ``n_rep`` heads that share a key/value head are stacked, and per 
     P = softmax(S * kq_scale)  over the keys each query sees (causal, sliding window), in place
     O = P V            (n_rep * n, head_dim)
 
-The upper triangle of S is computed and thrown away (BLAS is so much faster per multiply-add
-than the per-pair loop of ops.attention that this still wins several times over at 128
-tokens). The cache is read once per call, converted from float16 when it is an f16 cache.
-Results equal ops.attention's up to float32 summation order.
+The upper triangle of S is computed and thrown away (BLAS is faster per multiply-add than the
+per-pair loop of ops.attention by more than that). The key/value heads are split between the
+Numba thread count's worth of Python threads (BLAS runs one thread per call, beside Numba's
+pool, ops.set_blas_threads; NumPy and the nogil softmax release the GIL). The cache is read
+once per call, converted from float16 when it is an f16 cache. Results equal
+ops.attention's up to float32 summation order.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numba as nb
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import ops
 
@@ -31,16 +36,15 @@ def fits(n: int, n_head: int, keys: int) -> bool:
     return n >= MIN_TOKENS and 4 * n_head * n * keys <= MAX_SCORE_BYTES
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=True, nogil=True)
 def _softmax_causal(S, n, pos0, kq_scale, window):
-    """Rows of S (groups, n_rep * n, keys): row r is query r % n at position pos0 + r % n; it
-    sees keys [first, pos0 + r % n] (first > 0 only with a sliding window). In place: the
-    softmax over those keys, zeros elsewhere."""
-    groups, rows, keys = S.shape
-    for gr in prange(groups * rows):
-        s = S[gr // rows, gr % rows]
-        i = (gr % rows) % n
-        last = pos0 + i  # the last key this query sees
+    """Rows of S (n_rep * n, keys): row r is query r % n at position pos0 + r % n; it sees
+    keys [first, pos0 + r % n] (first > 0 only with a sliding window). In place: the softmax
+    over those keys, zeros elsewhere."""
+    rows, keys = S.shape
+    for r in range(rows):
+        s = S[r]
+        last = pos0 + r % n  # the last key this query sees
         first = last + 1 - window if 0 < window < last + 1 else 0
         m = np.float32(-np.inf)
         for t in range(first, last + 1):
@@ -58,6 +62,16 @@ def _softmax_causal(S, n, pos0, kq_scale, window):
             s[t] *= inv
         for t in range(last + 1, keys):
             s[t] = 0.0
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max(1, nb.get_num_threads()), "gguflite-attention")
+    return _POOL
 
 
 def _as_f32(cache: np.ndarray, keys: int) -> np.ndarray:
@@ -80,7 +94,12 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin:
     # (n, n_kv, rep, hd) -> (n_kv, rep * n, hd): the query heads of one kv head stacked
     Q = np.ascontiguousarray(q.reshape(n, n_kv, rep, hd).transpose(1, 2, 0, 3)).reshape(
         n_kv, rep * n, hd)
-    S = np.matmul(Q, K.transpose(0, 2, 1))  # (n_kv, rep * n, keys)
-    _softmax_causal(S, n, pos0, np.float32(kq_scale), window)
-    O = np.matmul(S, V)  # (n_kv, rep * n, hd)
-    out.reshape(n, n_kv, rep, hd)[:] = O.reshape(n_kv, rep, n, hd).transpose(2, 0, 1, 3)
+
+    def head(g: int) -> np.ndarray:  # one kv head and the query heads that read it
+        S = Q[g] @ K[g].T  # (rep * n, keys)
+        _softmax_causal(S, n, pos0, np.float32(kq_scale), window)
+        return S @ V[g]  # (rep * n, hd)
+
+    O = list(_pool().map(head, range(n_kv))) if n_kv > 1 else [head(0)]
+    out.reshape(n, n_kv, rep, hd)[:] = np.stack(O).reshape(n_kv, rep, n, hd).transpose(
+        2, 0, 1, 3)

@@ -149,7 +149,10 @@ class NumbaOps:
     def glu(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
         out = np.empty_like(gate)
-        (ops.gelu_tanh_glu if self.hp.act == "gelu_tanh" else ops.swiglu)(gate, up, out)
+        if gate.shape[0] >= attention_blas.MIN_TOKENS:  # a prefill chunk: rows on all threads
+            ops.glu_rows(gate, up, out, self.hp.act == "gelu_tanh")
+        else:
+            (ops.gelu_tanh_glu if self.hp.act == "gelu_tanh" else ops.swiglu)(gate, up, out)
         self._time("glu", t0)
         return out
 

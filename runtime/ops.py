@@ -214,6 +214,17 @@ def gelu_tanh_glu(gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
             out[i, j] = np.float32(0.5) * g * (np.float32(1.0) + t) * up[i, j]
 
 
+@njit(cache=True, fastmath=True, parallel=True)
+def glu_rows(gate: np.ndarray, up: np.ndarray, out: np.ndarray, gelu: bool) -> None:
+    """swiglu (or gelu_tanh_glu with ``gelu``) with the rows split between threads: a prefill
+    chunk's activation (n, hidden) f32. Decode calls the one-thread kernels above."""
+    for i in prange(gate.shape[0]):
+        if gelu:
+            gelu_tanh_glu(gate[i:i + 1], up[i:i + 1], out[i:i + 1])
+        else:
+            swiglu(gate[i:i + 1], up[i:i + 1], out[i:i + 1])
+
+
 @njit(cache=True)
 def add_(x: np.ndarray, delta: np.ndarray) -> None:
     """``x += delta`` for (n, dim) f32 arrays (the last residual step)."""

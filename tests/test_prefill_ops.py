@@ -1,6 +1,7 @@
-"""The prefill attention through BLAS (runtime/attention_blas.py) equals the per-pair kernel
-(ops.attention): rope, cache store, causal mask, sliding window, GQA, f16 and f32 caches, a
-chunk that follows cached positions."""
+"""The prefill-only kernels equal the decode ones: the attention through BLAS
+(runtime/attention_blas.py) equals the per-pair kernel (ops.attention): rope, cache store,
+causal mask, sliding window, GQA, f16 and f32 caches, a chunk that follows cached positions;
+the row-parallel GLU equals the one-thread kernels."""
 
 from __future__ import annotations
 
@@ -39,3 +40,13 @@ def test_fits_bounds_the_score_matrix():
     assert not attention_blas.fits(attention_blas.MIN_TOKENS - 1, 8, 100)
     assert attention_blas.fits(512, 32, 512)
     assert not attention_blas.fits(512, 32, 1 << 20)  # 64 GiB of scores: the per-pair kernel
+
+
+@pytest.mark.parametrize("gelu", [False, True])
+def test_row_parallel_glu_equals_the_one_thread_kernels(gelu):
+    rng = np.random.default_rng(int(gelu))
+    gate, up = rng.standard_normal((2, 37, 96)).astype(np.float32) * 3
+    want, got = np.empty_like(gate), np.full_like(gate, np.nan)
+    (ops.gelu_tanh_glu if gelu else ops.swiglu)(gate, up, want)
+    ops.glu_rows(gate, up, got, gelu)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)  # fastmath: last-bit rounding
