@@ -35,7 +35,19 @@ from ...constants import GGMLType
 from .dispatch import ALL_KINDS, Kinds, _in_kinds, kinds_of, rows_deq
 from .activations import INV127, quantize_act
 from .vector_f32 import ldf, load_f32x8, vfma, vsplat
-from .vector_gemm import F_AT, OFFSET_ACTIVATIONS, REC, fma_dx, fma_s, group_scales, qdot
+from .vector_gemm import (
+    F_AT,
+    OFFSET_ACTIVATIONS,
+    REC,
+    corr_scaled,
+    fma_dx,
+    fma_s,
+    group_scales,
+    qdot,
+    qdot_raw,
+    store_f32x8,
+    vadd,
+)
 from .vector_ir import f32at, hsum, vzero
 
 Q4_1, Q5_1 = int(GGMLType.Q4_1), int(GGMLType.Q5_1)
@@ -47,7 +59,7 @@ TQ1_0, TQ2_0 = int(GGMLType.TQ1_0), int(GGMLType.TQ2_0)
 # vector modules. dispatch.py carries a fingerprint of every module it inlines (vector_gemm
 # included); this sha256 of dispatch.py's text makes any kernel edit change this file too
 # (tests/test_gemm.py checks it is current). Recompute with dispatch_fingerprint().
-DISPATCH_FINGERPRINT = "f37897ef4587e000"
+DISPATCH_FINGERPRINT = "b2327ca03f593428"
 
 
 def dispatch_fingerprint() -> str:
@@ -166,6 +178,16 @@ def gemm(kind, w, row_bytes, X, Y, kinds=ALL_GEMM_KINDS):
         for r in range(rows if with_min else 0):
             for h in range(2 * ng):
                 fz[r * xsd_w + h] = f32at(flat, (r * ng + h // 2) * REC + F_AT + 4 * (h % 2))
+        # the per-256 kernel leaves each record's corr out of its dots (qdot_raw) and adds it
+        # here, summed over the super-block: ez[r, b] = sum over b's groups of corr * sv
+        nb = ng // 8
+        ez = np.zeros(rows * nb * 8 if per_256 and OFFSET_ACTIVATIONS else 0, np.float32)
+        for r in range(rows if per_256 and OFFSET_ACTIVATIONS else 0):
+            for b in range(nb):
+                e = vzero()
+                for g in range(8 * b, 8 * b + 8):
+                    e = vfma(e, corr_scaled(flat, (r * ng + g) * REC), vsplat(1.0))
+                store_f32x8(ez, (r * nb + b) * 8, e)
         for t0 in range(0, T, 4):
             for r in range(0, rows, 2):
                 ra = r * ng * REC
@@ -180,6 +202,11 @@ def gemm(kind, w, row_bytes, X, Y, kinds=ALL_GEMM_KINDS):
                             c0, c1, c2, c3, c4, c5, c6, c7 = _step_256(
                                 c0, c1, c2, c3, c4, c5, c6, c7, flat, ra + g * REC,
                                 rb + g * REC, xa, t0 * n + 32 * g, n)
+                        if OFFSET_ACTIVATIONS:
+                            ea = load_f32x8(ez, (r * nb + b) * 8)
+                            eb = load_f32x8(ez, (min(r + 1, rows - 1) * nb + b) * 8)
+                            c0, c1, c2, c3 = vadd(c0, ea), vadd(c1, ea), vadd(c2, ea), vadd(c3, ea)
+                            c4, c5, c6, c7 = vadd(c4, eb), vadd(c5, eb), vadd(c6, eb), vadd(c7, eb)
                         a0, a1, a2, a3, a4, a5, a6, a7 = _fold(
                             a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7,
                             dx, t0 * ng + 8 * b, ng)
@@ -238,17 +265,18 @@ def _step(a0, a1, a2, a3, a4, a5, a6, a7, flat, ra, rb, xa, x, n, dx, d, ng):
 
 @njit(cache=True, fastmath=True, inline="always")
 def _step_256(c0, c1, c2, c3, c4, c5, c6, c7, flat, ra, rb, xa, x, n):
-    """_step for activations with one scale per 256-block: no scale here (see _fold)."""
+    """_step for activations with one scale per 256-block: no scale here (see _fold), and no
+    corr (added once per super-block from ez): only the records' first cache line is read."""
     sa = group_scales(flat, ra)
     sb = group_scales(flat, rb)
-    c0 = fma_s(c0, qdot(flat, ra, xa, x), sa)
-    c4 = fma_s(c4, qdot(flat, rb, xa, x), sb)
-    c1 = fma_s(c1, qdot(flat, ra, xa, x + n), sa)
-    c5 = fma_s(c5, qdot(flat, rb, xa, x + n), sb)
-    c2 = fma_s(c2, qdot(flat, ra, xa, x + 2 * n), sa)
-    c6 = fma_s(c6, qdot(flat, rb, xa, x + 2 * n), sb)
-    c3 = fma_s(c3, qdot(flat, ra, xa, x + 3 * n), sa)
-    c7 = fma_s(c7, qdot(flat, rb, xa, x + 3 * n), sb)
+    c0 = fma_s(c0, qdot_raw(flat, ra, xa, x), sa)
+    c4 = fma_s(c4, qdot_raw(flat, rb, xa, x), sb)
+    c1 = fma_s(c1, qdot_raw(flat, ra, xa, x + n), sa)
+    c5 = fma_s(c5, qdot_raw(flat, rb, xa, x + n), sb)
+    c2 = fma_s(c2, qdot_raw(flat, ra, xa, x + 2 * n), sa)
+    c6 = fma_s(c6, qdot_raw(flat, rb, xa, x + 2 * n), sb)
+    c3 = fma_s(c3, qdot_raw(flat, ra, xa, x + 3 * n), sa)
+    c7 = fma_s(c7, qdot_raw(flat, rb, xa, x + 3 * n), sb)
     return c0, c1, c2, c3, c4, c5, c6, c7
 
 

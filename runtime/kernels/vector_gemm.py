@@ -4,8 +4,11 @@ products with int8 activations of several tokens.
 A weight tile is *packed* once and then multiplied with every token of a prefill chunk. Each
 group of 32 weights becomes one record of ``REC`` bytes::
 
-    [ q : 32 x int8 | corr : 8 x int32 | sv : 8 x float32 = [s0] * 4 ++ [s1] * 4 |
+    [ q : 32 x int8 | sv : 8 x float32 = [s0] * 4 ++ [s1] * 4 | corr : 8 x int32 |
       f0 f1 : float32 | 24 bytes unused ]
+
+(q and sv fill the first cache line: the kernel of the super-block types reads only that
+line in its inner loop; see gemm.py).
 
 with ``w_i = s_h * q_i + f_h`` for the element i of half h (0: elements 0..15, 1: 16..31).
 Every row kernel's dequantizer already writes ``w = s * (u + o) - c`` through ``store_affine``
@@ -67,8 +70,8 @@ from .vector_ir import (
 )
 
 REC = 128
-"""Bytes of one packed group (two cache lines): q (32) | corr (32) | sv (32) | f0 f1 (8)."""
-Q_AT, CORR_AT, S_AT, F_AT = 0, 32, 64, 96
+"""Bytes of one packed group (two cache lines): q (32) | sv (32) | corr (32) | f0 f1 (8)."""
+Q_AT, S_AT, CORR_AT, F_AT = 0, 32, 64, 96
 
 PATHS = ("vnni", "avx2", "portable")
 
@@ -176,34 +179,84 @@ def pack_s8_codegen(context, builder, sig, args):
 
 
 # -- the dot products of a packed group with one token's activation block ------------------------
+def _qdot_typer(with_corr: bool):
+    def typer(typingctx, pack, rec, xa, xoff):
+        def codegen(context, builder, sig, args):
+            parr, ro, xarr, xo = args
+            p = _byte_ptr(context, builder, sig.args[0], parr, _as_intp(context, builder,
+                                                                         sig.args[1], ro))
+            q = builder.load(_at(builder, p, Q_AT, V8x32), align=1)
+            xp = _byte_ptr(context, builder, sig.args[2], xarr, _as_intp(context, builder,
+                                                                          sig.args[3], xo))
+            x = builder.load(builder.bitcast(xp, V8x32.as_pointer()), align=1)
+            if GEMM_PATH == "avx2":  # signed activations: nothing to correct
+                zero = ir.Constant(V8x32, None)
+                aq = builder.select(builder.icmp_signed("<", q, zero), builder.sub(zero, q), q)
+                sx = _x86(builder, "llvm.x86.avx2.psign.b", V8x32, [x, q])
+                p16 = _x86(builder, "llvm.x86.avx2.pmadd.ub.sw", V16x16, [aq, sx])
+                return _x86(builder, "llvm.x86.avx2.pmadd.wd", V32x8,
+                            [p16, _const(V16x16, [1] * 16)])
+            corr = (builder.load(_at(builder, p, CORR_AT, V32x8), align=1) if with_corr
+                    else ir.Constant(V32x8, None))
+            if GEMM_PATH == "vnni":
+                return _x86(builder, "llvm.x86.avx512.vpdpbusd.256", V32x8,
+                            [corr, builder.bitcast(x, V32x8), builder.bitcast(q, V32x8)])
+            prod = builder.mul(builder.zext(x, V16x32), builder.sext(q, V16x32))  # exact, i16
+            return builder.add(_pairsum_i32(builder, _pairsum_i16_to_i32(builder, prod)), corr)
+
+        return I32x8(pack, rec, xa, xoff), codegen
+
+    return typer
+
+
+qdot = intrinsic(_qdot_typer(True))
+qdot.__doc__ = """I32x8: the record at byte ``rec`` of flat uint8 ``pack`` times the 32 activation
+bytes ``xa[xoff:xoff+32]`` (uint8 ``xq + 128`` or int8 ``xq``, as OFFSET_ACTIVATIONS says):
+the exact signed dot, corr included."""
+qdot_raw = intrinsic(_qdot_typer(False))
+qdot_raw.__doc__ = """qdot without the record's corr (the dot of ``xq + 128`` on the offset
+paths): for callers that add ``corr`` themselves, once per super-block (corr_scaled)."""
+
+
 @intrinsic
-def qdot(typingctx, pack, rec, xa, xoff):
-    """I32x8: the record at byte ``rec`` of flat uint8 ``pack`` times the 32 activation bytes
-    ``xa[xoff:xoff+32]`` (uint8 ``xq + 128`` or int8 ``xq``, as OFFSET_ACTIVATIONS says)."""
+def corr_scaled(typingctx, pack, rec):
+    """F32x8 float(corr) * sv of the record at byte ``rec``: what qdot_raw leaves out, times the
+    group's scales (zero on the avx2 path)."""
 
     def codegen(context, builder, sig, args):
-        parr, ro, xarr, xo = args
+        parr, ro = args
         p = _byte_ptr(context, builder, sig.args[0], parr, _as_intp(context, builder,
                                                                      sig.args[1], ro))
-        q = builder.load(_at(builder, p, Q_AT, V8x32), align=1)
-        xp = _byte_ptr(context, builder, sig.args[2], xarr, _as_intp(context, builder,
-                                                                      sig.args[3], xo))
-        x = builder.load(builder.bitcast(xp, V8x32.as_pointer()), align=1)
-        if GEMM_PATH == "vnni":
-            corr = builder.load(_at(builder, p, CORR_AT, V32x8), align=1)
-            return _x86(builder, "llvm.x86.avx512.vpdpbusd.256", V32x8,
-                        [corr, builder.bitcast(x, V32x8), builder.bitcast(q, V32x8)])
-        if GEMM_PATH == "avx2":
-            zero = ir.Constant(V8x32, None)
-            aq = builder.select(builder.icmp_signed("<", q, zero), builder.sub(zero, q), q)
-            sx = _x86(builder, "llvm.x86.avx2.psign.b", V8x32, [x, q])
-            p16 = _x86(builder, "llvm.x86.avx2.pmadd.ub.sw", V16x16, [aq, sx])
-            return _x86(builder, "llvm.x86.avx2.pmadd.wd", V32x8, [p16, _const(V16x16, [1] * 16)])
         corr = builder.load(_at(builder, p, CORR_AT, V32x8), align=1)
-        prod = builder.mul(builder.zext(x, V16x32), builder.sext(q, V16x32))  # exact in i16
-        return builder.add(_pairsum_i32(builder, _pairsum_i16_to_i32(builder, prod)), corr)
+        sv = builder.load(_at(builder, p, S_AT, VF8), align=1)
+        return builder.fmul(builder.sitofp(corr, VF8), sv)
 
-    return I32x8(pack, rec, xa, xoff), codegen
+    return F32x8(pack, rec), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """a + b lane by lane (F32x8)."""
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+
+    return F32x8(a, b), codegen
+
+
+@intrinsic
+def store_f32x8(typingctx, dst, off, v):
+    """dst[off : off + 8] = v for a float32 array ``dst``."""
+
+    def codegen(context, builder, sig, args):
+        arr, o, vec = args
+        p = _byte_ptr(context, builder, sig.args[0], arr,
+                      builder.mul(_as_intp(context, builder, sig.args[1], o),
+                                  ir.Constant(ir.IntType(64), 4)))
+        builder.store(vec, builder.bitcast(p, VF8.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return types.none(dst, off, v), codegen
 
 
 @intrinsic
