@@ -31,15 +31,27 @@ def outermost(buf):
         n += ev.is_start and depth == 1
     return n
 
+def names(buf):
+    depth, out = 0, []
+    for _, ev in buf:
+        depth += 1 if ev.is_start else -1
+        if ev.is_start and depth == 1:
+            out.append(ev.data["dispatcher"].py_func.__qualname__)
+    return out
+
 from gguflite.runtime import load
+from gguflite.runtime.precompile import warm_up
 with event.install_recorder("numba:compile") as rec:
     model = load(sys.argv[1], threads=1)
+    warmed = warm_up(model) if sys.argv[2:] == ["warm_up"] else 0.0  # as gguflite run does
 loading = outermost(rec.buffer)
+loaded = names(rec.buffer)
 with event.install_recorder("numba:compile") as rec:
     text = model.generate("the sea", max_tokens=6, temperature=0, stream=False)
     text += model.generate("the sea is blue and the sky", max_tokens=3, temperature=0,
                            stream=False)  # a longer prompt: the BLAS prefill path too
-print(json.dumps({"load": loading, "generate": outermost(rec.buffer), "text": text}))
+print(json.dumps({"load": loading, "generate": outermost(rec.buffer), "text": text,
+                  "compiled_at_load": loaded, "warm_up_seconds": warmed}))
 """
 
 
@@ -49,8 +61,8 @@ def tiny(tmp_path_factory):
     return path
 
 
-def _count_compiles(model_path: Path, **env: str) -> dict:
-    r = subprocess.run([sys.executable, "-c", COUNT_COMPILES, str(model_path)],
+def _count_compiles(model_path: Path, *args: str, **env: str) -> dict:
+    r = subprocess.run([sys.executable, "-c", COUNT_COMPILES, str(model_path), *args],
                        env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -85,8 +97,24 @@ def test_an_unwritable_cache_dir_does_not_crash(tiny, tmp_path):
     if os.access(locked, os.W_OK):  # root writes anywhere: a directory that cannot exist
         (tmp_path / "a-file").write_text("")
         locked = tmp_path / "a-file" / "cache"
-    counts = _count_compiles(tiny, NUMBA_CACHE_DIR=str(locked))
+    counts = _count_compiles(tiny, "warm_up", NUMBA_CACHE_DIR=str(locked))  # as the cli
     assert counts["text"] == expected
+
+
+def test_a_cold_cache_is_compiled_at_load_by_two_processes(tiny, tmp_path):
+    """precompile.warm_up: the helper process compiles the fused decode step into the cache,
+    this process loads it from there; generation then compiles nothing; a second run finds
+    the cache warm and does nothing."""
+    expected = _greedy(tiny)
+    cache = str(tmp_path / "cache")
+    cold = _count_compiles(tiny, "warm_up", NUMBA_CACHE_DIR=cache)
+    assert cold["text"] == expected
+    assert cold["warm_up_seconds"] > 0 and cold["generate"] == 0, cold
+    assert "decode_step" not in cold["compiled_at_load"], cold  # the helper's share
+    assert "matvec_one" in cold["compiled_at_load"], cold  # this process's share
+    warm = _count_compiles(tiny, "warm_up", NUMBA_CACHE_DIR=cache)
+    assert warm["text"] == expected
+    assert warm["warm_up_seconds"] == 0.0 and warm["load"] == warm["generate"] == 0, warm
 
 
 @pytest.mark.slow
@@ -146,3 +174,34 @@ def test_no_writable_cache_place_means_a_temporary_one(tmp_path):
         assert tmp is not None and config.CACHE_DIR == str(tmp) and tmp.is_dir()
     finally:
         config.CACHE_DIR = before
+
+
+# The console script: run as a user does, with an atexit handler of its own that must still run.
+CONSOLE = """
+import atexit, sys
+from pathlib import Path
+atexit.register(lambda: Path(sys.argv[1]).write_text("atexit ran"))
+from gguflite.cli.main import cli
+cli(sys.argv[2:])
+"""
+
+
+def test_run_ends_without_teardown_but_with_atexit_and_all_output(tiny, tmp_path):
+    """``gguflite run`` skips the interpreter's teardown (cli.main.skip_teardown): its output
+    is complete, its exit code kept, the atexit handlers ran; a failing run exits 1 as before."""
+    marker = tmp_path / "marker"
+    args = ["run", str(tiny), "--raw", "-p", "the sea", "-n", "6", "--temp", "0", "-t", "1"]
+    r = subprocess.run([sys.executable, "-c", CONSOLE, str(marker), *args], capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with load(tiny, threads=1) as m:
+        text = m.generate("the sea", max_tokens=6, temperature=0, stream=False)
+    assert r.stdout == text + "\n"
+    assert "[prompt " in r.stderr  # the stats line, after the text
+    assert marker.read_text() == "atexit ran"
+    marker.unlink()
+    bad = subprocess.run([sys.executable, "-c", CONSOLE, str(marker), "run", str(tiny), "--raw",
+                          "-p", "the sea", "-n", "999999", "-t", "1"], capture_output=True,
+                         text=True, timeout=900)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: "), bad.stderr[-3000:]
+    assert marker.read_text() == "atexit ran"
