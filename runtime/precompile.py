@@ -7,14 +7,16 @@ fused decode step (``decode.decode_step``), which inlines attention and the mat-
 costs ~3 s more of its own. ``warm_up(model)`` compiles them before generation instead, split
 between this process and a helper that writes its share to Numba's on-disk cache::
 
-    this process   mat-vec driver, rmsnorm, glu -> (signal) -> row dequantizer
+    this process   mat-vec driver -> (signal) -> row dequantizer
                    -> (wait: helper done) -> a short prefill and a decode step (all cached)
-    helper         attention -> (wait: signal) -> decode step (mat-vec driver etc. from cache)
+    helper         rmsnorm, glu, attention -> (wait: signal) -> decode step (the mat-vec
+                   driver from the cache)
 
-The critical path is the longer of the mat-vec driver and attention (compiled at the same
-time), then the decode step; the rest runs beside it. No function is compiled by both processes
-at the same time (what the helper's step shares with this process is compiled here before the
-signal), so they never write one cache index at once. Each call here is a real call of the
+The critical path is the longer of the two first parts (compiled at the same time, ~3 s
+each), then the decode step; the dequantizer runs beside it. No function is compiled by both
+processes at the same time (the two parts share no Numba function, and the step shares with
+this process only the mat-vec driver, compiled before the signal), so they never write one
+cache index at once. Each call here is a real call of the
 model's own code path on dummy inputs (token id 0, zero activations), so the compiled
 signatures are the ones generation uses; the dummy writes land in KV cache positions that the
 next prompt overwrites (``Model.tokens`` stays empty).
@@ -26,8 +28,8 @@ without the helper. Two first runs sharing one cache are as safe as without it (
 the same functions with the same signatures).
 
 The helper is ``python -m gguflite.runtime.precompile FILE N_CTX KV_TYPE``; protocol, one word
-a line: this process -> ``go`` (mat-vec driver, norms and activation cached: the helper may
-compile the step); helper -> ``decode`` (decode step cached), then it exits.
+a line: this process -> ``go`` (the mat-vec driver is cached: the helper may compile the
+step); helper -> ``decode`` (decode step cached), then it exits.
 """
 
 from __future__ import annotations
@@ -68,8 +70,6 @@ def warm_up(model: Any) -> float:
         hp = be.hparams
         f32 = np.float32
         be.ops.linear(be.w.output, np.zeros((1, hp.dim), f32))  # the mat-vec driver
-        be.ops.rmsnorm(np.zeros((1, hp.dim), f32), be.w.output_norm)
-        be.ops.glu(np.zeros((1, hp.hidden_dim), f32), np.zeros((1, hp.hidden_dim), f32))
         helper.send("go")
         be.ops.embed(np.zeros(1, np.int64))  # the row dequantizer
         helper.wait_for("decode")
@@ -189,6 +189,8 @@ def _helper_main(path: str, n_ctx: int, kv_type: str) -> None:
     be = NumbaBackend(f, fam, fam.from_metadata(f.metadata), n_ctx=n_ctx, kv_type=kv_type)
     hp = be.hparams
     be.kv.reserve(1)
+    be.ops.rmsnorm(np.zeros((1, hp.dim), np.float32), be.w.output_norm)
+    be.ops.glu(np.zeros((1, hp.hidden_dim), np.float32), np.zeros((1, hp.hidden_dim), np.float32))
     be.ops.attention(0, np.zeros((1, hp.n_head, hp.head_dim), np.float32),
                      np.zeros((1, hp.n_kv_head, hp.head_dim), np.float32),
                      np.zeros((1, hp.n_kv_head, hp.head_dim), np.float32), 0)
