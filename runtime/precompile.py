@@ -84,6 +84,31 @@ def warm_up(model: Any) -> float:
     return time.perf_counter() - t0
 
 
+def start_numba_target() -> None:
+    """Start Numba's CPU target (its one-time typing and lowering registries) without letting
+    it import ``scipy.linalg``.
+
+    When the target starts, Numba imports ``scipy.linalg.cython_blas`` if it can, only to know
+    whether ``np.dot`` and ``np.linalg`` may be compiled inside ``@njit`` code; gguflite's
+    kernels never do that. Importing ``scipy.linalg`` (scipy is not a gguflite dependency, but
+    is often installed) costs 0.1-0.3 s of CPU, a sixth of a warm ``gguflite run``. For a
+    process that runs no other Numba code (``gguflite run`` and ``chat``, the helper below)
+    the probe is answered "no BLAS": ``sys.modules`` maps ``scipy.linalg`` to None while the
+    target starts, then forgets it, so later imports of scipy.linalg work as usual. Compiled
+    code and cache keys do not depend on it. Nothing happens if scipy.linalg is imported.
+    """
+    if "scipy.linalg" in sys.modules:
+        return
+    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]
+    try:
+        from numba.core.registry import cpu_target
+
+        cpu_target.target_context.refresh()
+    finally:
+        if sys.modules.get("scipy.linalg", 0) is None:
+            del sys.modules["scipy.linalg"]
+
+
 def _cached(dispatcher: Any, args: tuple) -> bool:
     """Whether ``dispatcher`` is compiled (in this process or on disk) for ``args``' types.
 
@@ -183,6 +208,7 @@ def _helper_main(path: str, n_ctx: int, kv_type: str) -> None:
     from .decode import decode_step
     from .numba_backend import NumbaBackend, decode_step_args
 
+    start_numba_target()
     ops.set_threads(1)
     f = gguflite.open(Path(path))
     fam = family_for_arch(f.metadata.get("general.architecture"))

@@ -207,3 +207,21 @@ def test_run_ends_without_teardown_but_with_atexit_and_all_output(tiny, tmp_path
                          text=True, timeout=900)
     assert bad.returncode == 1 and bad.stderr.startswith("error: "), bad.stderr[-3000:]
     assert marker.read_text() == "atexit ran"
+
+
+def test_the_cli_starts_numba_without_importing_scipy_linalg():
+    """precompile.start_numba_target: Numba's BLAS probe does not import scipy.linalg (0.1-0.3
+    s), and scipy.linalg still imports afterwards. (The console test above runs the kernels
+    of a whole generation in such a process and gets the same text.)"""
+    pytest.importorskip("scipy.linalg", reason="scipy is not installed: Numba has no BLAS "
+                        "probe to answer")
+    code = ("import sys\n"
+            "from gguflite.runtime.precompile import start_numba_target\n"
+            "start_numba_target()\n"
+            "import numba.np.arraymath as am\n"
+            "print(am._HAVE_BLAS, 'scipy.linalg' in sys.modules)\n"
+            "import scipy.linalg\n"
+            "print(scipy.linalg.__name__)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["False", "False", "scipy.linalg"]

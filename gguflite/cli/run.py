@@ -165,6 +165,10 @@ def load_model(file: str | None, kw: dict[str, Any]):  # -> Model
 
     if kw.get("use_default") and file:
         raise click.UsageError("give FILE or --default, not both")
+    if kw["backend"] == "numba":
+        from gguflite.runtime.precompile import start_numba_target
+
+        start_numba_target()  # without its scipy.linalg import
     with _small_pages():
         model = load(Path(file) if file else None, threads=kw["threads"], n_ctx=kw["n_ctx"],
                      **backend_kwargs(kw))
