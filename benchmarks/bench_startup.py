@@ -234,8 +234,8 @@ def report(s: dict, u: dict, threads: int) -> str:
         "|---|---|---|---|",
         f"| cold: empty Numba cache, process start to exit | {s['cold_seconds']:.1f} s | "
         f"{s['llama_seconds']:.2f} s | {s['cold_seconds'] / s['llama_seconds']:.1f}x |",
-        f"| cold: CPU seconds (user + sys, with its helper process) | {s['cold_cpu']:.1f} s | "
-        f"{s['llama_cpu']:.2f} s | |",
+        f"| cold: CPU seconds (user + sys, its helper process included; llama.cpp: any run) | "
+        f"{s['cold_cpu']:.1f} s | {s['llama_cpu']:.2f} s | {s['cold_cpu'] / s['llama_cpu']:.1f}x |",
         f"| warm: cache filled (median) | {s['warm_seconds']:.2f} s | {s['llama_seconds']:.2f} s "
         f"| {s['warm_seconds'] / s['llama_seconds']:.2f}x |",
         f"| warm: CPU seconds (median) | {s['warm_cpu']:.2f} s | {s['llama_cpu']:.2f} s "
@@ -243,7 +243,7 @@ def report(s: dict, u: dict, threads: int) -> str:
         f"| warm: each run (s) | {' '.join(f'{x:.2f}' for x in s['all_warm'])} | "
         f"{' '.join(f'{x:.2f}' for x in s['all_llama'])} | |",
         f"| peak RSS, warm | {s['warm_rss_mb']:.0f} MB | {s['llama_rss_mb']:.0f} MB | "
-        f"{s['warm_rss_mb'] / s['llama_rss_mb']:.2f}x (+{s['warm_rss_mb'] - s['llama_rss_mb']:.0f}"
+        f"{s['warm_rss_mb'] / s['llama_rss_mb']:.2f}x ({s['warm_rss_mb'] - s['llama_rss_mb']:+.0f}"
         " MB) |",
         f"| peak RSS, cold | {s['cold_rss_mb']:.0f} MB | | |",
         "",
