@@ -21,7 +21,7 @@ from gguflite.runtime.kernels import dispatch
 
 # Run in a fresh process: load the model, then generate; print what compiled in each phase.
 COUNT_COMPILES = """
-import json, sys
+import json, os, sys
 from numba.core import event
 
 def outermost(buf):
@@ -43,7 +43,9 @@ from gguflite.runtime import load
 from gguflite.runtime.precompile import warm_up
 with event.install_recorder("numba:compile") as rec:
     model = load(sys.argv[1], threads=1)
-    warmed = warm_up(model) if sys.argv[2:] == ["warm_up"] else 0.0  # as gguflite run does
+    if sys.argv[3:] == ["remove_file"]:  # the helper process cannot open it: it fails
+        os.unlink(sys.argv[1])
+    warmed = warm_up(model) if "warm_up" in sys.argv[2:] else 0.0  # as gguflite run does
 loading = outermost(rec.buffer)
 loaded = names(rec.buffer)
 with event.install_recorder("numba:compile") as rec:
@@ -99,6 +101,19 @@ def test_an_unwritable_cache_dir_does_not_crash(tiny, tmp_path):
         locked = tmp_path / "a-file" / "cache"
     counts = _count_compiles(tiny, "warm_up", NUMBA_CACHE_DIR=str(locked))  # as the cli
     assert counts["text"] == expected
+
+
+def test_a_helper_that_fails_leaves_the_compilation_to_this_process(tiny, tmp_path):
+    """warm_up's helper dies (here: the file was removed after this process mapped it), so
+    this process compiles everything itself, and generates the same text."""
+    expected = _greedy(tiny)
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(tiny.read_bytes())
+    counts = _count_compiles(copy, "warm_up", "remove_file",
+                             NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    assert not copy.exists()
+    assert counts["text"] == expected and counts["warm_up_seconds"] > 0, counts
+    assert "decode_step" in counts["compiled_at_load"], counts  # the helper's share, here
 
 
 def test_a_cold_cache_is_compiled_at_load_by_two_processes(tiny, tmp_path):
