@@ -49,9 +49,18 @@ log = logging.getLogger(__name__)
 
 def warm_up(model: Any) -> float:
     """Compile (or load) every kernel ``model``'s generation needs, on two cores when the
-    Numba cache is cold; returns the wall seconds spent (0.0 when there was nothing to do).
+    Numba cache is cold.
 
-    Numba backend with the fused decode step only; any other model is left alone.
+    Parameters
+    ----------
+    model : gguflite.runtime.Model
+        Numba backend with the fused decode step; any other model is left alone.
+
+    Returns
+    -------
+    float
+        Wall seconds spent; 0.0 when the cache was warm (or not writable, or nothing applies)
+        and nothing was done.
     """
     from .numba_backend import NumbaBackend, decode_step_args
 
