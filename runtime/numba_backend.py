@@ -267,8 +267,15 @@ def decode_step_call(be: NumbaBackend, token: int, pos: int) -> np.ndarray:
     be.w.tok_embd.rows(np.array([token], np.int64), p.x[None, :])
     if be.hparams.embed_scale != 1.0:
         p.x *= np.float32(be.hparams.embed_scale)
-    decode_step(p.x, p.addrs, p.sizes, p.kinds, p.row_bytes, p.vecs, p.voff, p.flags,
-                p.layer_rope, p.layer_window, p.out_norm, be.hparams.norm_eps, be.cos, be.sin,
-                be.kv.k, be.kv.v, pos, be.hparams.kq_scale, p.buf_dim, p.q, p.k, p.v, p.att,
-                p.gate, p.up, p.hb, p.logits, be.scores, p.s_dim, p.s_q, p.s_hidden, p.kset)
+    decode_step(*decode_step_args(be, pos))
     return p.logits.copy()
+
+
+def decode_step_args(be: NumbaBackend, pos: int) -> tuple:
+    """The arguments of ``decode.decode_step`` for the token in ``be.plan.x`` at ``pos``."""
+    p = be.plan
+    assert p is not None
+    return (p.x, p.addrs, p.sizes, p.kinds, p.row_bytes, p.vecs, p.voff, p.flags,
+            p.layer_rope, p.layer_window, p.out_norm, be.hparams.norm_eps, be.cos, be.sin,
+            be.kv.k, be.kv.v, pos, be.hparams.kq_scale, p.buf_dim, p.q, p.k, p.v, p.att,
+            p.gate, p.up, p.hb, p.logits, be.scores, p.s_dim, p.s_q, p.s_hidden, p.kset)
