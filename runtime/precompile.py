@@ -7,8 +7,9 @@ fused decode step (``decode.decode_step``), which inlines attention and the mat-
 costs ~3 s more of its own. ``warm_up(model)`` compiles them before generation instead, split
 between this process and a helper that writes its share to Numba's on-disk cache::
 
-    this process   mat-vec driver -> (signal) -> row dequantizer
-                   -> (wait: helper done) -> a short prefill and a decode step (all cached)
+    this process   mat-vec driver -> (signal) -> row dequantizer, a 16-token prefill (the
+                   int8 matrix product, BLAS attention, parallel GLU)
+                   -> (wait: helper done) -> a decode step (cached)
     helper         rmsnorm, glu, attention -> (wait: signal) -> decode step (the mat-vec
                    driver from the cache)
 
@@ -81,12 +82,15 @@ def warm_up(model: Any) -> float:
         be.ops.linear(be.w.output, np.zeros((1, hp.dim), f32))  # the mat-vec driver
         helper.send("go")
         be.ops.embed(np.zeros(1, np.int64))  # the row dequantizer
-        helper.wait_for("decode")
-        from .kernels.linear import BLAS_MIN_TOKENS
+        # the prefill's kernels: the int8 matrix product, and (from attention_blas.MIN_TOKENS
+        # new tokens, as a chat prompt has) the BLAS attention's softmax and the row-parallel GLU
+        from .attention_blas import MIN_TOKENS
 
-        n = BLAS_MIN_TOKENS  # a prefill long enough for the dequantize + BLAS path
+        n = MIN_TOKENS
         if n + 1 <= be.n_ctx:
+            be.kv.reserve(n)
             be.forward(np.zeros(n, np.int64), 0)
+        helper.wait_for("decode")
         be.forward(np.zeros(1, np.int64), 0)  # the fused step
     finally:
         helper.close()

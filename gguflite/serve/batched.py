@@ -49,7 +49,7 @@ SUB_ROWS = 32  # rows of W per cache-resident block (32 rows x 576 Q4_1 = 11.5 K
 # only. This sha256 of kernels/dispatch.py (which carries its own fingerprint of the row
 # kernels) makes a kernel change change this file too (tests/test_server_batching.py checks it
 # is current), so no stale compiled function is ever loaded. Recompute: dispatch_fingerprint().
-DISPATCH_FINGERPRINT = "f37897ef4587e000"
+DISPATCH_FINGERPRINT = "b2327ca03f593428"
 
 
 def dispatch_fingerprint() -> str:
