@@ -51,9 +51,7 @@ from .vector_gemm import (
 from .vector_ir import f32at, hsum, vzero
 
 Q4_1, Q5_1 = int(GGMLType.Q4_1), int(GGMLType.Q5_1)
-Q2_K, Q3_K, Q4_K, Q5_K, Q6_K = (int(GGMLType.Q2_K), int(GGMLType.Q3_K), int(GGMLType.Q4_K),
-                                int(GGMLType.Q5_K), int(GGMLType.Q6_K))
-TQ1_0, TQ2_0 = int(GGMLType.TQ1_0), int(GGMLType.TQ2_0)
+Q2_K, Q4_K, Q5_K = int(GGMLType.Q2_K), int(GGMLType.Q4_K), int(GGMLType.Q5_K)
 
 # Numba keys the cached ``gemm`` on this file's text, but it inlines dispatch.rows_deq and the
 # vector modules. dispatch.py carries a fingerprint of every module it inlines (vector_gemm
@@ -136,8 +134,8 @@ def quantize_act_256(x, xq, xd, xsd):
             xd[g] = d
 
 
-@njit(parallel=True, cache=True, fastmath=True)
-def gemm(kind, w, row_bytes, X, Y, kinds=ALL_GEMM_KINDS):
+def gemm(kind: int, w: np.ndarray, row_bytes: int, X: np.ndarray, Y: np.ndarray,
+         kinds: Kinds = ALL_GEMM_KINDS) -> None:
     """Y = X @ W.T with int8 activations.
 
     Parameters
@@ -148,45 +146,106 @@ def gemm(kind, w, row_bytes, X, Y, kinds=ALL_GEMM_KINDS):
     X : (n_tok, n) float32, C-contiguous, n a multiple of 32 (and of the type's block)
     Y : (n_tok, out) float32 output, C-contiguous
     kinds : the Kinds set the packing switch is compiled for (gemm_kinds)
+
+    The 32-block types and the super-block types run two separately compiled drivers
+    (gemm_32, gemm_256), so a model compiles only the one its types need.
     """
+    (gemm_256 if int(kind) in _PER_256 else gemm_32)(kind, w, row_bytes, X, Y, kinds)
+
+
+@njit(cache=True, fastmath=True)
+def _setup(kind, X, Y, kinds, per_256):
+    """The activations of a call, quantized (padded to 4-token groups; xsd copied into rows
+    padded to whole F32x8 vectors for the bias of the types with a minimum)."""
     if not _in_kinds(kind, kinds):  # checked here: an exception inside prange is garbled
         raise ValueError("gemm: kind outside the driver's Kinds set")
     n_tok, n = X.shape
-    out = Y.shape[1]
     ng = n // 32
     T = (n_tok + 3) // 4 * 4
     xq = np.zeros((T, n), np.int8)
     dx2 = np.zeros((T, ng), np.float32)
-    with_min = _has_min(kind)
-    xsd_w = (2 * ng + 7) // 8 * 8  # xsd rows padded with zeros to whole F32x8 vectors
     xsd2 = np.zeros((T, 2 * ng), np.float32)
-    per_256 = _per_256(kind)
     quantize_tokens(X, xq, dx2, xsd2, per_256)
-    xa = xq.reshape(-1).view(np.uint8)
-    dx = dx2.reshape(-1)
+    xsd_w = (2 * ng + 7) // 8 * 8
     xsdp = np.zeros(T * xsd_w, np.float32)
-    for t in range(n_tok if with_min else 0):
-        xsdp[t * xsd_w : t * xsd_w + 2 * ng] = xsd2[t]
-    no_ids = np.zeros(0, np.int64)
+    if _has_min(kind):
+        for t in range(n_tok):
+            xsdp[t * xsd_w : t * xsd_w + 2 * ng] = xsd2[t]
+    return xq.reshape(-1).view(np.uint8), dx2.reshape(-1), xsdp, xsd_w
+
+
+@njit(cache=True, fastmath=True)  # a call per tile (not inlined: parfor renaming)
+def _pack(kind, w, row_bytes, n, r0, rows, kinds, xsd_w):
+    """Rows r0 .. r0 + rows - 1 of W packed (flat records) and their f_h (padded rows; empty
+    for the types without a minimum)."""
+    ng = n // 32
+    pack = np.empty((rows * ng, REC), np.uint8)
+    rows_deq(kind, w, row_bytes, n, np.zeros(0, np.int64), r0, 0, rows, pack, kinds)
+    flat = pack.reshape(-1)
+    fz_rows = rows
+    if not _has_min(kind):
+        fz_rows = 0
+    fz = np.zeros(fz_rows * xsd_w, np.float32)
+    for r in range(fz_rows):
+        for h in range(2 * ng):
+            fz[r * xsd_w + h] = f32at(flat, (r * ng + h // 2) * REC + F_AT + 4 * (h % 2))
+    return flat, fz
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def gemm_32(kind, w, row_bytes, X, Y, kinds):
+    """gemm for the 32-block types: activations per 32-block, their scale applied per group."""
+    n_tok, n = X.shape
+    out = Y.shape[1]
+    ng = n // 32
+    xa, dx, xsdp, xsd_w = _setup(kind, X, Y, kinds, False)
+    T = (n_tok + 3) // 4 * 4
     for ti in prange((out + TILE_ROWS - 1) // TILE_ROWS):
         r0 = ti * TILE_ROWS
         rows = min(TILE_ROWS, out - r0)
-        pack = np.empty((rows * ng, REC), np.uint8)
-        rows_deq(kind, w, row_bytes, n, no_ids, r0, 0, rows, pack, kinds)
-        flat = pack.reshape(-1)
-        fz = np.zeros(rows * xsd_w if with_min else 0, np.float32)  # f_h of each row, padded
-        for r in range(rows if with_min else 0):
-            for h in range(2 * ng):
-                fz[r * xsd_w + h] = f32at(flat, (r * ng + h // 2) * REC + F_AT + 4 * (h % 2))
-        # the per-256 kernel leaves each record's corr out of its dots (qdot_raw) and adds it
-        # here, summed over the super-block: ez[r, b] = sum over b's groups of corr * sv
-        nb = ng // 8
-        ez = np.zeros(rows * nb * 8 if per_256 and OFFSET_ACTIVATIONS else 0, np.float32)
-        for r in range(rows if per_256 and OFFSET_ACTIVATIONS else 0):
-            for b in range(nb):
+        flat, fz = _pack(kind, w, row_bytes, n, r0, rows, kinds, xsd_w)
+        for t0 in range(0, T, 4):
+            for r in range(0, rows, 2):
+                ra = r * ng * REC
+                rb = min(r + 1, rows - 1) * ng * REC  # an odd last row is computed twice
+                a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
+                a4, a5, a6, a7 = vzero(), vzero(), vzero(), vzero()
+                for g in range(ng):
+                    a0, a1, a2, a3, a4, a5, a6, a7 = _step(
+                        a0, a1, a2, a3, a4, a5, a6, a7, flat, ra + g * REC, rb + g * REC,
+                        xa, t0 * n + 32 * g, n, dx, t0 * ng + g, ng)
+                for h in range(0, xsd_w * (fz.size > 0), 8):  # + sum_h f_h xsd_h (minimums)
+                    a0, a1, a2, a3, a4, a5, a6, a7 = _bias_step(
+                        a0, a1, a2, a3, a4, a5, a6, a7, fz, r * xsd_w + h,
+                        min(r + 1, rows - 1) * xsd_w + h, xsdp, t0 * xsd_w + h, xsd_w)
+                _store4(Y, t0, r0 + r, n_tok, a0, a1, a2, a3)
+                if r + 1 < rows:
+                    _store4(Y, t0, r0 + r + 1, n_tok, a4, a5, a6, a7)
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def gemm_256(kind, w, row_bytes, X, Y, kinds):
+    """gemm for the super-block types: activations per 256-block (llama.cpp's Q8_K), their
+    scale applied once per block (_fold); the records' corr added once per block (ez)."""
+    n_tok, n = X.shape
+    out = Y.shape[1]
+    ng = n // 32
+    nb = ng // 8
+    xa, dx, xsdp, xsd_w = _setup(kind, X, Y, kinds, True)
+    T = (n_tok + 3) // 4 * 4
+    for ti in prange((out + TILE_ROWS - 1) // TILE_ROWS):
+        r0 = ti * TILE_ROWS
+        rows = min(TILE_ROWS, out - r0)
+        flat, fz = _pack(kind, w, row_bytes, n, r0, rows, kinds, xsd_w)
+        ez_rows = rows
+        if not OFFSET_ACTIVATIONS:  # corr is zero on the avx2 path
+            ez_rows = 0
+        ez = np.zeros(ez_rows * nb * 8, np.float32)
+        for r in range(ez_rows):
+            for b in range(nb):  # ez[r, b] = sum over b's groups of corr * sv (F32x8)
                 e = vzero()
                 for g in range(8 * b, 8 * b + 8):
-                    e = vfma(e, corr_scaled(flat, (r * ng + g) * REC), vsplat(1.0))
+                    e = vadd(e, corr_scaled(flat, (r * ng + g) * REC))
                 store_f32x8(ez, (r * nb + b) * 8, e)
         for t0 in range(0, T, 4):
             for r in range(0, rows, 2):
@@ -194,45 +253,34 @@ def gemm(kind, w, row_bytes, X, Y, kinds=ALL_GEMM_KINDS):
                 rb = min(r + 1, rows - 1) * ng * REC  # an odd last row is computed twice
                 a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
                 a4, a5, a6, a7 = vzero(), vzero(), vzero(), vzero()
-                if per_256:  # one float scale per 256-block: multiplied once per block
-                    for b in range(ng // 8):
-                        c0, c1, c2, c3 = vzero(), vzero(), vzero(), vzero()
-                        c4, c5, c6, c7 = vzero(), vzero(), vzero(), vzero()
-                        for g in range(8 * b, 8 * b + 8):
-                            c0, c1, c2, c3, c4, c5, c6, c7 = _step_256(
-                                c0, c1, c2, c3, c4, c5, c6, c7, flat, ra + g * REC,
-                                rb + g * REC, xa, t0 * n + 32 * g, n)
-                        if OFFSET_ACTIVATIONS:
-                            ea = load_f32x8(ez, (r * nb + b) * 8)
-                            eb = load_f32x8(ez, (min(r + 1, rows - 1) * nb + b) * 8)
-                            c0, c1, c2, c3 = vadd(c0, ea), vadd(c1, ea), vadd(c2, ea), vadd(c3, ea)
-                            c4, c5, c6, c7 = vadd(c4, eb), vadd(c5, eb), vadd(c6, eb), vadd(c7, eb)
-                        a0, a1, a2, a3, a4, a5, a6, a7 = _fold(
-                            a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7,
-                            dx, t0 * ng + 8 * b, ng)
-                else:
-                    for g in range(ng):
-                        a0, a1, a2, a3, a4, a5, a6, a7 = _step(
-                            a0, a1, a2, a3, a4, a5, a6, a7, flat, ra + g * REC, rb + g * REC,
-                            xa, t0 * n + 32 * g, n, dx, t0 * ng + g, ng)
-                if with_min:  # + sum_h f_h * xsd_h, 1/16 of the work, in the same lanes
-                    fa = r * xsd_w
-                    fb = min(r + 1, rows - 1) * xsd_w
-                    for h in range(0, xsd_w, 8):
-                        a0, a1, a2, a3, a4, a5, a6, a7 = _bias_step(
-                            a0, a1, a2, a3, a4, a5, a6, a7, fz, fa + h, fb + h, xsdp,
-                            t0 * xsd_w + h, xsd_w)
+                for b in range(nb):
+                    c0, c1, c2, c3 = vzero(), vzero(), vzero(), vzero()
+                    c4, c5, c6, c7 = vzero(), vzero(), vzero(), vzero()
+                    if OFFSET_ACTIVATIONS:
+                        ea = load_f32x8(ez, (r * nb + b) * 8)
+                        eb = load_f32x8(ez, (min(r + 1, rows - 1) * nb + b) * 8)
+                        c0, c1, c2, c3 = ea, ea, ea, ea
+                        c4, c5, c6, c7 = eb, eb, eb, eb
+                    for g in range(8 * b, 8 * b + 8):
+                        c0, c1, c2, c3, c4, c5, c6, c7 = _step_256(
+                            c0, c1, c2, c3, c4, c5, c6, c7, flat, ra + g * REC, rb + g * REC,
+                            xa, t0 * n + 32 * g, n)
+                    a0, a1, a2, a3, a4, a5, a6, a7 = _fold(
+                        a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7,
+                        dx, t0 * ng + 8 * b, ng)
+                for h in range(0, xsd_w * (fz.size > 0), 8):  # + sum_h f_h xsd_h (minimums)
+                    a0, a1, a2, a3, a4, a5, a6, a7 = _bias_step(
+                        a0, a1, a2, a3, a4, a5, a6, a7, fz, r * xsd_w + h,
+                        min(r + 1, rows - 1) * xsd_w + h, xsdp, t0 * xsd_w + h, xsd_w)
                 _store4(Y, t0, r0 + r, n_tok, a0, a1, a2, a3)
                 if r + 1 < rows:
                     _store4(Y, t0, r0 + r + 1, n_tok, a4, a5, a6, a7)
 
 
-@njit(cache=True)
-def _per_256(kind):
-    """True for the types of 256-element super-blocks, whose activations are quantized with one
-    scale per 256 (llama.cpp's Q8_K); the 32-block types keep one per 32 (Q8_0 / Q8_1)."""
-    return (kind == Q2_K or kind == Q3_K or kind == Q4_K or kind == Q5_K or kind == Q6_K
-            or kind == TQ1_0 or kind == TQ2_0)
+_PER_256 = frozenset(int(t) for t in (GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K,
+                                      GGMLType.Q6_K, GGMLType.TQ1_0, GGMLType.TQ2_0))
+"""The super-block types, whose activations are quantized with one scale per 256 (llama.cpp's
+Q8_K); the 32-block types keep one per 32 (Q8_0 / Q8_1)."""
 
 
 @njit(cache=True)
