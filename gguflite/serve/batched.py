@@ -11,8 +11,9 @@ every slot in the step, through ``SlotOps``: the runtime's own ops (each slot ba
   once per row of X, so each sequence gets exactly the numbers it gets alone while W is read
   from memory once per step instead of once per sequence;
 - ``linear`` on a prefill stacks the prompt chunks of all slots into one ``Linear.matmul``
-  (each weight dequantized once), the rows padded to at least ``BLAS_MIN_TOKENS`` so every
-  prompt takes the same (dequantize + BLAS) path alone or beside others;
+  (each weight unpacked once: the int8 matrix product, or dequantize + BLAS for the float and
+  KM types), the rows padded to at least ``BLAS_MIN_TOKENS`` so every prompt takes the same
+  path alone or beside others (each token's row of the product does not depend on the others);
 - ``attention`` splits the rows by slot: each segment attends over its own slot's KV cache at
   its own positions (the slot backend's ``NumbaOps.attention``);
 - a step with one sequence takes the runtime's fused one-call step, which the per-op graph
