@@ -125,6 +125,7 @@ class _Renderer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid = 0  # the process that started self._proc
         self._buf = b""
+        self._hello_pending = False  # started, its {"ready": true} line not read yet
         atexit.register(self.stop)
 
     def render(self, request: dict[str, Any], *, timeout: float) -> dict[str, Any]:
@@ -154,8 +155,23 @@ class _Renderer:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _start(self) -> subprocess.Popen[bytes]:
+        """The running worker, started (and its hello read) if need be."""
+        self._spawn()
+        if self._hello_pending:
+            self._hello_pending = False
+            hello = self._read(time.monotonic() + _START_SECONDS)
+            if hello is None or "fatal" in hello or not hello.get("ready"):
+                why = (hello or {}).get("fatal", "it did not start")
+                self.stop()
+                raise ModelError(f"cannot start the chat template renderer: {why}")
+        assert self._proc is not None
+        return self._proc
+
+    def _spawn(self) -> None:
+        """Start the worker process unless this process has one running; its hello is read
+        by the next ``_start``, so the interpreter start overlaps the caller's work."""
         if self._proc is not None and self._pid == os.getpid() and self._proc.poll() is None:
-            return self._proc
+            return
         if self._pid == os.getpid():
             self.stop()
         self._proc, self._buf = None, b""  # a forked copy of the parent's worker is not ours
@@ -170,12 +186,7 @@ class _Renderer:
         except OSError as exc:
             raise ModelError(f"cannot start the chat template renderer: {exc}") from None
         self._pid = os.getpid()
-        hello = self._read(time.monotonic() + _START_SECONDS)
-        if hello is None or "fatal" in hello or not hello.get("ready"):
-            why = (hello or {}).get("fatal", "it did not start")
-            self.stop()
-            raise ModelError(f"cannot start the chat template renderer: {why}")
-        return self._proc
+        self._hello_pending = True
 
     def _read(self, deadline: float) -> dict[str, Any] | None:
         """One JSON line from the worker, or None when it is late or gone."""
@@ -198,6 +209,7 @@ class _Renderer:
     def stop(self) -> None:
         """End the worker (it also ends by itself when its stdin closes)."""
         proc, self._proc, self._buf = self._proc, None, b""
+        self._hello_pending = False
         if proc is None or self._pid != os.getpid():
             return
         proc.kill()
@@ -211,6 +223,14 @@ class _Renderer:
 
 
 _RENDERER = _Renderer()
+
+
+def start_renderer() -> None:
+    """Start the renderer process now and return at once: its interpreter start (tens of ms)
+    then overlaps the caller's work, e.g. loading the model, and the first ``render_chat``
+    only waits for what is left of it. Optional; ``render_chat`` starts it when needed."""
+    with _RENDERER._lock:
+        _RENDERER._spawn()
 
 
 def render_chat(

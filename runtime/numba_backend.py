@@ -26,7 +26,7 @@ from gguflite.models.weights import load_weights
 from gguflite.quants import km
 from gguflite.reader import GGUFFile
 
-from . import ops
+from . import attention_blas, ops
 from .decode import DecodePlan, decode_step
 from .dense import DenseLinear
 from .kv_cache import KVCache
@@ -149,7 +149,10 @@ class NumbaOps:
     def glu(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
         out = np.empty_like(gate)
-        (ops.gelu_tanh_glu if self.hp.act == "gelu_tanh" else ops.swiglu)(gate, up, out)
+        if gate.shape[0] >= attention_blas.MIN_TOKENS:  # a prefill chunk: rows on all threads
+            ops.glu_rows(gate, up, out, self.hp.act == "gelu_tanh")
+        else:
+            (ops.gelu_tanh_glu if self.hp.act == "gelu_tanh" else ops.swiglu)(gate, up, out)
         self._time("glu", t0)
         return out
 
@@ -160,9 +163,13 @@ class NumbaOps:
         q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
         out = np.empty((q.shape[0], hp.q_dim), np.float32)
         table = hp.layer_rope[layer]
-        ops.attention(q, k, v, be.cos[max(table, 0)], be.sin[max(table, 0)], table != ROPE_NONE,
-                      hp.rope_neox, be.kv.k[layer], be.kv.v[layer], pos0, hp.kq_scale,
-                      hp.layer_window[layer], out, be.scores)
+        args = (q, k, v, be.cos[max(table, 0)], be.sin[max(table, 0)], table != ROPE_NONE,
+                hp.rope_neox, be.kv.k[layer], be.kv.v[layer], pos0, hp.kq_scale,
+                hp.layer_window[layer], out)
+        if attention_blas.fits(q.shape[0], hp.n_head, pos0 + q.shape[0]):
+            attention_blas.attention(*args)  # a prefill chunk: two batched BLAS products
+        else:
+            ops.attention(*args, be.scores)
         self._time("attention", t0)
         return out
 
@@ -260,8 +267,15 @@ def decode_step_call(be: NumbaBackend, token: int, pos: int) -> np.ndarray:
     be.w.tok_embd.rows(np.array([token], np.int64), p.x[None, :])
     if be.hparams.embed_scale != 1.0:
         p.x *= np.float32(be.hparams.embed_scale)
-    decode_step(p.x, p.addrs, p.sizes, p.kinds, p.row_bytes, p.vecs, p.voff, p.flags,
-                p.layer_rope, p.layer_window, p.out_norm, be.hparams.norm_eps, be.cos, be.sin,
-                be.kv.k, be.kv.v, pos, be.hparams.kq_scale, p.buf_dim, p.q, p.k, p.v, p.att,
-                p.gate, p.up, p.hb, p.logits, be.scores, p.s_dim, p.s_q, p.s_hidden, p.kset)
+    decode_step(*decode_step_args(be, pos))
     return p.logits.copy()
+
+
+def decode_step_args(be: NumbaBackend, pos: int) -> tuple:
+    """The arguments of ``decode.decode_step`` for the token in ``be.plan.x`` at ``pos``."""
+    p = be.plan
+    assert p is not None
+    return (p.x, p.addrs, p.sizes, p.kinds, p.row_bytes, p.vecs, p.voff, p.flags,
+            p.layer_rope, p.layer_window, p.out_norm, be.hparams.norm_eps, be.cos, be.sin,
+            be.kv.k, be.kv.v, pos, be.hparams.kq_scale, p.buf_dim, p.q, p.k, p.v, p.att,
+            p.gate, p.up, p.hb, p.logits, be.scores, p.s_dim, p.s_q, p.s_hidden, p.kset)

@@ -142,6 +142,25 @@ PARALLEL_MIN_WORK = 1 << 20
 
 
 @njit(cache=True, fastmath=True)
+def rope_and_store(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray,
+                   sin: np.ndarray, use_rope: bool, neox: bool, k_cache: np.ndarray,
+                   v_cache: np.ndarray, pos0: int) -> None:
+    """The first half of ``attention``: rotate q and k in place (when ``use_rope``) and store k
+    and v in the cache rows pos0 .. pos0 + n - 1 (shapes as ``attention``)."""
+    n, _, hd = q.shape
+    if use_rope:
+        rope(q, cos, sin, pos0, neox)
+        rope(k, cos, sin, pos0, neox)
+    for i in range(n):
+        for g in range(k.shape[1]):
+            kr = k_cache[g, pos0 + i]
+            vr = v_cache[g, pos0 + i]
+            for d in range(hd):
+                kv_store(kr, d, k[i, g, d])
+                kv_store(vr, d, v[i, g, d])
+
+
+@njit(cache=True, fastmath=True)
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin: np.ndarray,
               use_rope: bool, neox: bool, k_cache: np.ndarray, v_cache: np.ndarray, pos0: int,
               kq_scale: float, window: int, out: np.ndarray, scores: np.ndarray) -> None:
@@ -175,16 +194,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin:
         Scratch.
     """
     n, n_head, hd = q.shape
-    if use_rope:
-        rope(q, cos, sin, pos0, neox)
-        rope(k, cos, sin, pos0, neox)
-    for i in range(n):
-        for g in range(k.shape[1]):
-            kr = k_cache[g, pos0 + i]
-            vr = v_cache[g, pos0 + i]
-            for d in range(hd):
-                kv_store(kr, d, k[i, g, d])
-                kv_store(vr, d, v[i, g, d])
+    rope_and_store(q, k, v, cos, sin, use_rope, neox, k_cache, v_cache, pos0)
     work = 2 * n_head * n * (pos0 + n) * hd
     if work >= PARALLEL_MIN_WORK:
         _attend_parallel(q, k_cache, v_cache, pos0, kq_scale, window, out, scores)
@@ -202,6 +212,17 @@ def gelu_tanh_glu(gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
             g = gate[i, j]
             t = np.tanh(np.float32(0.7978845608) * (g + np.float32(0.044715) * g * g * g))
             out[i, j] = np.float32(0.5) * g * (np.float32(1.0) + t) * up[i, j]
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def glu_rows(gate: np.ndarray, up: np.ndarray, out: np.ndarray, gelu: bool) -> None:
+    """swiglu (or gelu_tanh_glu with ``gelu``) with the rows split between threads: a prefill
+    chunk's activation (n, hidden) f32. Decode calls the one-thread kernels above."""
+    for i in prange(gate.shape[0]):
+        if gelu:
+            gelu_tanh_glu(gate[i:i + 1], up[i:i + 1], out[i:i + 1])
+        else:
+            swiglu(gate[i:i + 1], up[i:i + 1], out[i:i + 1])
 
 
 @njit(cache=True)

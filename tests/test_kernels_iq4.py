@@ -171,10 +171,11 @@ def test_tiny_model_runs_natively_end_to_end(mix, want, tmp_path):
         # error only
         oracle = reference_logits(m.file, ids)
         assert np.abs(fused - oracle).max() <= 2e-2 * np.abs(oracle).max()
-        # prefill: BLAS over tiles dequantized by the IQ4 row kernels, float32 activations;
-        # measured 2.4e-4, as an F32 file of this shape (2.0e-4: the f16 KV cache)
+        # prefill: the IQ4 weights through BLAS over tiles their row kernels dequantize
+        # (float32 activations), the Q6_K output through the int8 matrix product (gemm.py):
+        # the int8 activations' error again
         prefill = m.logits(ids)
-        assert np.abs(prefill - oracle).max() <= 1e-3 * np.abs(oracle).max()
+        assert np.abs(prefill - oracle).max() <= 2e-2 * np.abs(oracle).max()
         text = m.generate("the sea", max_tokens=6, temperature=0, stream=False)
         assert isinstance(text, str)
         assert want <= set(summarize(m.file)["runtime_native_types"])  # gguflite info

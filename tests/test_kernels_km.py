@@ -309,7 +309,7 @@ def test_km4_model_runs_fused_and_per_op(tmp_path, cfg):
         backend.enable_timers(False)
         ref = reference_logits(f, ids)  # GGUFFile.dequantize decodes KM tensors too
         backend.reset()
-        prefill = model.logits(ids)  # BLAS over exactly decoded tiles
+        prefill = model.logits(ids)  # KM: BLAS over exactly decoded tiles; others: int8 GEMM
     with gguflite.open(path) as f:  # gguflite info: KM tensors as their own, native type
         summary = summarize(f)
     assert summary["tensor_types"]["KM4"]["tensors"] == 7 * cfg.n_layer + 1  # + token_embd
@@ -320,7 +320,7 @@ def test_km4_model_runs_fused_and_per_op(tmp_path, cfg):
     assert rel_err(fused, per_op) < 0.05  # int8 activations: see test_runtime_model
     assert (fused.argmax(-1) == per_op.argmax(-1)).mean() >= 0.9
     assert rel_err(fused, ref) < 0.03  # activation quantization error only
-    assert rel_err(prefill, ref) < 1e-4
+    assert rel_err(prefill, ref) < 0.03  # the non-KM output head multiplies int8 activations
 
 
 def test_kinds_are_distinct_from_ggml_type_ids():

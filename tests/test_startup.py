@@ -21,7 +21,7 @@ from gguflite.runtime.kernels import dispatch
 
 # Run in a fresh process: load the model, then generate; print what compiled in each phase.
 COUNT_COMPILES = """
-import json, sys
+import json, os, sys
 from numba.core import event
 
 def outermost(buf):
@@ -31,15 +31,29 @@ def outermost(buf):
         n += ev.is_start and depth == 1
     return n
 
+def names(buf):
+    depth, out = 0, []
+    for _, ev in buf:
+        depth += 1 if ev.is_start else -1
+        if ev.is_start and depth == 1:
+            out.append(ev.data["dispatcher"].py_func.__qualname__)
+    return out
+
 from gguflite.runtime import load
+from gguflite.runtime.precompile import warm_up
 with event.install_recorder("numba:compile") as rec:
     model = load(sys.argv[1], threads=1)
+    if sys.argv[3:] == ["remove_file"]:  # the helper process cannot open it: it fails
+        os.unlink(sys.argv[1])
+    warmed = warm_up(model) if "warm_up" in sys.argv[2:] else 0.0  # as gguflite run does
 loading = outermost(rec.buffer)
+loaded = names(rec.buffer)
 with event.install_recorder("numba:compile") as rec:
     text = model.generate("the sea", max_tokens=6, temperature=0, stream=False)
     text += model.generate("the sea is blue and the sky", max_tokens=3, temperature=0,
                            stream=False)  # a longer prompt: the BLAS prefill path too
-print(json.dumps({"load": loading, "generate": outermost(rec.buffer), "text": text}))
+print(json.dumps({"load": loading, "generate": outermost(rec.buffer), "text": text,
+                  "compiled_at_load": loaded, "warm_up_seconds": warmed}))
 """
 
 
@@ -49,8 +63,8 @@ def tiny(tmp_path_factory):
     return path
 
 
-def _count_compiles(model_path: Path, **env: str) -> dict:
-    r = subprocess.run([sys.executable, "-c", COUNT_COMPILES, str(model_path)],
+def _count_compiles(model_path: Path, *args: str, **env: str) -> dict:
+    r = subprocess.run([sys.executable, "-c", COUNT_COMPILES, str(model_path), *args],
                        env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -85,24 +99,55 @@ def test_an_unwritable_cache_dir_does_not_crash(tiny, tmp_path):
     if os.access(locked, os.W_OK):  # root writes anywhere: a directory that cannot exist
         (tmp_path / "a-file").write_text("")
         locked = tmp_path / "a-file" / "cache"
-    counts = _count_compiles(tiny, NUMBA_CACHE_DIR=str(locked))
+    counts = _count_compiles(tiny, "warm_up", NUMBA_CACHE_DIR=str(locked))  # as the cli
     assert counts["text"] == expected
 
 
+def test_a_helper_that_fails_leaves_the_compilation_to_this_process(tiny, tmp_path):
+    """warm_up's helper dies (here: the file was removed after this process mapped it), so
+    this process compiles everything itself, and generates the same text."""
+    expected = _greedy(tiny)
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(tiny.read_bytes())
+    counts = _count_compiles(copy, "warm_up", "remove_file",
+                             NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    assert not copy.exists()
+    assert counts["text"] == expected and counts["warm_up_seconds"] > 0, counts
+    assert "decode_step" in counts["compiled_at_load"], counts  # the helper's share, here
+
+
+def test_a_cold_cache_is_compiled_at_load_by_two_processes(tiny, tmp_path):
+    """precompile.warm_up: the helper process compiles the fused decode step into the cache,
+    this process loads it from there; generation then compiles nothing; a second run finds
+    the cache warm and does nothing."""
+    expected = _greedy(tiny)
+    cache = str(tmp_path / "cache")
+    cold = _count_compiles(tiny, "warm_up", NUMBA_CACHE_DIR=cache)
+    assert cold["text"] == expected
+    assert cold["warm_up_seconds"] > 0 and cold["generate"] == 0, cold
+    assert "decode_step" not in cold["compiled_at_load"], cold  # the helper's share
+    assert "matvec_one" in cold["compiled_at_load"], cold  # this process's share
+    warm = _count_compiles(tiny, "warm_up", NUMBA_CACHE_DIR=cache)
+    assert warm["text"] == expected
+    assert warm["warm_up_seconds"] == 0.0 and warm["load"] == warm["generate"] == 0, warm
+
+
 @pytest.mark.slow
-def test_two_first_runs_share_one_empty_cache(tiny, tmp_path):
-    """Both compile everything at once into the same directory; both succeed, and the cache
-    they leave behind is whole: a third run loads it without compiling."""
+@pytest.mark.parametrize("how", ["lazily", "warm_up"])
+def test_two_first_runs_share_one_empty_cache(tiny, tmp_path, how):
+    """Both compile everything at once into the same directory (lazily, as ``load`` and
+    ``generate`` do, or each with its helper process, as ``gguflite run`` does); both succeed,
+    and the cache they leave behind is whole: a third run loads it without compiling."""
     expected = _greedy(tiny)
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
-    procs = [subprocess.Popen([sys.executable, "-c", COUNT_COMPILES, str(tiny)], env=env,
+    procs = [subprocess.Popen([sys.executable, "-c", COUNT_COMPILES, str(tiny), how], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     for p in procs:
         out, err = p.communicate(timeout=1800)
         assert p.returncode == 0, err[-3000:]
         first = json.loads(out.strip().splitlines()[-1])
-        assert first["text"] == expected and first["generate"] > 0
+        assert first["text"] == expected and first["load"] + first["generate"] > 0
     third = _count_compiles(tiny, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     assert third["text"] == expected and third["generate"] == 0
 
@@ -146,3 +191,52 @@ def test_no_writable_cache_place_means_a_temporary_one(tmp_path):
         assert tmp is not None and config.CACHE_DIR == str(tmp) and tmp.is_dir()
     finally:
         config.CACHE_DIR = before
+
+
+# The console script: run as a user does, with an atexit handler of its own that must still run.
+CONSOLE = """
+import atexit, sys
+from pathlib import Path
+atexit.register(lambda: Path(sys.argv[1]).write_text("atexit ran"))
+from gguflite.cli.main import cli
+cli(sys.argv[2:])
+"""
+
+
+def test_run_ends_without_teardown_but_with_atexit_and_all_output(tiny, tmp_path):
+    """``gguflite run`` skips the interpreter's teardown (cli.main.skip_teardown): its output
+    is complete, its exit code kept, the atexit handlers ran; a failing run exits 1 as before."""
+    marker = tmp_path / "marker"
+    args = ["run", str(tiny), "--raw", "-p", "the sea", "-n", "6", "--temp", "0", "-t", "1"]
+    r = subprocess.run([sys.executable, "-c", CONSOLE, str(marker), *args], capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with load(tiny, threads=1) as m:
+        text = m.generate("the sea", max_tokens=6, temperature=0, stream=False)
+    assert r.stdout == text + "\n"
+    assert "[prompt " in r.stderr  # the stats line, after the text
+    assert marker.read_text() == "atexit ran"
+    marker.unlink()
+    bad = subprocess.run([sys.executable, "-c", CONSOLE, str(marker), "run", str(tiny), "--raw",
+                          "-p", "the sea", "-n", "999999", "-t", "1"], capture_output=True,
+                         text=True, timeout=900)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: "), bad.stderr[-3000:]
+    assert marker.read_text() == "atexit ran"
+
+
+def test_the_cli_starts_numba_without_importing_scipy_linalg():
+    """precompile.start_numba_target: Numba's BLAS probe does not import scipy.linalg (0.1-0.3
+    s), and scipy.linalg still imports afterwards. (The console test above runs the kernels
+    of a whole generation in such a process and gets the same text.)"""
+    pytest.importorskip("scipy.linalg", reason="scipy is not installed: Numba has no BLAS "
+                        "probe to answer")
+    code = ("import sys\n"
+            "from gguflite.runtime.precompile import start_numba_target\n"
+            "start_numba_target()\n"
+            "import numba.np.arraymath as am\n"
+            "print(am._HAVE_BLAS, 'scipy.linalg' in sys.modules)\n"
+            "import scipy.linalg\n"
+            "print(scipy.linalg.__name__)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["False", "False", "scipy.linalg"]

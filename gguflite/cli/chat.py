@@ -8,6 +8,7 @@ kept in the KV cache, so each turn only runs its new tokens. ``/reset`` starts o
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -40,9 +41,16 @@ def chat(file: str | None, system: str | None, stats: bool,
 
     Exit codes: 0 done; 1 the file cannot be run (no chat template, context full); 2 usage.
     """
+    from gguflite.runtime.chat import start_renderer
+
+    with contextlib.suppress(GGUFLiteError):  # its start overlaps the load; errors come later
+        start_renderer()
     with CompileTimer(notify=True):  # says so on stderr when a cold cache compiles
         model = load_model(file, kw)
         _chat_loop(model, system, stats, chat_template_kwargs, kw)
+    from .main import skip_teardown
+
+    skip_teardown()
 
 
 def _chat_loop(model: Any, system: str | None, stats: bool,

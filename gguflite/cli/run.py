@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -164,9 +165,22 @@ def load_model(file: str | None, kw: dict[str, Any]):  # -> Model
 
     if kw.get("use_default") and file:
         raise click.UsageError("give FILE or --default, not both")
+    if kw["backend"] == "numba":
+        from gguflite.runtime.precompile import start_numba_target
+
+        start_numba_target()  # without its scipy.linalg import
     with _small_pages():
-        return load(Path(file) if file else None, threads=kw["threads"], n_ctx=kw["n_ctx"],
-                    **backend_kwargs(kw))
+        model = load(Path(file) if file else None, threads=kw["threads"], n_ctx=kw["n_ctx"],
+                     **backend_kwargs(kw))
+        if kw["backend"] == "numba":
+            from gguflite.runtime.precompile import warm_up
+
+            try:
+                warm_up(model)  # a cold Numba cache: compile now, on two cores
+            except BaseException:
+                model.close()
+                raise
+    return model
 
 
 @contextlib.contextmanager
@@ -193,10 +207,16 @@ def _small_pages() -> Iterator[None]:
         switch(before)
 
 
-def print_stats(stats: Any, compile_seconds: float = 0.0) -> None:
+def print_stats(stats: Any, compile_seconds: float = 0.0, load_seconds: float = 0.0) -> None:
+    """The stats line; ``compile_seconds``: compilation inside the generation's timings;
+    ``load_seconds``: the wall time of a load that compiled (``precompile.warm_up``)."""
     click.echo(f"\n[prompt {stats.n_prompt} tok, prefill {stats.prefill_tps:.1f} tok/s | "
                f"generated {stats.n_generated} tok, decode {stats.decode_tps:.1f} tok/s | "
                f"stop: {stats.stop_reason}]", err=True)
+    if load_seconds >= 0.5:
+        click.echo(f"[loading took {load_seconds:.1f} s, most of it one-time Numba kernel "
+                   "compilation; later runs load the compiled kernels from Numba's cache]",
+                   err=True)
     if compile_seconds >= 0.5:
         click.echo(f"[these timings include {compile_seconds:.1f} s of one-time Numba kernel "
                    "compilation; later runs load the compiled kernels from Numba's cache]",
@@ -291,8 +311,15 @@ def run(file: str | None, prompt: str, use_template: bool | None, system: str | 
 
     Exit codes: 0 done; 1 the file cannot be run or the prompt does not fit; 2 usage error.
     """
+    if use_template is not False:  # start the chat template renderer during the model load
+        from gguflite.runtime.chat import start_renderer
+
+        with contextlib.suppress(GGUFLiteError):  # the render reports it, if one is needed
+            start_renderer()
+    t0 = time.perf_counter()
     with CompileTimer(notify=True) as loading:
-        model = load_model(file, kw)
+        model = load_model(file, kw)  # on a cold cache: compiles, on two cores
+    load_seconds = time.perf_counter() - t0 if loading.seconds >= 0.5 else 0.0
     if use_template is None:
         use_template = bool(model.tokenizer.chat_template)
     if use_template:
@@ -310,4 +337,7 @@ def run(file: str | None, prompt: str, use_template: bool | None, system: str | 
             sys.stdout.write(piece)
             sys.stdout.flush()
     sys.stdout.write("\n")
-    print_stats(model.last_stats, loading.seconds + compiling.seconds)
+    print_stats(model.last_stats, compiling.seconds, load_seconds)
+    from .main import skip_teardown
+
+    skip_teardown()

@@ -11,8 +11,9 @@ every slot in the step, through ``SlotOps``: the runtime's own ops (each slot ba
   once per row of X, so each sequence gets exactly the numbers it gets alone while W is read
   from memory once per step instead of once per sequence;
 - ``linear`` on a prefill stacks the prompt chunks of all slots into one ``Linear.matmul``
-  (each weight dequantized once), the rows padded to at least ``BLAS_MIN_TOKENS`` so every
-  prompt takes the same (dequantize + BLAS) path alone or beside others;
+  (each weight unpacked once: the int8 matrix product, or dequantize + BLAS for the float and
+  KM types), the rows padded to at least ``BLAS_MIN_TOKENS`` so every prompt takes the same
+  path alone or beside others (each token's row of the product does not depend on the others);
 - ``attention`` splits the rows by slot: each segment attends over its own slot's KV cache at
   its own positions (the slot backend's ``NumbaOps.attention``);
 - a step with one sequence takes the runtime's fused one-call step, which the per-op graph
@@ -49,7 +50,7 @@ SUB_ROWS = 32  # rows of W per cache-resident block (32 rows x 576 Q4_1 = 11.5 K
 # only. This sha256 of kernels/dispatch.py (which carries its own fingerprint of the row
 # kernels) makes a kernel change change this file too (tests/test_server_batching.py checks it
 # is current), so no stale compiled function is ever loaded. Recompute: dispatch_fingerprint().
-DISPATCH_FINGERPRINT = "9ef56cd554f6c0c8"
+DISPATCH_FINGERPRINT = "d5589ce5364207d0"
 
 
 def dispatch_fingerprint() -> str:

@@ -13,15 +13,17 @@ import numpy as np
 
 from ...constants import GGML_TYPE_TRAITS, GGMLType
 from ...errors import ModelError, UnsupportedTypeError
-from . import dispatch
+from . import dispatch, gemm
 from .threads import ensure_threading_layer
 
 NATIVE_TYPES: frozenset[GGMLType] = dispatch.KERNEL_TYPES
 """Types the kernels run in place, in their stored encoding."""
 
-# Prefill: weights are dequantized to float32 tiles of at most this many elements for BLAS.
+# Prefill of the float and KM types: weights are dequantized to float32 tiles of at most this
+# many elements for BLAS.
 _TILE_ELEMENTS = 1 << 20
-# Token count from which matmul uses the dequantize + BLAS path instead of int8 mat-vecs.
+# Token count from which matmul uses the dequantize + BLAS path instead of int8 mat-vecs (types
+# outside gemm.GEMM_TYPES only: those use the int8 matrix product from 2 tokens on).
 BLAS_MIN_TOKENS = 8
 
 _F32 = np.dtype(np.float32)
@@ -191,9 +193,11 @@ class Linear:
     def matmul(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(n_tok, in) float32 -> (n_tok, out) float32.
 
-        From ``BLAS_MIN_TOKENS`` tokens on, weight tiles are dequantized to float32 (exactly,
-        as ggml does) and multiplied with BLAS in float32; below that, the int8 mat-vec
-        kernels run once per token.
+        The block types of ``gemm.GEMM_TYPES`` use the int8 matrix product (int8 activations,
+        as the mat-vec and llama.cpp) from 2 tokens on. For the others, from
+        ``BLAS_MIN_TOKENS`` tokens on, weight tiles are dequantized to float32 (exactly, as
+        ggml does) and multiplied with BLAS in float32; below that, and for one token, the
+        int8 mat-vec kernels run once per token.
         """
         X = _kernel_array(X, np.float32)
         if X.ndim != 2 or X.shape[1] != self.in_features:
@@ -207,6 +211,9 @@ class Linear:
             raise ModelError(f"{self.name}: out must be C-contiguous float32 of shape "
                              f"({n_tok}, {self.out_features})")
         if n_tok == 0 or self.out_features == 0:
+            return out
+        if n_tok > 1 and self.type in gemm.GEMM_TYPES:
+            gemm.gemm(self.kind, self._w, self.row_bytes, X, out, gemm.gemm_kinds(self._kinds))
             return out
         if n_tok < BLAS_MIN_TOKENS:
             return self.matmul_int8(X, out=out)

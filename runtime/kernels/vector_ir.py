@@ -359,7 +359,14 @@ def dot_s8(typingctx, w, woff, xq, xoff):
 @intrinsic
 def store_affine(typingctx, dst, off, u, o, s0, c0, s1, c1):
     """dst[off + i] = s * float(u[i] + o) - c, with (s0, c0) for lanes 0..15 and (s1, c1) for
-    16..31; a multiply then a subtract, both rounded (no fused multiply-add), as ggml does."""
+    16..31; a multiply then a subtract, both rounded (no fused multiply-add), as ggml does.
+
+    A 2-D uint8 ``dst`` is a packed tile of the int8 matrix product: the group is written as
+    its record (vector_gemm), q = u + o and f = -c."""
+    from . import vector_gemm
+
+    if vector_gemm.is_pack(dst):
+        return types.none(dst, off, u, o, s0, c0, s1, c1), vector_gemm.pack_affine_codegen
 
     def codegen(context, builder, sig, args):
         d, doff, uv, oo, a0, b0, a1, b1 = args
@@ -386,7 +393,12 @@ def store_affine(typingctx, dst, off, u, o, s0, c0, s1, c1):
 
 @intrinsic
 def store_s8(typingctx, dst, off, w, woff, d):
-    """dst[off + i] = d * float(int8 w[woff + i]) for i < 32."""
+    """dst[off + i] = d * float(int8 w[woff + i]) for i < 32 (a 2-D uint8 ``dst``: the packed
+    record, as store_affine)."""
+    from . import vector_gemm
+
+    if vector_gemm.is_pack(dst):
+        return types.none(dst, off, w, woff, d), vector_gemm.pack_s8_codegen
 
     def codegen(context, builder, sig, args):
         darr, doff, warr, wo, dd = args

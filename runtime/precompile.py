@@ -1,0 +1,243 @@
+"""A first run compiles its kernels on both cores: this process and one helper process.
+
+Numba compiles one function at a time on one core. A cold ``gguflite run`` of SmolLM2 spent
+~11 s of its ~12 s compiling, in the order the kernels were first called: the prefill's
+attention, row dequantizer, norms and activation, the output head's mat-vec driver, then the
+fused decode step (``decode.decode_step``), which inlines attention and the mat-vec driver and
+costs ~3 s more of its own. ``warm_up(model)`` compiles them before generation instead, split
+between this process and a helper that writes its share to Numba's on-disk cache::
+
+    this process   mat-vec driver -> (signal) -> row dequantizer, a 16-token prefill (the
+                   int8 matrix product, BLAS attention, parallel GLU)
+                   -> (wait: helper done) -> a decode step (cached)
+    helper         rmsnorm, glu, attention -> (wait: signal) -> decode step (the mat-vec
+                   driver from the cache)
+
+The critical path is the longer of the two first parts (compiled at the same time, ~3 s
+each), then the decode step; the dequantizer runs beside it. No function is compiled by both
+processes at the same time (the two parts share no Numba function, and the step shares with
+this process only the mat-vec driver, compiled before the signal), so they never write one
+cache index at once. Each call here is a real call of the
+model's own code path on dummy inputs (token id 0, zero activations), so the compiled
+signatures are the ones generation uses; the dummy writes land in KV cache positions that the
+next prompt overwrites (``Model.tokens`` stays empty).
+
+It changes nothing else: with a warm cache (the decode step's signature is in the on-disk
+index) nothing happens; when the cache place is not writable, or the helper cannot start, dies
+or writes nothing, this process compiles whatever it still lacks itself, as it would have
+without the helper. Two first runs sharing one cache are as safe as without it (both write
+the same functions with the same signatures).
+
+The helper is ``python -m gguflite.runtime.precompile FILE N_CTX KV_TYPE``; protocol, one word
+a line: this process -> ``go`` (the mat-vec driver is cached: the helper may compile the
+step); helper -> ``decode`` (decode step cached), then it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def warm_up(model: Any) -> float:
+    """Compile (or load) every kernel ``model``'s generation needs, on two cores when the
+    Numba cache is cold.
+
+    Parameters
+    ----------
+    model : gguflite.runtime.Model
+        Numba backend with the fused decode step; any other model is left alone.
+
+    Returns
+    -------
+    float
+        Wall seconds spent; 0.0 when the cache was warm (or not writable, or nothing applies)
+        and nothing was done.
+    """
+    from .numba_backend import NumbaBackend, decode_step_args
+
+    be = getattr(model, "backend", None)
+    if not isinstance(be, NumbaBackend) or be.plan is None or not be.fused:
+        return 0.0
+    from .decode import decode_step
+
+    be.kv.reserve(1)
+    probe = decode_step_args(be, 0)
+    if _cached(decode_step, probe) or not _cache_writable(decode_step):
+        return 0.0
+    t0 = time.perf_counter()
+    helper = _start_helper(model)
+    try:
+        hp = be.hparams
+        f32 = np.float32
+        be.ops.linear(be.w.output, np.zeros((1, hp.dim), f32))  # the mat-vec driver
+        helper.send("go")
+        be.ops.embed(np.zeros(1, np.int64))  # the row dequantizer
+        # the prefill's kernels: the int8 matrix product, and (from attention_blas.MIN_TOKENS
+        # new tokens, as a chat prompt has) the BLAS attention's softmax and the row-parallel GLU
+        from .attention_blas import MIN_TOKENS
+
+        n = MIN_TOKENS
+        if n + 1 <= be.n_ctx:
+            be.kv.reserve(n)
+            be.forward(np.zeros(n, np.int64), 0)
+        helper.wait_for("decode")
+        be.forward(np.zeros(1, np.int64), 0)  # the fused step
+    finally:
+        helper.close()
+    return time.perf_counter() - t0
+
+
+def start_numba_target() -> None:
+    """Start Numba's CPU target (its one-time typing and lowering registries) without letting
+    it import ``scipy.linalg``.
+
+    When the target starts, Numba imports ``scipy.linalg.cython_blas`` if it can, only to know
+    whether ``np.dot`` and ``np.linalg`` may be compiled inside ``@njit`` code; gguflite's
+    kernels never do that. Importing ``scipy.linalg`` (scipy is not a gguflite dependency, but
+    is often installed) costs 0.1-0.3 s of CPU, a sixth of a warm ``gguflite run``. For a
+    process that runs no other Numba code (``gguflite run`` and ``chat``, the helper below)
+    the probe is answered "no BLAS": ``sys.modules`` maps ``scipy.linalg`` to None while the
+    target starts, then forgets it, so later imports of scipy.linalg work as usual. Compiled
+    code and cache keys do not depend on it. Nothing happens if scipy.linalg is imported.
+    """
+    if "scipy.linalg" in sys.modules:
+        return
+    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]
+    try:
+        from numba.core.registry import cpu_target
+
+        cpu_target.target_context.refresh()
+    finally:
+        if sys.modules.get("scipy.linalg", 0) is None:
+            del sys.modules["scipy.linalg"]
+
+
+def _cached(dispatcher: Any, args: tuple) -> bool:
+    """Whether ``dispatcher`` is compiled (in this process or on disk) for ``args``' types.
+
+    Reads Numba's cache index the way ``Dispatcher.compile`` does (``_cache._index_key``,
+    ``_cache_file._load_index``: Numba internals, as of 0.60-0.68); anything unexpected
+    answers True, i.e. "leave it to Numba".
+    """
+    try:
+        sig = tuple(dispatcher.typeof_pyval(a) for a in args)
+        if sig in dispatcher.overloads:
+            return True
+        cache = dispatcher._cache
+        key = cache._index_key(sig, dispatcher.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 - a probe: any surprise means "do nothing special"
+        log.debug("Numba cache probe failed", exc_info=True)
+        return True
+
+
+def _cache_writable(dispatcher: Any) -> bool:
+    """Whether the helper's compiled code can reach this process: the cache directory Numba
+    chose for ``dispatcher`` takes files."""
+    from gguflite._numba_cache import _writable
+
+    try:
+        return _writable(Path(dispatcher._cache.cache_path))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+class _Helper:
+    """The helper process (or none: every method is then a no-op and this process compiles
+    what it lacks itself)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes] | None):
+        self.proc = proc
+        self.said: set[str] = set()
+
+    def send(self, word: str) -> None:
+        if self.proc is None or self.proc.stdin is None:
+            return
+        try:
+            self.proc.stdin.write(word.encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError:  # it is gone: this process compiles the rest
+            self.close()
+
+    def wait_for(self, word: str) -> None:
+        """Block until the helper says ``word``, or is gone."""
+        while self.proc is not None and word not in self.said:
+            line = self.proc.stdout.readline() if self.proc.stdout is not None else b""
+            if not line:
+                log.debug("compile helper ended before %r (exit %s)", word, self.proc.poll())
+                self.close()
+                return
+            self.said.add(line.decode(errors="replace").strip())
+
+    def close(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _start_helper(model: Any) -> _Helper:
+    from numba.core import config
+
+    env = dict(os.environ)
+    if config.CACHE_DIR:  # e.g. the temporary one of _numba_cache.ensure_writable_cache
+        env["NUMBA_CACHE_DIR"] = str(config.CACHE_DIR)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # its few parallel calls must not spin
+    be = model.backend
+    cmd = [sys.executable, "-m", __name__, str(model.path), str(be.n_ctx), be.kv.kv_type]
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError as exc:
+        log.debug("cannot start the compile helper: %s", exc)
+        proc = None
+    return _Helper(proc)
+
+
+def _helper_main(path: str, n_ctx: int, kv_type: str) -> None:
+    """The helper: the same backend as the caller's, then its share of the compilation."""
+    import gguflite
+    from gguflite.models import family_for_arch
+
+    from . import ops
+    from .decode import decode_step
+    from .numba_backend import NumbaBackend, decode_step_args
+
+    start_numba_target()
+    ops.set_threads(1)
+    f = gguflite.open(Path(path))
+    fam = family_for_arch(f.metadata.get("general.architecture"))
+    be = NumbaBackend(f, fam, fam.from_metadata(f.metadata), n_ctx=n_ctx, kv_type=kv_type)
+    hp = be.hparams
+    be.kv.reserve(1)
+    be.ops.rmsnorm(np.zeros((1, hp.dim), np.float32), be.w.output_norm)
+    be.ops.glu(np.zeros((1, hp.hidden_dim), np.float32), np.zeros((1, hp.hidden_dim), np.float32))
+    be.ops.attention(0, np.zeros((1, hp.n_head, hp.head_dim), np.float32),
+                     np.zeros((1, hp.n_kv_head, hp.head_dim), np.float32),
+                     np.zeros((1, hp.n_kv_head, hp.head_dim), np.float32), 0)
+    if sys.stdin.readline().strip() != "go":
+        return
+    decode_step(*decode_step_args(be, 0))
+    print("decode", flush=True)
+
+
+if __name__ == "__main__":
+    _helper_main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
