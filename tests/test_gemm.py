@@ -22,7 +22,7 @@ GEMM_NAMES = sorted(t.name for t in gemm.GEMM_TYPES)
 
 def act_block(name: str) -> int:
     """Elements per activation scale in the GEMM: 256 for the super-block types, else 32."""
-    return 256 if name.endswith("_K") or name.startswith("TQ") else 32
+    return 256 if name.endswith(("_K", "_XS")) or name.startswith("TQ") else 32
 
 
 def run_gemm(raw: np.ndarray, name: str, shape: tuple[int, int], X: np.ndarray) -> np.ndarray:

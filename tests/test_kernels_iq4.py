@@ -78,14 +78,15 @@ def test_matvec_matches_reference(name, out_f, in_f):
     y = lin.matvec(x)
     assert rel_err(y, ref_w @ quantized_x(x)) <= 2e-6  # float32 accumulation only
     assert rel_err(y, ref_w @ x.astype(np.float64)) <= 3e-2  # the int8 activation's error
-    # a group of weights in one region, and few-token int8 mat-muls: the same numbers up to
+    # a group of weights in one region: the same numbers up to
     # float32 summation order (drivers compiled separately, with fastmath)
     y2, y3 = Linear.matvec_many([lin, lin], x)
     assert rel_err(y2, y) <= 1e-6 and rel_err(y3, y) <= 1e-6
     X = rng.standard_normal((3, in_f)).astype(np.float32)
-    Y = lin.matmul(X)
+    Y = lin.matmul(X)  # the int8 matrix product: IQ4_XS activations per 256 (as llama.cpp)
+    block = 256 if name == "IQ4_XS" else 32
     for t in range(3):
-        assert rel_err(Y[t], ref_w @ quantized_x(X[t])) <= 2e-6
+        assert rel_err(Y[t], ref_w @ quantized_x(X[t], block)) <= 2e-5
 
 
 @pytest.mark.parametrize("name", TYPES)
@@ -160,7 +161,8 @@ def test_tiny_model_runs_natively_end_to_end(mix, want, tmp_path):
                                                               "w_up", "w_down")]
         got = {lin.type.name for lin in lins}
         assert want <= got and got <= {"IQ4_NL", "IQ4_XS", "Q5_K", "Q6_K", "Q8_0"}, got
-        assert be.fused and set(want) <= {GGMLType(k).name for k in be.plan.kset.ids}
+        assert be.fused and set(want) <= {GGMLType(k).name for k in be.plan.kset.ids
+                                          if k < 1000}  # (the KM kinds have no GGMLType)
         ids = [5, 17, 42, 7, 99, 3, 64, 12]
         fused = np.stack([be.forward([t], i) for i, t in enumerate(ids)])
         be.enable_timers()  # the per-op path
@@ -171,9 +173,8 @@ def test_tiny_model_runs_natively_end_to_end(mix, want, tmp_path):
         # error only
         oracle = reference_logits(m.file, ids)
         assert np.abs(fused - oracle).max() <= 2e-2 * np.abs(oracle).max()
-        # prefill: the IQ4 weights through BLAS over tiles their row kernels dequantize
-        # (float32 activations), the Q6_K output through the int8 matrix product (gemm.py):
-        # the int8 activations' error again
+        # prefill: the IQ4 weights and the Q6_K output through the int8 matrix product
+        # (gemm.py, packed by their dequantizers): the int8 activations' error again
         prefill = m.logits(ids)
         assert np.abs(prefill - oracle).max() <= 2e-2 * np.abs(oracle).max()
         text = m.generate("the sea", max_tokens=6, temperature=0, stream=False)

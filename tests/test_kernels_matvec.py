@@ -168,7 +168,7 @@ def test_matmul_and_rows_match_reference(name, out_f, in_f):
     X = rng.standard_normal((BLAS_MIN_TOKENS + 3, in_f)).astype(np.float32)
     Y = lin.matmul(X)
     assert Y.shape == (X.shape[0], out_f)
-    k_act = 256 if name.endswith("_K") or name.startswith("TQ") else 32  # per-256 for those
+    k_act = 256 if name.endswith(("_K", "_XS")) or name.startswith("TQ") else 32  # per 256
     if GGMLType[name] in GEMM_TYPES:  # prefill through the int8 matrix product (test_gemm.py)
         assert rel_err(Y, quantized_x(X, k_act) @ ref_w.T) <= 2e-5
     else:  # prefill through BLAS: exact weights, float32 activations

@@ -19,7 +19,10 @@ from numba import njit
 INV127 = np.float32(1.0 / 127.0)
 
 
-@njit(cache=True)  # no fastmath: must match quantize_act_ref exactly
+# fastmath=False explicitly: Numba compiles a callee that sets nothing with its caller's
+# fast-math flags (and caches that code for every later caller), and the drivers that call
+# this are fastmath; an "arcp" reciprocal moved activations across rounding boundaries.
+@njit(cache=True, fastmath=False)  # must match quantize_act_ref exactly
 def quantize_act(x, xq, xd, xsd):
     """Quantize one activation vector in place into preallocated buffers.
 

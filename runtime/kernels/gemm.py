@@ -21,7 +21,8 @@ do). That is why the server's batched decode keeps the mat-vec row kernels
 (serve/batched.matvec_batch), whose numbers are those of decoding each sequence alone.
 
 Types: the ggml block types whose dequantizer writes through store_affine / store_s8
-(``GEMM_TYPES``); Linear.matmul keeps the dequantize + BLAS path for the float and KM types.
+and vector_iq4.store_s8v (``GEMM_TYPES``); Linear.matmul keeps the dequantize + BLAS path
+for the float and KM types.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from numba import njit, prange
 
 from ...constants import GGMLType
 from .dispatch import ALL_KINDS, Kinds, _in_kinds, kinds_of, rows_deq
-from .activations import INV127, quantize_act
+from .activations import quantize_act
+from .ternary import quantize_act_k
 from .vector_f32 import ldf, load_f32x8, vfma, vsplat
 from .vector_gemm import (
     F_AT,
@@ -57,7 +59,7 @@ Q2_K, Q4_K, Q5_K = int(GGMLType.Q2_K), int(GGMLType.Q4_K), int(GGMLType.Q5_K)
 # vector modules. dispatch.py carries a fingerprint of every module it inlines (vector_gemm
 # included); this sha256 of dispatch.py's text makes any kernel edit change this file too
 # (tests/test_gemm.py checks it is current). Recompute with dispatch_fingerprint().
-DISPATCH_FINGERPRINT = "d5589ce5364207d0"
+DISPATCH_FINGERPRINT = "43fd913476caa07e"
 
 
 def dispatch_fingerprint() -> str:
@@ -70,7 +72,8 @@ def dispatch_fingerprint() -> str:
 
 GEMM_TYPES = frozenset({GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1,
                         GGMLType.Q8_0, GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K,
-                        GGMLType.Q5_K, GGMLType.Q6_K, GGMLType.TQ1_0, GGMLType.TQ2_0})
+                        GGMLType.Q5_K, GGMLType.Q6_K, GGMLType.TQ1_0, GGMLType.TQ2_0,
+                        GGMLType.IQ4_NL, GGMLType.IQ4_XS})
 """Types the int8 matrix product runs on (packed by their own exact dequantizer)."""
 ALL_GEMM_KINDS = kinds_of(*(int(t) for t in GEMM_TYPES))
 TILE_ROWS = 16
@@ -112,26 +115,23 @@ def quantize_tokens(X, xq, dx, xsd, per_256):
                 row[i] ^= np.uint8(128)
 
 
-@njit(cache=True)  # no fastmath: rounding as quantize_act
+@njit(cache=True, fastmath=False)  # explicitly (see activations.quantize_act)
 def quantize_act_256(x, xq, xd, xsd):
-    """llama.cpp's activation of the k-quants (Q8_K: one scale per 256) in quantize_act's
-    layout: xd[g] is the scale of g's 256-block (8 equal entries per block) and
-    xsd[2g + h] = xd[g] * sum(xq of half h of group g). n a multiple of 256."""
-    for b in range(x.size // 256):
-        amax = np.float32(0.0)
-        for i in range(256 * b, 256 * b + 256):
-            amax = max(amax, abs(x[i]))
-        d = amax * INV127
-        inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
-        for h in range(16 * b, 16 * b + 16):
-            s = 0
-            for i in range(16 * h, 16 * h + 16):
-                q = np.int32(np.rint(x[i] * inv))
-                xq[i] = q
-                s += q
-            xsd[h] = d * np.float32(s)
+    """llama.cpp's activation of the k-quants (Q8_K: one scale per 256; ternary.quantize_act_k,
+    which writes it in its own layout) in quantize_act's layout: xd[g] is the scale of g's
+    256-block (8 equal entries per block) and xsd[2g + h] = xd[g] * sum(xq of half h of group
+    g). n a multiple of 256; xd and xsd are used as quantize_act_k's scratch first."""
+    quantize_act_k(x, xq, xd, xsd)
+    nb = x.size // 256
+    for b in range(nb - 1, -1, -1):  # backwards: block b's scale sits at xd[4b]
+        d = xd[4 * b]
         for g in range(8 * b, 8 * b + 8):
             xd[g] = d
+    for h in range(x.size // 16):
+        s = 0
+        for i in range(16 * h, 16 * h + 16):
+            s += xq[i]
+        xsd[h] = xd[h // 2] * np.float32(s)
 
 
 def gemm(kind: int, w: np.ndarray, row_bytes: int, X: np.ndarray, Y: np.ndarray,
@@ -278,7 +278,8 @@ def gemm_256(kind, w, row_bytes, X, Y, kinds):
 
 
 _PER_256 = frozenset(int(t) for t in (GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K,
-                                      GGMLType.Q6_K, GGMLType.TQ1_0, GGMLType.TQ2_0))
+                                      GGMLType.Q6_K, GGMLType.TQ1_0, GGMLType.TQ2_0,
+                                      GGMLType.IQ4_XS))
 """The super-block types, whose activations are quantized with one scale per 256 (llama.cpp's
 Q8_K); the 32-block types keep one per 32 (Q8_0 / Q8_1)."""
 

@@ -91,7 +91,7 @@ def row_bytes(cols: int, bits: int) -> int:
 
 
 # -- activations ----------------------------------------------------------------------------------
-@njit(cache=True)  # no fastmath: must match the NumPy reference of the tests exactly
+@njit(cache=True, fastmath=False)  # explicitly (see activations.quantize_act): exact as the ref
 def quantize_act_km(x, xq, xd, xsd):
     """Quantize x, padded with zeros to ``xq.size`` (a multiple of 64) elements, for the KM
     kernels: one float scale per 256 columns and a small integer multiplier per 32, so that

@@ -39,7 +39,7 @@ INV127 = np.float32(1.0 / 127.0)
 
 
 # -- the activation, one scale per 256 (llama.cpp's Q8_K, in the scratch of dispatch) -----------
-@njit(cache=True)  # no fastmath: must match quantize_act_k_ref exactly
+@njit(cache=True, fastmath=False)  # explicitly (see activations.quantize_act): exact as the ref
 def quantize_act_k(x, xq, xd, xsd):
     """Quantize one activation vector per 256-block, into the buffers of quantize_act.
 

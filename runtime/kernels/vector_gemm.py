@@ -178,6 +178,16 @@ def pack_s8_codegen(context, builder, sig, args):
     return context.get_dummy_value()
 
 
+def pack_s8v_codegen(context, builder, sig, args):
+    """vector_iq4.store_s8v's lowering for a packed destination: q = the 32 int8 values (the
+    IQ4 codebook entries), s = d, f = 0."""
+    d, doff, q, dd = args
+    s = context.cast(builder, dd, sig.args[3], types.float32)
+    zero = ir.Constant(F32, 0.0)
+    _store_record(context, builder, sig, d, doff, q, s, zero, s, zero)
+    return context.get_dummy_value()
+
+
 # -- the dot products of a packed group with one token's activation block ------------------------
 def _qdot_typer(with_corr: bool):
     def typer(typingctx, pack, rec, xa, xoff):

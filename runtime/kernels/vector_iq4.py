@@ -125,7 +125,12 @@ def dot_s8v(typingctx, v, xq, xoff):
 
 @intrinsic
 def store_s8v(typingctx, dst, off, v, d):
-    """dst[off + i] = d * float(int8 v[i]) for i < 32 (float32 multiply, as ggml)."""
+    """dst[off + i] = d * float(int8 v[i]) for i < 32 (float32 multiply, as ggml). A 2-D uint8
+    ``dst`` is a packed tile of the int8 matrix product: q = v, s = d (vector_gemm)."""
+    from . import vector_gemm
+
+    if vector_gemm.is_pack(dst):
+        return types.none(dst, off, v, d), vector_gemm.pack_s8v_codegen
 
     def codegen(context, builder, sig, args):
         darr, doff, wv, dd = args
