@@ -1,13 +1,14 @@
-"""The int8 matrix product of prefill (and of batched decode): Y = X @ W.T on the stored weights.
+"""The int8 matrix product of prefill: Y = X @ W.T on the stored weights.
 
 llama.cpp multiplies a prefill chunk with int8 activations; so does this driver:
 
-1. every token's activation row is quantized as for a mat-vec (activations.quantize_act: int8
-   per 32-block with one float scale), the token count padded to a multiple of 4 with zeros;
+1. every token's activation row is quantized to int8 as llama.cpp does: per 32-block for the
+   32-block types (activations.quantize_act, as the mat-vec), per 256-block for the
+   super-block types (Q8_K), the token count padded to a multiple of 4 with zeros;
 2. the weight rows are cut into tiles of ``TILE_ROWS``; each tile is *packed* once by the type's
    own dequantizer (vector_gemm: int8 q, per-16 scale s and offset f), in parallel over tiles;
-3. each packed row is multiplied with 4 tokens at a time: one record load feeds four integer
-   dot products (VNNI ``vpdpbusd`` where the CPU has it) and four float accumulators.
+3. each pair of packed rows is multiplied with 4 tokens at a time: two record loads feed eight
+   integer dot products (VNNI ``vpdpbusd`` where the CPU has it) and eight float accumulators.
 
 The weight bytes are read from memory once per call (not once per token, as mat-vecs per token
 would), and the unpacking of each group is paid once per call, not once per token. For the
@@ -77,7 +78,7 @@ GEMM_TYPES = frozenset({GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5
 """Types the int8 matrix product runs on (packed by their own exact dequantizer)."""
 ALL_GEMM_KINDS = kinds_of(*(int(t) for t in GEMM_TYPES))
 TILE_ROWS = 16
-"""Weight rows per packed tile (one parallel work item): 16 x 2048-wide rows pack to 80 KB."""
+"""Weight rows per packed tile (one parallel work item): 16 x 2048-wide rows pack to 128 KB."""
 
 
 _GEMM_IDS = frozenset(int(t) for t in GEMM_TYPES)
