@@ -83,6 +83,16 @@ def test_empty_token_is_renamed_like_llama_cpp(spm_md, caplog):
     assert tok.vocab.tokens[5] == "[EMPTY_5]" and "empty tokens" in caplog.text
 
 
+def test_malformed_byte_token_decodes_as_its_text(bpe_md):
+    """A token typed BYTE whose text is not '<0xNN>' (found by the tokenizer fuzz harness: it
+    loaded and encoded, then decode raised) decodes as its text, as an empty byte token that
+    llama.cpp renames '[EMPTY_n]' does."""
+    types = np.array(bpe_md["tokenizer.ggml.token_type"], np.int32).copy()
+    types[1] = TokenType.BYTE
+    tok = Tokenizer.from_metadata(_broken(bpe_md, token_type=types))
+    assert tok.decode([1]) == tok.vocab.tokens[1]
+
+
 def test_merge_with_unknown_token_is_a_model_error(bpe_md):
     merges = list(bpe_md["tokenizer.ggml.merges"]) + ["zzz_not_a_token qqq"]
     with pytest.raises(ModelError, match="merges do not fit"):

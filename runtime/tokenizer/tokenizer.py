@@ -206,7 +206,9 @@ class Tokenizer:
                     return bytes([int(text[3:5], 16)])
                 except ValueError:
                     pass
-            raise ModelError(f"byte token {tid} has text {text!r}, expected '<0xNN>'")
+            # not '<0xNN>' (a broken file, or an empty byte token renamed '[EMPTY_n]' at load
+            # as llama.cpp does): its text, so that decoding what encode produced never fails
+            return text.encode("utf-8")
         if kind == TokenType.NORMAL:
             if self._spm is not None:
                 return text.replace(SPACE, " ").encode("utf-8")
