@@ -167,7 +167,7 @@ class NumbaOps:
                 hp.rope_neox, be.kv.k[layer], be.kv.v[layer], pos0, hp.kq_scale,
                 hp.layer_window[layer], out)
         if attention_blas.fits(q.shape[0], hp.n_head, pos0 + q.shape[0]):
-            attention_blas.attention(*args)  # a prefill chunk: two batched BLAS products
+            attention_blas.attention(*args)  # a prefill chunk: BLAS products per kv head
         else:
             ops.attention(*args, be.scores)
         self._time("attention", t0)
