@@ -50,7 +50,7 @@ SUB_ROWS = 32  # rows of W per cache-resident block (32 rows x 576 Q4_1 = 11.5 K
 # only. This sha256 of kernels/dispatch.py (which carries its own fingerprint of the row
 # kernels) makes a kernel change change this file too (tests/test_server_batching.py checks it
 # is current), so no stale compiled function is ever loaded. Recompute: dispatch_fingerprint().
-DISPATCH_FINGERPRINT = "43fd913476caa07e"
+DISPATCH_FINGERPRINT = "fb27fb2b8b806314"
 
 
 def dispatch_fingerprint() -> str:

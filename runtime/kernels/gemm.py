@@ -37,7 +37,7 @@ from ...constants import GGMLType
 from .dispatch import ALL_KINDS, Kinds, _in_kinds, kinds_of, rows_deq
 from .activations import quantize_act
 from .ternary import quantize_act_k
-from .vector_f32 import ldf, load_f32x8, vfma, vsplat
+from .vector_f32 import ldf, load_f32x8, vadd, vfma, vsplat
 from .vector_gemm import (
     F_AT,
     OFFSET_ACTIVATIONS,
@@ -49,7 +49,6 @@ from .vector_gemm import (
     qdot,
     qdot_raw,
     store_f32x8,
-    vadd,
 )
 from .vector_ir import f32at, hsum, vzero
 
@@ -60,7 +59,7 @@ Q2_K, Q4_K, Q5_K = int(GGMLType.Q2_K), int(GGMLType.Q4_K), int(GGMLType.Q5_K)
 # vector modules. dispatch.py carries a fingerprint of every module it inlines (vector_gemm
 # included); this sha256 of dispatch.py's text makes any kernel edit change this file too
 # (tests/test_gemm.py checks it is current). Recompute with dispatch_fingerprint().
-DISPATCH_FINGERPRINT = "43fd913476caa07e"
+DISPATCH_FINGERPRINT = "fb27fb2b8b806314"
 
 
 def dispatch_fingerprint() -> str:

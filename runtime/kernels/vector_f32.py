@@ -79,6 +79,16 @@ def vsplat(typingctx, f):
 
 
 @intrinsic
+def vadd(typingctx, a, b):
+    """a + b lane by lane (F32x8)."""
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+
+    return F32x8(a, b), codegen
+
+
+@intrinsic
 def vmul(typingctx, a, b):
     """a * b lane by lane (F32x8)."""
 

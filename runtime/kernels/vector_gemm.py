@@ -245,16 +245,6 @@ def corr_scaled(typingctx, pack, rec):
 
 
 @intrinsic
-def vadd(typingctx, a, b):
-    """a + b lane by lane (F32x8)."""
-
-    def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1])
-
-    return F32x8(a, b), codegen
-
-
-@intrinsic
 def store_f32x8(typingctx, dst, off, v):
     """dst[off : off + 8] = v for a float32 array ``dst``."""
 
