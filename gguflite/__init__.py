@@ -6,9 +6,11 @@ writer), the codecs in ``gguflite.quants``, the validator in ``gguflite.validate
 
 from __future__ import annotations
 
-from ._numba_cache import ensure_writable_cache
+from ._numba_cache import ensure_writable_cache, separate_lowering_overrides
 
-ensure_writable_cache()  # before the first Numba function with cache=True is defined
+# before the first Numba function with cache=True is defined:
+separate_lowering_overrides()
+ensure_writable_cache()
 
 from .constants import GGMLType, GGUFValueType  # noqa: E402
 from .errors import (  # noqa: E402

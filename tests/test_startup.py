@@ -193,6 +193,29 @@ def test_no_writable_cache_place_means_a_temporary_one(tmp_path):
         config.CACHE_DIR = before
 
 
+@pytest.mark.parametrize("override", ["GGUFLITE_GEMM_PATH=portable", "GGUFLITE_NO_VNNI=1",
+                                      "GGUFLITE_PORTABLE_SIMD=1"])
+def test_a_lowering_override_compiles_into_its_own_cache(tmp_path, override):
+    """Code compiled under a lowering override must never be loaded by a run without it (Numba
+    keys its cache on the file and the CPU only): such a run caches in a directory of its own,
+    and a child process handed that directory keeps it."""
+    key, value = override.split("=")
+    probe = "import gguflite; from numba.core import config; print(config.CACHE_DIR)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GGUFLITE_")}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path)
+    plain = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                           text=True, check=True).stdout.strip()
+    assert plain == str(tmp_path)
+    env[key] = value
+    own = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert own == str(tmp_path / f"lowering-{key.removeprefix('GGUFLITE_').lower()}-{value}")
+    env["NUMBA_CACHE_DIR"] = own
+    child = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                           text=True, check=True).stdout.strip()
+    assert child == own
+
+
 # The console script: run as a user does, with an atexit handler of its own that must still run.
 CONSOLE = """
 import atexit, sys

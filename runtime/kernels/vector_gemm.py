@@ -35,8 +35,8 @@ lowerings, chosen once per process (``GEMM_PATH``):
 
 ``GGUFLITE_GEMM_PATH`` (``vnni``, ``avx2``, ``portable``) overrides the choice (tests); a path
 the host cannot run is refused. ``GGUFLITE_PORTABLE_SIMD=1`` implies ``portable``. Numba's
-cache keys compiled code on the CPU, not on this choice: run overrides with their own
-``NUMBA_CACHE_DIR``.
+cache keys compiled code on the CPU, not on this choice, so a run with an override compiles
+into a cache directory of its own (gguflite._numba_cache.separate_lowering_overrides).
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ VNNI = (not PORTABLE and os.environ.get("GGUFLITE_NO_VNNI", "") != "1"
 """True when AVX512-VNNI's 256-bit ``vpdpbusd`` may replace vpmaddubsw + vpmaddwd (the same
 integers where those never saturate). Used by the kernels where it measured faster (IQ4: 10 %
 on 576 / 1536-wide rows, 1 thread, AMD EPYC Zen 4), not by _dot_u8_s8: there it made Q8_0 25 %
-slower. ``GGUFLITE_NO_VNNI=1`` turns it off (with its own NUMBA_CACHE_DIR, as for PORTABLE)."""
+slower. ``GGUFLITE_NO_VNNI=1`` turns it off (such a run gets its own Numba cache directory:
+gguflite._numba_cache.separate_lowering_overrides)."""
 
 
 class Vec(types.Type):
