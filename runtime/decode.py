@@ -105,7 +105,7 @@ def _add_bias(y, vecs, layer, off) -> None:
         y[j] += vecs[layer, off + j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def decode_step(x, addrs, sizes, kinds, row_bytes, vecs, voff, flags, layer_rope,
                 layer_window, out_norm, eps, cos, sin, k_cache, v_cache, pos, kq_scale,
                 buf_dim, q, k, v, att, gate, up, hb, logits, scores, s_dim, s_q,

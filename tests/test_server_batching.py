@@ -22,8 +22,7 @@ PROMPTS = ["The sea is", "Once upon a time", "def fibonacci(n):", "My favourite 
 
 @pytest.fixture(scope="module")
 def model():
-    m = load(default_model_path(), n_ctx=128, threads=1)
-    BatchedSlots(m, 1).warm_up()  # compile outside the jobs' time limits
+    m = load(default_model_path(), n_ctx=128, threads=1)  # Scheduler.start warms engines up
     yield m
     m.close()
 
@@ -117,6 +116,7 @@ def test_prompt_cache_reuses_the_prefix_and_keeps_the_tokens(model):
     engine = CountingSlots(model, 1)
     sched = Scheduler(engine, model.tokenizer)
     sched.start()
+    engine.prefilled = 0  # not the warm-up's tokens
     try:
         kw = {"temperature": 1.0, "seed": 7, "max_tokens": 16}
         first = run_jobs(sched, [job(model, PROMPTS[1], **kw)])
@@ -200,3 +200,27 @@ def test_batched_prefill_fills_each_cache_as_alone(model):
     together = engine.backends[0].kv.k[:, :, :len(prompts[0])]
     np.testing.assert_array_equal(alone, together)
     assert np.abs(together).max() > 0
+
+
+def test_the_warm_up_runs_on_the_scheduler_thread_and_its_failure_reaches_start(model):
+    """Every parallel kernel runs on the scheduler's thread, warm-up included (a second
+    thread opening OpenMP teams halves the decode speed: Scheduler.start); a warm-up that
+    fails is raised by start()."""
+    seen = []
+
+    class Recording(SequentialSlots):
+        def warm_up(self):
+            seen.append(threading.current_thread().name)
+            super().warm_up()
+
+    sched = Scheduler(Recording(model, 1), model.tokenizer)
+    sched.start()
+    sched.stop()
+    assert seen == ["gguflite-scheduler"]
+
+    class Broken(SequentialSlots):
+        def warm_up(self):
+            raise RuntimeError("no kernels")
+
+    with pytest.raises(RuntimeError, match="no kernels"):
+        Scheduler(Broken(model, 1), model.tokenizer).start()

@@ -88,8 +88,7 @@ class Server:
     def __init__(self, model: Any, config: ServerConfig):
         self.model = model
         self.config = config
-        self.engine = make_engine(model, config)
-        self.engine.warm_up()  # compile before serving, not inside the first request
+        self.engine = make_engine(model, config)  # warmed up by the scheduler's thread
         self.n_ctx = self.engine.n_ctx
         self.max_tokens_limit = min(config.max_tokens or self.n_ctx, self.n_ctx)
         self.scheduler = Scheduler(self.engine, model.tokenizer, max_queue=config.max_queue,
