@@ -224,3 +224,26 @@ def test_the_warm_up_runs_on_the_scheduler_thread_and_its_failure_reaches_start(
 
     with pytest.raises(RuntimeError, match="no kernels"):
         Scheduler(Broken(model, 1), model.tokenizer).start()
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q6_K"])
+def test_batched_rows_equal_each_row_alone_bit_for_bit(name):
+    """linear_rows (matvec_batch: the four-activation row kernels of the 32-block types, the
+    one-row kernels for the rest) gives every row of X exactly Linear.matvec of that row, for
+    1 to 9 rows (four-row passes, a pass of three, and the leftover rows), on widths with an
+    odd and an even block count."""
+    from test_kernels_matvec import rand_weight
+
+    from gguflite.constants import GGMLType
+    from gguflite.runtime.kernels import Linear
+
+    rng = np.random.default_rng(3)
+    for rows, cols in ((70, 256 if name.endswith("_K") else 288), (33, 512)):
+        lin = Linear(rand_weight(rng, name, rows, cols), GGMLType[name], (rows, cols))
+        for n_seq in (1, 2, 3, 4, 5, 7, 9):
+            X = rng.standard_normal((n_seq, cols)).astype(np.float32)
+            together = batched.linear_rows(lin, X)
+            alone = np.stack([lin.matvec(x) for x in X])
+            assert np.array_equal(together, alone), (name, rows, cols, n_seq,
+                                                     np.abs(together - alone).max())
+

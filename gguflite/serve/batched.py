@@ -50,7 +50,7 @@ SUB_ROWS = 32  # rows of W per cache-resident block (32 rows x 576 Q4_1 = 11.5 K
 # only. This sha256 of kernels/dispatch.py (which carries its own fingerprint of the row
 # kernels) makes a kernel change change this file too (tests/test_server_batching.py checks it
 # is current), so no stale compiled function is ever loaded. Recompute: dispatch_fingerprint().
-DISPATCH_FINGERPRINT = "fb27fb2b8b806314"
+DISPATCH_FINGERPRINT = "dc6c2dca1720e890"
 
 
 def dispatch_fingerprint() -> str:
@@ -61,7 +61,7 @@ def dispatch_fingerprint() -> str:
     return hashlib.sha256(Path(dispatch.__file__).read_bytes()).hexdigest()[:16]
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=dispatch.ROW_FASTMATH, nogil=True)
 def matvec_batch(kind, w, Y, row_bytes, X, xq, xd, xsd, kinds):
     """Y[s] = W @ X[s] for every row s, each block of W's rows loaded once for all rows.
 
@@ -84,14 +84,22 @@ def matvec_batch(kind, w, Y, row_bytes, X, xq, xd, xsd, kinds):
             quantize_act(X[s], xq[s], xd[s], xsd[s])
     rows = Y.shape[1]
     chunk = dispatch.matvec_chunk(rows)
+    four = dispatch.has_rows4(kind)
+    fq, fd, fsd = xq.reshape(-1), xd.reshape(-1), xsd.reshape(-1)
     for c in prange((rows + chunk - 1) // chunk):
         lo = c * chunk
         hi = min(lo + chunk, rows)
         for a in range(lo, hi, SUB_ROWS):
             b = min(a + SUB_ROWS, hi)
-            for s in range(n_seq):
-                dispatch.rows_dot(kind, w, row_bytes, n, a, b, Y[s], X[s], xq[s], xd[s],
-                                  xsd[s], kinds)
+            s = 0
+            while four and n_seq - s >= 3:  # 3 or 4 rows of X per pass over the block
+                count = min(4, n_seq - s)
+                dispatch.rows_dot4(kind, w, row_bytes, n, a, b, Y, s, count, fq, fd, fsd,
+                                   kinds)
+                s += count
+            for t in range(s, n_seq):  # the rest (and the kinds without a four-row kernel)
+                dispatch.rows_dot(kind, w, row_bytes, n, a, b, Y[t], X[t], xq[t], xd[t],
+                                  xsd[t], kinds)
 
 
 def linear_rows(w: Any, x: np.ndarray) -> np.ndarray:

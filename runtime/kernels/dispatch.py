@@ -38,7 +38,7 @@ from .activations import quantize_act
 # inline the row kernels of the modules below. This fingerprint of their text makes any edit
 # there change this file too (test_kernels_api checks it is current), so no stale compiled
 # driver is ever loaded from a cache. Recompute with kernel_sources_fingerprint().
-SOURCES_FINGERPRINT = "7b221416223e2ed0"
+SOURCES_FINGERPRINT = "1c92a42981ad9011"
 INLINED_MODULES = ("activations", "floats", "km_rows", "kquants", "legacy", "ternary",
                    "vector_f32", "vector_gemm", "vector_iq4", "vector_ir", "vector_km",
                    "vector_tq")
@@ -54,6 +54,13 @@ def kernel_sources_fingerprint() -> str:
         h.update((Path(__file__).with_name(name + ".py")).read_bytes())
     return h.hexdigest()[:16]
 
+
+ROW_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
+"""The fast-math flags of the row-kernel drivers: fastmath=True without ``reassoc``. Row kernels
+are inlined into their driver and compiled with its flags; without reassociation LLVM keeps
+each row's arithmetic in the order written, so a row's result does not depend on the shape of
+the driver around it (serve/batched.matvec_batch's four-row kernels give each row exactly
+what ``rows_dot`` gives it alone; with ``reassoc`` they differed in the last bit)."""
 
 F32, F16, BF16 = int(GGMLType.F32), int(GGMLType.F16), int(GGMLType.BF16)
 Q4_0, Q4_1, Q5_0, Q5_1 = (int(GGMLType.Q4_0), int(GGMLType.Q4_1), int(GGMLType.Q5_0),
@@ -187,7 +194,7 @@ def is_float(kind):
 # The switches are generated per Kinds set (numba.extending.overload): each branch is guarded
 # by a flag of the set frozen into the function, so Numba prunes the branches of other kinds
 # before typing and never compiles their kernels ---------------------------------------------
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=ROW_FASTMATH)
 def rows_dot(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd, kinds=ALL_KINDS):
     """y[lo:hi] = W[lo:hi] @ x, switching on the type once per run of rows.
 
@@ -202,7 +209,7 @@ def _rows_dot(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd, kinds):
     raise NotImplementedError("only callable from compiled code")
 
 
-@overload(_rows_dot, jit_options={"fastmath": True})
+@overload(_rows_dot, jit_options={"fastmath": ROW_FASTMATH})
 def _rows_dot_for(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd, kinds):
     kt = _kinds_type(kinds)
     if kt is None:
@@ -257,6 +264,53 @@ def _rows_dot_for(kind, w, row_bytes, n, lo, hi, y, x, xq, xd, xsd, kinds):
             fl.rows_f32(w, row_bytes, n, lo, hi, y, x)
         else:
             raise ValueError("rows_dot: kind outside the driver's Kinds set")
+
+    return switch
+
+
+@njit(cache=True)
+def has_rows4(kind):
+    """True when ``kind`` has a four-activation row kernel (rows_dot4)."""
+    return kind == Q4_0 or kind == Q4_1 or kind == Q5_0 or kind == Q5_1 or kind == Q8_0
+
+
+@njit(cache=True, fastmath=ROW_FASTMATH)
+def rows_dot4(kind, w, row_bytes, n, lo, hi, Y, s0, count, xq, xd, xsd, kinds=ALL_KINDS):
+    """Y[s0 + k, lo:hi] = W[lo:hi] @ x_{s0 + k} for k < count (<= 4), each block of W unpacked
+    once for all of them; every row of Y equals what rows_dot gives that activation alone.
+
+    Y : (n_seq, rows) float32; xq, xd, xsd : the quantized activations of all n_seq rows, flat
+    (as _prepare lays out one). ``kind`` must satisfy has_rows4 and be in ``kinds``.
+    """
+    _rows_dot4(kind, w, row_bytes, n, lo, hi, Y, s0, count, xq, xd, xsd, kinds)
+
+
+def _rows_dot4(kind, w, row_bytes, n, lo, hi, Y, s0, count, xq, xd, xsd, kinds):
+    """The switch of rows_dot4; compiled from _rows_dot4_for."""
+    raise NotImplementedError("only callable from compiled code")
+
+
+@overload(_rows_dot4, jit_options={"fastmath": ROW_FASTMATH})
+def _rows_dot4_for(kind, w, row_bytes, n, lo, hi, Y, s0, count, xq, xd, xsd, kinds):
+    kt = _kinds_type(kinds)
+    if kt is None:
+        return None
+    q8_0, q4_1, q4_0, q5_0, q5_1 = (kt.has(k) for k in (Q8_0, Q4_1, Q4_0, Q5_0, Q5_1))
+
+    def switch(kind, w, row_bytes, n, lo, hi, Y, s0, count, xq, xd, xsd, kinds):
+        nb = n // 32
+        if q8_0 and kind == Q8_0:
+            lg.rows4_q8_0(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd)
+        elif q4_1 and kind == Q4_1:
+            lg.rows4_q4_1(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd)
+        elif q4_0 and kind == Q4_0:
+            lg.rows4_q4_0(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd)
+        elif q5_0 and kind == Q5_0:
+            lg.rows4_q5_0(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd)
+        elif q5_1 and kind == Q5_1:
+            lg.rows4_q5_1(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd)
+        else:
+            raise ValueError("rows_dot4: kind without a four-row kernel or outside the set")
 
     return switch
 
@@ -420,7 +474,7 @@ def matvec_one(kind, w, y, row_bytes, x, scratch, kinds=ALL_KINDS):
                  kinds)
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=ROW_FASTMATH)
 def matvec_group(kind, ws, ys, row_bytes, x, scratch, kinds=ALL_KINDS):
     """ys[m] = W_m @ x for up to 4 weights of one type and in_features sharing one activation.
 

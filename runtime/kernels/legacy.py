@@ -57,19 +57,45 @@ def _unpack(w, b, five_bits):
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _apply(acc, bias, u, d, c, xq, xd, xsd, j):
+    """One activation's share of an unpacked block (u, d, c = m or o * d) against its block j:
+    acc += d * dx_j * dot(u, xq_j) (F32x8) and the scalar bias += c * dx_j * sum(xq_j). The
+    one-row and the four-row kernels both run exactly this, in this order."""
+    s = d * ldf(xd, j)
+    acc = fma2(acc, dot_u8(u, xq, 32 * j), s, s)
+    bias += c * (ldf(xsd, 2 * j) + ldf(xsd, 2 * j + 1))
+    return acc, bias
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _block(w, b, five_bits, qoff, has_min, o):
+    """The block whose bytes start at b, unpacked: (u, d, c) with c = m (-c is the minimum)
+    or o * d."""
+    d = f16(w, b)
+    c = f16(w, b + 2) if has_min else np.float32(o) * d
+    return _unpack(w, b + qoff, five_bits), d, c
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _legacy_step(acc, bias, w, b, j, xq, xd, xsd, five_bits, qoff, has_min, o):
     """Block j of a row, its bytes at b: acc += d * dx * dot(u, xq) (F32x8), and the scalar
     bias += (d * o | m) * dx * sum(xq). Straight-line (no loop), so inlining it into a loop
     adds no reference counting (see rows_q8_0)."""
-    d = f16(w, b)
-    s = d * ldf(xd, j)
-    acc = fma2(acc, dot_u8(_unpack(w, b + qoff, five_bits), xq, 32 * j), s, s)
-    xs = ldf(xsd, 2 * j) + ldf(xsd, 2 * j + 1)
-    if has_min:  # c = -m
-        bias += f16(w, b + 2) * xs
-    else:
-        bias += np.float32(o) * d * xs
-    return acc, bias
+    u, d, c = _block(w, b, five_bits, qoff, has_min, o)
+    return _apply(acc, bias, u, d, c, xq, xd, xsd, j)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _legacy_step4(a0, a1, a2, a3, c0, c1, c2, c3, w, b, j, xq, xd, xsd, g0, g1, g2, g3,
+                  five_bits, qoff, has_min, o):
+    """_legacy_step for four activations whose blocks start at block g_k of the flat xq / xd /
+    xsd: the block is unpacked once, then each activation runs _apply (as alone)."""
+    u, d, c = _block(w, b, five_bits, qoff, has_min, o)
+    a0, c0 = _apply(a0, c0, u, d, c, xq, xd, xsd, g0 + j)
+    a1, c1 = _apply(a1, c1, u, d, c, xq, xd, xsd, g1 + j)
+    a2, c2 = _apply(a2, c2, u, d, c, xq, xd, xsd, g2 + j)
+    a3, c3 = _apply(a3, c3, u, d, c, xq, xd, xsd, g3 + j)
+    return a0, a1, a2, a3, c0, c1, c2, c3
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -118,6 +144,44 @@ def _rows_legacy(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, five_bits, bytes_per,
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _rows_legacy4(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd, five_bits, bytes_per,
+                  qoff, has_min, o):
+    """Y[s0 + k, r] = row r . x_{s0 + k} for k < count (<= 4) and r in [lo, hi), each equal to
+    what _rows_legacy gives that activation alone (the same _apply sequence per activation;
+    the drivers compile without reassociation, dispatch.ROW_FASTMATH). xq / xd / xsd: the
+    activations' quantized rows, flat (row s at xq[32 nb s:], xd[nb s:], xsd[2 nb s:]); a
+    count below 4 repeats the last activation in the unused lanes."""
+    g0 = nb * s0
+    g1 = nb * (s0 + min(1, count - 1))
+    g2 = nb * (s0 + min(2, count - 1))
+    g3 = nb * (s0 + min(3, count - 1))
+    for r in range(lo, hi):
+        p = r * row_bytes
+        a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
+        e0, e1, e2, e3 = vzero(), vzero(), vzero(), vzero()
+        c0 = c1 = c2 = c3 = np.float32(0.0)
+        for j in range(0, nb - 1, 2):
+            b = p + bytes_per * j
+            a0, a1, a2, a3, c0, c1, c2, c3 = _legacy_step4(
+                a0, a1, a2, a3, c0, c1, c2, c3, w, b, j, xq, xd, xsd, g0, g1, g2, g3,
+                five_bits, qoff, has_min, o)
+            e0, e1, e2, e3, c0, c1, c2, c3 = _legacy_step4(
+                e0, e1, e2, e3, c0, c1, c2, c3, w, b + bytes_per, j + 1, xq, xd, xsd, g0, g1,
+                g2, g3, five_bits, qoff, has_min, o)
+        if nb % 2:
+            a0, a1, a2, a3, c0, c1, c2, c3 = _legacy_step4(
+                a0, a1, a2, a3, c0, c1, c2, c3, w, p + bytes_per * (nb - 1), nb - 1, xq, xd,
+                xsd, g0, g1, g2, g3, five_bits, qoff, has_min, o)
+        Y[s0, r] = hsum(a0) + hsum(e0) + c0
+        if count > 1:
+            Y[s0 + 1, r] = hsum(a1) + hsum(e1) + c1
+        if count > 2:
+            Y[s0 + 2, r] = hsum(a2) + hsum(e2) + c2
+        if count > 3:
+            Y[s0 + 3, r] = hsum(a3) + hsum(e3) + c3
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def dot_q4_0(w, p, nb, xq, xd, xsd):
     return _dot_legacy(w, p, nb, xq, xd, xsd, False, Q4_0_BYTES, 2, False, -8)
 
@@ -125,6 +189,11 @@ def dot_q4_0(w, p, nb, xq, xd, xsd):
 @njit(cache=True, fastmath=True, inline="always")
 def rows_q4_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
     _rows_legacy(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, False, Q4_0_BYTES, 2, False, -8)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows4_q4_0(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd):
+    _rows_legacy4(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd, False, Q4_0_BYTES, 2, False, -8)
 
 
 @njit(cache=True)
@@ -143,6 +212,11 @@ def dot_q4_1(w, p, nb, xq, xd, xsd):
 @njit(cache=True, fastmath=True, inline="always")
 def rows_q4_1(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
     _rows_legacy(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, False, Q4_1_BYTES, 4, True, 0)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows4_q4_1(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd):
+    _rows_legacy4(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd, False, Q4_1_BYTES, 4, True, 0)
 
 
 @njit(cache=True)
@@ -164,6 +238,11 @@ def rows_q5_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
     _rows_legacy(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, True, Q5_0_BYTES, 2, False, -16)
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def rows4_q5_0(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd):
+    _rows_legacy4(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd, True, Q5_0_BYTES, 2, False, -16)
+
+
 @njit(cache=True)
 def deq_q5_0(w, p, nb, dst, off):
     for j in range(nb):
@@ -180,6 +259,11 @@ def dot_q5_1(w, p, nb, xq, xd, xsd):
 @njit(cache=True, fastmath=True, inline="always")
 def rows_q5_1(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
     _rows_legacy(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, True, Q5_1_BYTES, 4, True, 0)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows4_q5_1(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd):
+    _rows_legacy4(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd, True, Q5_1_BYTES, 4, True, 0)
 
 
 @njit(cache=True)
@@ -226,6 +310,50 @@ def rows_q8_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
         if nb % 2:
             acc0 = _q8_0_step(acc0, w, p + Q8_0_BYTES * (nb - 1), nb - 1, xq, xd)
         y[r] = hsum(acc0) + hsum(acc1)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def rows4_q8_0(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd):
+    """rows_q8_0 for up to four activations (see _rows_legacy4): the scale is read once per
+    block, and each activation runs _q8_0_step as alone."""
+    g0 = nb * s0
+    g1 = nb * (s0 + min(1, count - 1))
+    g2 = nb * (s0 + min(2, count - 1))
+    g3 = nb * (s0 + min(3, count - 1))
+    for r in range(lo, hi):
+        p = r * row_bytes
+        a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
+        e0, e1, e2, e3 = vzero(), vzero(), vzero(), vzero()
+        for j in range(0, nb - 1, 2):
+            b = p + Q8_0_BYTES * j
+            a0, a1, a2, a3 = _q8_0_step4(a0, a1, a2, a3, w, b, j, xq, xd, g0, g1, g2, g3)
+            e0, e1, e2, e3 = _q8_0_step4(e0, e1, e2, e3, w, b + Q8_0_BYTES, j + 1, xq, xd, g0,
+                                         g1, g2, g3)
+        if nb % 2:
+            a0, a1, a2, a3 = _q8_0_step4(a0, a1, a2, a3, w, p + Q8_0_BYTES * (nb - 1), nb - 1,
+                                         xq, xd, g0, g1, g2, g3)
+        Y[s0, r] = hsum(a0) + hsum(e0)
+        if count > 1:
+            Y[s0 + 1, r] = hsum(a1) + hsum(e1)
+        if count > 2:
+            Y[s0 + 2, r] = hsum(a2) + hsum(e2)
+        if count > 3:
+            Y[s0 + 3, r] = hsum(a3) + hsum(e3)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _q8_0_step4(a0, a1, a2, a3, w, b, j, xq, xd, g0, g1, g2, g3):
+    """_q8_0_step for four activations (blocks from g_k of the flat xq / xd)."""
+    d = f16(w, b)
+    s = d * ldf(xd, g0 + j)
+    a0 = fma2(a0, dot_s8(w, b + 2, xq, 32 * (g0 + j)), s, s)
+    s = d * ldf(xd, g1 + j)
+    a1 = fma2(a1, dot_s8(w, b + 2, xq, 32 * (g1 + j)), s, s)
+    s = d * ldf(xd, g2 + j)
+    a2 = fma2(a2, dot_s8(w, b + 2, xq, 32 * (g2 + j)), s, s)
+    s = d * ldf(xd, g3 + j)
+    a3 = fma2(a3, dot_s8(w, b + 2, xq, 32 * (g3 + j)), s, s)
+    return a0, a1, a2, a3
 
 
 @njit(cache=True)
