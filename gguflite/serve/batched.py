@@ -1,4 +1,4 @@
-"""Prototype of a batched engine: one pass of the family's graph for the rows of all slots.
+"""The batched engine: one pass of the family's graph for the rows of all slots.
 
 ``BatchedSlots`` is ``SequentialSlots`` (one backend, so one KV cache, per slot) whose
 ``decode`` and ``prefill_many`` run ``gguflite.models.graph.forward`` once over the rows of
@@ -6,23 +6,23 @@ every slot in the step, through ``SlotOps``: the runtime's own ops (each slot ba
 ``NumbaOps``), except that
 
 - ``linear`` on a decode step is ``matvec_batch``: W is walked in blocks of ``SUB_ROWS`` rows,
-  and while a block is in the L1/L2 cache the runtime's row kernels
-  (``kernels.dispatch.rows_dot``, those of ``Linear.matvec`` and of the fused decode step) run
-  once per row of X, so each sequence gets exactly the numbers it gets alone while W is read
-  from memory once per step instead of once per sequence;
+  and while a block is in the L1/L2 cache the four-activation row kernels
+  (``kernels.dispatch.rows_dot4``: each weight block unpacked once for up to four rows of X)
+  or the runtime's one-row kernels (``rows_dot``, those of ``Linear.matvec`` and of the fused
+  decode step) run over it; every sequence gets exactly the numbers it gets alone (bit for
+  bit: tests/test_server_batching.py) while W is read from memory once per step;
 - ``linear`` on a prefill stacks the prompt chunks of all slots into one ``Linear.matmul``
   (each weight unpacked once: the int8 matrix product, or dequantize + BLAS for the float and
   KM types), the rows padded to at least ``BLAS_MIN_TOKENS`` so every prompt takes the same
   path alone or beside others (each token's row of the product does not depend on the others);
 - ``attention`` splits the rows by slot: each segment attends over its own slot's KV cache at
   its own positions (the slot backend's ``NumbaOps.attention``);
-- a step with one sequence takes the runtime's fused one-call step, which the per-op graph
-  equals (the runtime's tests) up to how a fresh Numba compile contracts multiply-adds.
+- a step of fewer than ``FOUR_ROW_MIN`` sequences takes the runtime's fused one-call step per
+  slot, which the per-op graph equals (the runtime's tests).
 
 The graph is the family's (one description, no copy); weights the mat-vec kernels cannot walk
 (KM, the dense fallback) take their own ``matvec`` row by row, which is still the same per row
-alone or batched. What the engine should offer instead, after this prototype: see
-``slots.SlotEngine``.
+alone or batched. What is still missing: see ``slots.SlotEngine``.
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ if TYPE_CHECKING:
     from gguflite.runtime.engine import Model
 
 SUB_ROWS = 32  # rows of W per cache-resident block (32 rows x 576 Q4_1 = 11.5 KiB)
+FOUR_ROW_MIN = 3
+"""Rows of X from which matvec_batch runs a four-row kernel (dispatch.rows_dot4) over them: it
+costs ~2.4 one-row passes (SmolLM2 Q4_1 / Q8_0, 2 threads), so two rows take two one-row
+passes, and a decode step of fewer sequences takes each slot's fused step."""
 
 # Numba caches matvec_batch with dispatch's row kernels compiled in, keyed on this file's text
 # only. This sha256 of kernels/dispatch.py (which carries its own fingerprint of the row
@@ -92,7 +96,7 @@ def matvec_batch(kind, w, Y, row_bytes, X, xq, xd, xsd, kinds):
         for a in range(lo, hi, SUB_ROWS):
             b = min(a + SUB_ROWS, hi)
             s = 0
-            while four and n_seq - s >= 3:  # 3 or 4 rows of X per pass over the block
+            while four and n_seq - s >= FOUR_ROW_MIN:  # 3 or 4 rows of X per pass
                 count = min(4, n_seq - s)
                 dispatch.rows_dot4(kind, w, row_bytes, n, a, b, Y, s, count, fq, fd, fsd,
                                    kinds)
@@ -186,11 +190,11 @@ class BatchedSlots(SequentialSlots):
         forward(ops, self.weights, self.hp, np.concatenate(ids), 0, all_logits=False)
 
     def decode(self, slots: Sequence[int], ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        if len(slots) == 1 and self.backends[slots[0]].fused:
-            # one sequence: the runtime's fused step, the same row kernels in one Numba call
-            # (equal to the per-op graph, which the batched rows reproduce; test_server_batching)
-            be = self.backends[slots[0]]
-            return be.forward(np.asarray(ids, np.int64), int(positions[0]))[None, :]
+        if len(slots) < FOUR_ROW_MIN and all(self.backends[s].fused for s in slots):
+            # one or two sequences: the runtime's fused step per slot, the same row kernels in
+            # one Numba call (equal to the per-op graph, which the batched rows reproduce;
+            # test_server_batching); the four-row kernels pay off from three rows on
+            return super().decode(slots, ids, positions)
         segments = []
         for i, (slot, pos) in enumerate(zip(slots, positions, strict=True)):
             self._reserve(slot, int(pos) + 1)

@@ -8,9 +8,9 @@ The scheduler (``scheduler.py``) knows which tokens each slot holds; the engine 
 tokens at positions. ``SequentialSlots`` is the implementation on today's runtime API: every
 slot gets its own backend over the same memory-mapped file (weights are views into the
 mapping, so an extra slot costs only its KV cache and activation buffers), and a decode step
-runs the slots one after another. A batched engine (one pass over each weight for all slots,
-a small-batch mat-vec) plugs in behind the same three calls; what it needs from the runtime
-is in ``SlotEngine``'s docstring; ``batched.BatchedSlots`` prototypes it.
+runs the slots one after another. ``batched.BatchedSlots`` (one pass over each weight for all
+slots, four-row kernels) plugs in behind the same three calls and is what ``serve`` runs with
+more than one slot; what it still lacks is in ``SlotEngine``'s docstring.
 """
 
 from __future__ import annotations
@@ -27,22 +27,18 @@ if TYPE_CHECKING:
 class SlotEngine(Protocol):
     """What the scheduler needs from a model: independent sequences stepped together.
 
-    What a fast batched implementation needs from the runtime (``batched.BatchedSlots`` is
-    the prototype on today's API, and shows where it falls short):
+    ``batched.BatchedSlots`` is the batched implementation: one pass of the family's graph
+    over the rows of all slots, the four-activation row kernels (``dispatch.rows_dot4``) for
+    the 32-block types, each sequence's numbers exactly those it gets alone. What it still
+    lacks (measured in benchmarks/results/server.md):
 
-    - a small-batch mat-vec kernel per type, Y (n, out) = X (n, in) W^T for n <= 16, that
-      unpacks each weight block once (nibbles / scales into registers) and runs the n int8
-      dot products from there, with the same per-row numbers as ``matvec`` (so a sequence's
-      tokens do not depend on its neighbours). Re-running the one-row kernel on a
-      cache-resident block, as the prototype does, saves little: the kernels are
-      compute-bound on this CPU (output Q8_0 49152x576: 4.8 ms for 1 row, 19.3 ms for 4);
-    - the fused decode step (decode.decode_step) over n rows: one Numba call per step, RoPE
-      and attention per row at its own position in its own KV cache (a list of caches, or
-      one cache with a slot axis), instead of ~15 Python calls per layer;
+    - a fused multi-sequence decode step (decode.decode_step over n rows, each row's RoPE and
+      attention at its own position in its own KV cache) instead of ~15 Python calls per
+      layer (~2.5 ms of a 13 ms 4-slot step of SmolLM2);
+    - four-row kernels for the k-quants (they take one-row passes per sequence);
     - a per-sequence cache object the engine hands out (``new_cache()``) rather than a whole
       backend per slot, and a public ``Model.chat_ids(messages)`` (the server calls
-      ``Model._needs_bos`` today);
-    - a sampler that does not sort the vocabulary (it costs more than the decode step).
+      ``Model._needs_bos`` today).
     """
 
     n_slots: int
