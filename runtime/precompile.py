@@ -1,36 +1,43 @@
 """A first run compiles its kernels on both cores: this process and one helper process.
 
-Numba compiles one function at a time on one core. A cold ``gguflite run`` of SmolLM2 spent
-~11 s of its ~12 s compiling, in the order the kernels were first called: the prefill's
-attention, row dequantizer, norms and activation, the output head's mat-vec driver, then the
-fused decode step (``decode.decode_step``), which inlines attention and the mat-vec driver and
-costs ~3 s more of its own. ``warm_up(model)`` compiles them before generation instead, split
-between this process and a helper that writes its share to Numba's on-disk cache::
+Numba compiles one function at a time on one core, and a cold ``gguflite run`` compiled every
+kernel in the order generation first called it. ``warm_up(model)`` compiles them before
+generation instead, split between this process and a helper that writes its share to Numba's
+on-disk cache. Measured one at a time on SmolLM2 Q4_1 (AMD EPYC, cold cache): the int8 matrix
+product of prefill (``kernels.gemm``) 8.9 s, the fused decode step (``decode.decode_step``)
+3.2 s, the mat-vec driver 3.1 s, attention 2.5 s, the row dequantizer 1.5 s, the prefill's
+BLAS softmax and row-parallel GLU 1.2 s, norms and activation 0.3 s. So, for a model with
+weights of a ``gemm.GEMM_TYPES`` type (plan ``"gemm"``)::
 
-    this process   mat-vec driver -> (signal) -> row dequantizer, a 16-token prefill (the
-                   int8 matrix product, BLAS attention, parallel GLU)
+    this process   mat-vec driver, row dequantizer, norms, activation, attention, decode step
+                   -> (wait: helper done) -> a 16-token prefill (GEMM cached; the BLAS
+                   softmax and GLU compile here) -> a decode step (cached)
+    helper         the int8 matrix product for each weight type of the blocks -> ``gemm``
+
+and for one without (float or KM weights, plan ``"step"``)::
+
+    this process   mat-vec driver -> (signal) -> row dequantizer, a 16-token prefill
                    -> (wait: helper done) -> a decode step (cached)
-    helper         rmsnorm, glu, attention -> (wait: signal) -> decode step (the mat-vec
-                   driver from the cache)
+    helper         norms, activation, attention -> (wait: signal) -> decode step -> ``decode``
 
-The critical path is the longer of the two first parts (compiled at the same time, ~3 s
-each), then the decode step; the dequantizer runs beside it. No function is compiled by both
-processes at the same time (the two parts share no Numba function, and the step shares with
-this process only the mat-vec driver, compiled before the signal), so they never write one
-cache index at once. Each call here is a real call of the
-model's own code path on dummy inputs (token id 0, zero activations), so the compiled
-signatures are the ones generation uses; the dummy writes land in KV cache positions that the
-next prompt overwrites (``Model.tokens`` stays empty).
+The critical path is the longer of the two shares (~11 s and ~10 s for the first plan, where
+everything in one process took ~21 s). The shares have no Numba function of their own in
+common, except the activation quantizer and the row dequantizer that the GEMM packs with; both
+processes may compile those at once, which is safe (Numba writes each cache file atomically;
+two first runs sharing one cache do the same). Each call here is a real call of the model's
+own code path on dummy inputs (token id 0, zero activations), so the compiled signatures are
+the ones generation uses; the dummy writes land in KV cache positions that the next prompt
+overwrites (``Model.tokens`` stays empty).
 
 It changes nothing else: with a warm cache (the decode step's signature is in the on-disk
 index) nothing happens; when the cache place is not writable, or the helper cannot start, dies
 or writes nothing, this process compiles whatever it still lacks itself, as it would have
-without the helper. Two first runs sharing one cache are as safe as without it (both write
-the same functions with the same signatures).
+without the helper.
 
-The helper is ``python -m gguflite.runtime.precompile FILE N_CTX KV_TYPE``; protocol, one word
-a line: this process -> ``go`` (the mat-vec driver is cached: the helper may compile the
-step); helper -> ``decode`` (decode step cached), then it exits.
+The helper is ``python -m gguflite.runtime.precompile FILE N_CTX KV_TYPE PLAN``; protocol,
+one word a line: plan "step": this process -> ``go`` (the mat-vec driver is cached: the helper
+may compile the step); helper -> ``decode`` (decode step cached), then it exits. Plan "gemm":
+helper -> ``gemm`` (the matrix products cached), then it exits.
 """
 
 from __future__ import annotations
@@ -75,13 +82,19 @@ def warm_up(model: Any) -> float:
     if _cached(decode_step, probe) or not _cache_writable(decode_step):
         return 0.0
     t0 = time.perf_counter()
-    helper = _start_helper(model)
+    plan = "gemm" if _gemm_weights(be) else "step"
+    helper = _start_helper(model, plan)
     try:
         hp = be.hparams
         f32 = np.float32
         be.ops.linear(be.w.output, np.zeros((1, hp.dim), f32))  # the mat-vec driver
-        helper.send("go")
+        if plan == "step":
+            helper.send("go")
         be.ops.embed(np.zeros(1, np.int64))  # the row dequantizer
+        if plan == "gemm":  # the helper's share of the other plan, and the step
+            _norms_and_attention(be)
+            be.forward(np.zeros(1, np.int64), 0)  # the fused step
+            helper.wait_for("gemm")
         # the prefill's kernels: the int8 matrix product, and (from attention_blas.MIN_TOKENS
         # new tokens, as a chat prompt has) the BLAS attention's softmax and the row-parallel GLU
         from .attention_blas import MIN_TOKENS
@@ -90,11 +103,37 @@ def warm_up(model: Any) -> float:
         if n + 1 <= be.n_ctx:
             be.kv.reserve(n)
             be.forward(np.zeros(n, np.int64), 0)
-        helper.wait_for("decode")
-        be.forward(np.zeros(1, np.int64), 0)  # the fused step
+        if plan == "step":
+            helper.wait_for("decode")
+            be.forward(np.zeros(1, np.int64), 0)  # the fused step
     finally:
         helper.close()
     return time.perf_counter() - t0
+
+
+def _gemm_weights(be: Any) -> list[Any]:
+    """One block weight per type that the int8 matrix product runs on (kernels.gemm)."""
+    from .decode import LINEARS
+    from .kernels import gemm
+
+    by_type = {}
+    for b in be.w.blocks:
+        for name in LINEARS:
+            w = getattr(b, name)
+            if getattr(w, "type", None) in gemm.GEMM_TYPES:
+                by_type.setdefault(w.type, w)
+    return list(by_type.values())
+
+
+def _norms_and_attention(be: Any) -> None:
+    """Compile (or load) rmsnorm, the activation and one-token attention, as a step uses them."""
+    hp = be.hparams
+    f32 = np.float32
+    be.ops.rmsnorm(np.zeros((1, hp.dim), f32), be.w.output_norm)
+    be.ops.glu(np.zeros((1, hp.hidden_dim), f32), np.zeros((1, hp.hidden_dim), f32))
+    be.ops.attention(0, np.zeros((1, hp.n_head, hp.head_dim), f32),
+                     np.zeros((1, hp.n_kv_head, hp.head_dim), f32),
+                     np.zeros((1, hp.n_kv_head, hp.head_dim), f32), 0)
 
 
 def start_numba_target() -> None:
@@ -194,7 +233,7 @@ class _Helper:
         proc.wait()
 
 
-def _start_helper(model: Any) -> _Helper:
+def _start_helper(model: Any, plan: str) -> _Helper:
     from numba.core import config
 
     env = dict(os.environ)
@@ -202,7 +241,7 @@ def _start_helper(model: Any) -> _Helper:
         env["NUMBA_CACHE_DIR"] = str(config.CACHE_DIR)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # its few parallel calls must not spin
     be = model.backend
-    cmd = [sys.executable, "-m", __name__, str(model.path), str(be.n_ctx), be.kv.kv_type]
+    cmd = [sys.executable, "-m", __name__, str(model.path), str(be.n_ctx), be.kv.kv_type, plan]
     try:
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
@@ -212,7 +251,7 @@ def _start_helper(model: Any) -> _Helper:
     return _Helper(proc)
 
 
-def _helper_main(path: str, n_ctx: int, kv_type: str) -> None:
+def _helper_main(path: str, n_ctx: int, kv_type: str, plan: str) -> None:
     """The helper: the same backend as the caller's, then its share of the compilation."""
     import gguflite
     from gguflite.models import family_for_arch
@@ -226,13 +265,13 @@ def _helper_main(path: str, n_ctx: int, kv_type: str) -> None:
     f = gguflite.open(Path(path))
     fam = family_for_arch(f.metadata.get("general.architecture"))
     be = NumbaBackend(f, fam, fam.from_metadata(f.metadata), n_ctx=n_ctx, kv_type=kv_type)
-    hp = be.hparams
+    if plan == "gemm":
+        for w in _gemm_weights(be):  # as a prefill chunk calls them (16 rows)
+            be.ops.linear(w, np.zeros((16, w.in_features), np.float32))
+        print("gemm", flush=True)
+        return
     be.kv.reserve(1)
-    be.ops.rmsnorm(np.zeros((1, hp.dim), np.float32), be.w.output_norm)
-    be.ops.glu(np.zeros((1, hp.hidden_dim), np.float32), np.zeros((1, hp.hidden_dim), np.float32))
-    be.ops.attention(0, np.zeros((1, hp.n_head, hp.head_dim), np.float32),
-                     np.zeros((1, hp.n_kv_head, hp.head_dim), np.float32),
-                     np.zeros((1, hp.n_kv_head, hp.head_dim), np.float32), 0)
+    _norms_and_attention(be)
     if sys.stdin.readline().strip() != "go":
         return
     decode_step(*decode_step_args(be, 0))
@@ -240,4 +279,4 @@ def _helper_main(path: str, n_ctx: int, kv_type: str) -> None:
 
 
 if __name__ == "__main__":
-    _helper_main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    _helper_main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4])

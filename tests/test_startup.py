@@ -132,6 +132,21 @@ def test_a_cold_cache_is_compiled_at_load_by_two_processes(tiny, tmp_path):
     assert warm["warm_up_seconds"] == 0.0 and warm["load"] == warm["generate"] == 0, warm
 
 
+def test_a_cold_cache_of_a_quantized_model_splits_off_the_matrix_product(tmp_path):
+    """Plan "gemm" of precompile.warm_up (weights of an int8-GEMM type): the helper compiles
+    the prefill's matrix product, this process everything else (the decode step included);
+    generation then compiles nothing and gives the text of a run without the helper."""
+    from gguflite.constants import GGMLType
+
+    path, _, _ = make_tiny_llama(tmp_path / "q8.gguf", seed=3, wtype=GGMLType.Q8_0)
+    expected = _greedy(path)
+    cold = _count_compiles(path, "warm_up", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    assert cold["text"] == expected
+    assert cold["warm_up_seconds"] > 0 and cold["generate"] == 0, cold
+    assert "gemm_32" not in cold["compiled_at_load"], cold  # the helper's share
+    assert "decode_step" in cold["compiled_at_load"], cold  # this process's share
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["lazily", "warm_up"])
 def test_two_first_runs_share_one_empty_cache(tiny, tmp_path, how):
