@@ -251,7 +251,7 @@ def report(s: dict, u: dict, threads: int) -> str:
         f"({', '.join(sorted({n for n, _ in s['warm_compiles']})) or 'none'}).",
         "",
         "Cold run: outermost Numba compilations of the main process, longest first (wall "
-        "seconds; its helper process compiles attention and the fused decode step beside it, "
+        "seconds; its helper process compiles its share beside it, "
         "runtime/precompile.py):",
         "",
         "| function | seconds |",
