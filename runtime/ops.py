@@ -63,7 +63,16 @@ def swiglu(gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
             out[i, j] = g / (np.float32(1.0) + np.exp(-g)) * up[i, j]
 
 
-@njit(cache=True, fastmath=True)
+EXACT_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "afn"}
+"""Fast-math flags without ``contract`` or ``reassoc``, for code whose results must not depend
+on where it is compiled: ``x0 * c - x1 * s`` may be contracted into either of two fused
+multiply-adds, and LLVM picked differently when RoPE was compiled inside the decode step than
+when compiled for the prefill, so a run that compiled its kernels and one that loaded them from
+the cache rotated q and k differently in the last bit (which int8 re-quantization then
+amplified to ~1e-1 in the logits)."""
+
+
+@njit(cache=True, fastmath=EXACT_FASTMATH)
 def _rope_head(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> None:
     """Rotate one head in place: x (head_dim,), cos/sin (n_rot // 2,) of its position."""
     half = cos.shape[0]
@@ -76,7 +85,7 @@ def _rope_head(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> N
         x[b] = x0 * sin[i] + x1 * cos[i]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=EXACT_FASTMATH)
 def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, pos0: int, neox: bool) -> None:
     """Rotate every head of n tokens in place: x (n, heads, hd); cos/sin (n_ctx, n_rot // 2)."""
     for i in range(x.shape[0]):

@@ -231,6 +231,43 @@ def test_a_lowering_override_compiles_into_its_own_cache(tmp_path, override):
     assert child == own
 
 
+# RoPE on fixed inputs as a prefill calls it, or (argv[1] == "decode") a decode step of the
+# default model, which compiles RoPE inside the fused step.
+ROPE_AFTER = """
+import sys
+import numpy as np
+from gguflite.runtime import load, ops
+if sys.argv[1] == "decode":
+    with load(None, threads=1) as m:
+        m.backend.forward(np.array([1]), 0)
+    sys.exit()
+rng = np.random.default_rng(0)
+q = rng.standard_normal((32, 9, 64)).astype(np.float32)
+k = rng.standard_normal((32, 3, 64)).astype(np.float32)
+v = rng.standard_normal((32, 3, 64)).astype(np.float32)
+ang = np.outer(np.arange(512), 1.0 / 10000 ** (np.arange(32) / 32)).astype(np.float32)
+cache = [np.zeros((3, 512, 64), np.uint16) for _ in range(2)]
+ops.rope_and_store(q, k, v, np.cos(ang), np.sin(ang), True, True, *cache, 0)
+sys.stdout.write(q.tobytes().hex() + k.tobytes().hex())
+"""
+
+
+def test_rope_gives_the_same_bits_whichever_caller_compiled_it(tmp_path):
+    """A run that compiled its kernels and one that loaded them rotate q and k alike: RoPE
+    loaded from a cache that a decode step filled, and RoPE compiled on its own, give the same
+    bits (ops.EXACT_FASTMATH; with contraction allowed they differed in the last bit)."""
+
+    def run(mode: str, cache: Path) -> str:
+        r = subprocess.run([sys.executable, "-c", ROPE_AFTER, mode],
+                           env={**os.environ, "NUMBA_CACHE_DIR": str(cache)},
+                           capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stdout
+
+    run("decode", tmp_path / "a")
+    assert run("rope", tmp_path / "a") == run("rope", tmp_path / "b")
+
+
 # The console script: run as a user does, with an atexit handler of its own that must still run.
 CONSOLE = """
 import atexit, sys
