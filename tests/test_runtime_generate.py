@@ -74,12 +74,13 @@ def test_prompt_prefix_is_reused_from_the_cache(model):
 
 
 def test_smollm_chat_ends_at_end_of_turn(smollm2):  # the session's model (conftest.py)
-    """The real model answers and stops on <|im_end|> (an end-of-generation token). (Its greedy
-    answer to "What is 2+2?" starts on a near-tie, "Two" / "The" within 0.03 of each other, that
-    int8 activations can tip either way; this question has a clear answer, llama.cpp's too.)"""
-    msgs = [{"role": "user", "content": "Name a color."}]
+    """The real model answers and stops on <|im_end|> (an end-of-generation token), with
+    llama.cpp's greedy answer. (Greedy answers that start on a near-tie can tip either way with
+    last-bit changes, which int8 activations amplify: "What is 2+2?" ("Two" / "The" within
+    0.03) and "Name a color." ("indigo" / "red") have both done so; this one has not.)"""
+    msgs = [{"role": "user", "content": "Name a fruit."}]
     reply = smollm2.chat(msgs, max_tokens=40, temperature=0, stream=False)
-    assert "indigo" in reply  # llama.cpp: "... a rare and precious shade of indigo, ..."
+    assert reply == "The fruit I mentioned is the Banana."  # llama.cpp's reply, to the letter
     assert reply.stats.stop_reason == "eog"
     assert "<|im_end|>" not in reply
 

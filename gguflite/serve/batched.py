@@ -54,7 +54,7 @@ passes, and a decode step of fewer sequences takes each slot's fused step."""
 # only. This sha256 of kernels/dispatch.py (which carries its own fingerprint of the row
 # kernels) makes a kernel change change this file too (tests/test_server_batching.py checks it
 # is current), so no stale compiled function is ever loaded. Recompute: dispatch_fingerprint().
-DISPATCH_FINGERPRINT = "dc6c2dca1720e890"
+DISPATCH_FINGERPRINT = "2ed839044ef4a68d"
 
 
 def dispatch_fingerprint() -> str:

@@ -38,7 +38,7 @@ from .activations import quantize_act
 # inline the row kernels of the modules below. This fingerprint of their text makes any edit
 # there change this file too (test_kernels_api checks it is current), so no stale compiled
 # driver is ever loaded from a cache. Recompute with kernel_sources_fingerprint().
-SOURCES_FINGERPRINT = "1c92a42981ad9011"
+SOURCES_FINGERPRINT = "cb3a032b72954404"
 INLINED_MODULES = ("activations", "floats", "km_rows", "kquants", "legacy", "ternary",
                    "vector_f32", "vector_gemm", "vector_iq4", "vector_ir", "vector_km",
                    "vector_tq")

@@ -59,7 +59,7 @@ Q2_K, Q4_K, Q5_K = int(GGMLType.Q2_K), int(GGMLType.Q4_K), int(GGMLType.Q5_K)
 # vector modules. dispatch.py carries a fingerprint of every module it inlines (vector_gemm
 # included); this sha256 of dispatch.py's text makes any kernel edit change this file too
 # (tests/test_gemm.py checks it is current). Recompute with dispatch_fingerprint().
-DISPATCH_FINGERPRINT = "dc6c2dca1720e890"
+DISPATCH_FINGERPRINT = "2ed839044ef4a68d"
 
 
 def dispatch_fingerprint() -> str:

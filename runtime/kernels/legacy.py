@@ -143,6 +143,14 @@ def _rows_legacy(w, row_bytes, nb, lo, hi, y, xq, xd, xsd, five_bits, bytes_per,
         y[r] = hsum(acc0) + hsum(acc1) + bias
 
 
+@njit(cache=True, inline="always")
+def _first_blocks(nb, s0, count):
+    """The first activation block of rows s0 .. s0 + 3 of the flat activations (nb blocks a
+    row), the last of the ``count`` rows repeated in the lanes past it."""
+    return (nb * s0, nb * (s0 + min(1, count - 1)), nb * (s0 + min(2, count - 1)),
+            nb * (s0 + min(3, count - 1)))
+
+
 @njit(cache=True, fastmath=True, inline="always")
 def _rows_legacy4(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd, five_bits, bytes_per,
                   qoff, has_min, o):
@@ -151,10 +159,7 @@ def _rows_legacy4(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd, five_bits
     the drivers compile without reassociation, dispatch.ROW_FASTMATH). xq / xd / xsd: the
     activations' quantized rows, flat (row s at xq[32 nb s:], xd[nb s:], xsd[2 nb s:]); a
     count below 4 repeats the last activation in the unused lanes."""
-    g0 = nb * s0
-    g1 = nb * (s0 + min(1, count - 1))
-    g2 = nb * (s0 + min(2, count - 1))
-    g3 = nb * (s0 + min(3, count - 1))
+    g0, g1, g2, g3 = _first_blocks(nb, s0, count)
     for r in range(lo, hi):
         p = r * row_bytes
         a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
@@ -316,10 +321,7 @@ def rows_q8_0(w, row_bytes, nb, lo, hi, y, xq, xd, xsd):
 def rows4_q8_0(w, row_bytes, nb, lo, hi, Y, s0, count, xq, xd, xsd):
     """rows_q8_0 for up to four activations (see _rows_legacy4): the scale is read once per
     block, and each activation runs _q8_0_step as alone."""
-    g0 = nb * s0
-    g1 = nb * (s0 + min(1, count - 1))
-    g2 = nb * (s0 + min(2, count - 1))
-    g3 = nb * (s0 + min(3, count - 1))
+    g0, g1, g2, g3 = _first_blocks(nb, s0, count)
     for r in range(lo, hi):
         p = r * row_bytes
         a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
