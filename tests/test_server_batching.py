@@ -247,3 +247,35 @@ def test_batched_rows_equal_each_row_alone_bit_for_bit(name):
             assert np.array_equal(together, alone), (name, rows, cols, n_seq,
                                                      np.abs(together - alone).max())
 
+
+WARM_THEN_STEP = """
+import json, sys
+import numpy as np
+from numba.core import event
+from gguflite.runtime import load
+from gguflite.serve.batched import BatchedSlots
+m = load(None, n_ctx=64, threads=1)
+engine = BatchedSlots(m, 4)
+engine.warm_up()
+with event.install_recorder("numba:compile") as rec:
+    for n in (1, 2, 3, 4):
+        engine.decode(list(range(n)), np.zeros(n, np.int64), np.full(n, 1))
+print(json.dumps(sum(ev.is_start for _, ev in rec.buffer)))
+"""
+
+
+def test_warm_up_compiles_every_step_the_batched_engine_takes(tmp_path):
+    """After warm_up (fresh Numba cache), steps of 1 to 4 sequences compile nothing: the first
+    step with several sequences must not stall every stream while it compiles."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GGUFLITE_KERNEL_KINDS"}  # the file's
+    r = subprocess.run([sys.executable, "-c", WARM_THEN_STEP],  # kinds only: a shorter compile
+                       env={**env, "NUMBA_CACHE_DIR": str(tmp_path)},
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == 0
+

@@ -175,6 +175,16 @@ class BatchedSlots(SequentialSlots):
         be = self.backends[0]
         self.weights, self.hp = be.w, be.hparams
 
+    def warm_up(self) -> None:
+        """SequentialSlots.warm_up, then a step of FOUR_ROW_MIN sequences at position 0 when
+        there are that many slots: the multi-sequence step's kernels (matvec_batch with the
+        four-row kernels) compile here, not in the first step that has them (~5 s on a cold
+        cache, which stalled every running stream)."""
+        super().warm_up()
+        if self.n_slots >= FOUR_ROW_MIN:
+            n = FOUR_ROW_MIN
+            self.decode(list(range(n)), np.zeros(n, np.int64), np.zeros(n, np.int64))
+
     def _reserve(self, slot: int, end: int) -> None:
         self.backends[slot].kv.reserve(end)  # the cache grows as the context fills
 
