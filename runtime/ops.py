@@ -215,12 +215,18 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin:
 @njit(cache=True, fastmath=True)
 def gelu_tanh_glu(gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
     """``out = gelu_tanh(gate) * up``, gelu_tanh(g) = g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715
-    g^3))). All (n, hidden) f32."""
+    g^3))). All (n, hidden) f32.
+
+    Computed as ``g / (1 + exp(-2u))`` (u the tanh argument; g/2 (1 + tanh u) is that exactly):
+    ``exp`` vectorizes where ``tanh`` is a scalar libm call per element (6x slower over a
+    prefill chunk). ``-2u`` is clamped at 80 so ``exp`` stays finite (fastmath assumes no
+    infinities); there the factor is below 1e-34 either way."""
     for i in range(gate.shape[0]):
         for j in range(gate.shape[1]):
             g = gate[i, j]
-            t = np.tanh(np.float32(0.7978845608) * (g + np.float32(0.044715) * g * g * g))
-            out[i, j] = np.float32(0.5) * g * (np.float32(1.0) + t) * up[i, j]
+            e = min(np.float32(-1.5957691216) * (g + np.float32(0.044715) * g * g * g),
+                    np.float32(80.0))
+            out[i, j] = g / (np.float32(1.0) + np.exp(e)) * up[i, j]
 
 
 @njit(cache=True, fastmath=True, parallel=True)
