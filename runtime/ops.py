@@ -12,6 +12,7 @@ angles of ``gguflite.models.rope.rope_tables``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -248,6 +249,23 @@ def add_(x: np.ndarray, delta: np.ndarray) -> None:
             x[i, j] += delta[i, j]
 
 
+def openblas_libs() -> list[Any]:
+    """The OpenBLAS libraries NumPy ships (``numpy.libs/*openblas*``), loaded with ctypes;
+    empty when NumPy uses another BLAS."""
+    import ctypes
+    import glob
+    import os
+
+    libs = []
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir,
+                                              "numpy.libs", "*openblas*"))):
+        try:
+            libs.append(ctypes.CDLL(path))
+        except OSError:
+            continue
+    return libs
+
+
 def set_blas_threads(n: int) -> bool:
     """Limit NumPy's OpenBLAS to n threads (best effort; False when it cannot be found).
 
@@ -256,16 +274,8 @@ def set_blas_threads(n: int) -> bool:
     slower than a single-threaded BLAS (benchmarks/results/runtime.md).
     """
     import ctypes
-    import glob
-    import os
 
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs",
-                                  "*openblas*"))
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for lib in openblas_libs():
         for symbol in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
                        "openblas_set_num_threads"):
             fn = getattr(lib, symbol, None)

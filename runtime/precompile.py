@@ -5,14 +5,16 @@ kernel in the order generation first called it. ``warm_up(model)`` compiles them
 generation instead, split between this process and a helper that writes its share to Numba's
 on-disk cache. Measured one at a time on SmolLM2 Q4_1 (AMD EPYC, cold cache): the int8 matrix
 product of prefill (``kernels.gemm``) 8.9 s, the fused decode step (``decode.decode_step``)
-3.2 s, the mat-vec driver 3.1 s, attention 2.5 s, the row dequantizer 1.5 s, the prefill's
-BLAS softmax and row-parallel GLU 1.2 s, norms and activation 0.3 s. So, for a model with
-weights of a ``gemm.GEMM_TYPES`` type (plan ``"gemm"``)::
+3.2 s, the mat-vec driver 3.1 s, attention 2.5 s, the prefill's BLAS attention (its work
+items on Numba's threads) 2.1 s, the row dequantizer 1.5 s, the prefill's row-parallel GLU
+0.4 s, norms and activation 0.3 s. So, for a model with weights of a ``gemm.GEMM_TYPES`` type
+(plan ``"gemm"``)::
 
-    this process   mat-vec driver, row dequantizer, norms, activation, attention, decode step
-                   -> (wait: helper done) -> a 16-token prefill (GEMM cached; the BLAS
-                   softmax and GLU compile here) -> a decode step (cached)
-    helper         the int8 matrix product for each weight type of the blocks -> ``gemm``
+    this process   mat-vec driver, row dequantizer, norms, activation, attention, decode step,
+                   the prefill's row-parallel GLU -> (wait: helper done) -> a 16-token
+                   prefill (all cached) -> a decode step (cached)
+    helper         the int8 matrix product for each weight type of the blocks, the prefill's
+                   BLAS attention -> ``gemm``
 
 and for one without (float or KM weights, plan ``"step"``)::
 
@@ -20,7 +22,7 @@ and for one without (float or KM weights, plan ``"step"``)::
                    -> (wait: helper done) -> a decode step (cached)
     helper         norms, activation, attention -> (wait: signal) -> decode step -> ``decode``
 
-The critical path is the longer of the two shares (~11 s and ~10 s for the first plan, where
+The critical path is the longer of the two shares (~11 s and ~11 s for the first plan, where
 everything in one process took ~21 s). The shares have no Numba function of their own in
 common, except the activation quantizer and the row dequantizer that the GEMM packs with; both
 processes may compile those at once, which is safe (Numba writes each cache file atomically;
@@ -91,15 +93,19 @@ def warm_up(model: Any) -> float:
         if plan == "step":
             helper.send("go")
         be.ops.embed(np.zeros(1, np.int64))  # the row dequantizer
-        if plan == "gemm":  # the helper's share of the other plan, and the step
-            _norms_and_attention(be)
-            be.forward(np.zeros(1, np.int64), 0)  # the fused step
-            helper.wait_for("gemm")
         # the prefill's kernels: the int8 matrix product, and (from attention_blas.MIN_TOKENS
-        # new tokens, as a chat prompt has) the BLAS attention's softmax and the row-parallel GLU
+        # new tokens, as a chat prompt has) the BLAS attention and the row-parallel GLU
         from .attention_blas import MIN_TOKENS
 
         n = MIN_TOKENS
+        if plan == "gemm":  # the helper's share of the other plan, and the step
+            _norms_and_attention(be)
+            be.forward(np.zeros(1, np.int64), 0)  # the fused step
+            _activation(be, n)  # the prefill's row-parallel GLU
+            t1 = time.perf_counter()
+            helper.wait_for("gemm")
+            log.debug("compile: this process's share %.1f s, then %.1f s waiting for the "
+                      "helper", t1 - t0, time.perf_counter() - t1)
         if n + 1 <= be.n_ctx:
             be.kv.reserve(n)
             be.forward(np.zeros(n, np.int64), 0)
@@ -128,12 +134,27 @@ def _gemm_weights(be: Any) -> list[Any]:
 def _norms_and_attention(be: Any) -> None:
     """Compile (or load) rmsnorm, the activation and one-token attention, as a step uses them."""
     hp = be.hparams
+    be.ops.rmsnorm(np.zeros((1, hp.dim), np.float32), be.w.output_norm)
+    _activation(be, 1)
+    _attention(be, 1)
+
+
+def _activation(be: Any, n: int) -> None:
+    """The activation as a call of n tokens runs it (from attention_blas.MIN_TOKENS: the
+    row-parallel GLU of a prefill chunk)."""
+    hidden = be.hparams.hidden_dim
+    be.ops.glu(np.zeros((n, hidden), np.float32), np.zeros((n, hidden), np.float32))
+
+
+def _attention(be: Any, n: int) -> None:
+    """Attention as a call of n new tokens at position 0 runs it (from
+    attention_blas.MIN_TOKENS: the prefill's BLAS attention)."""
+    hp = be.hparams
     f32 = np.float32
-    be.ops.rmsnorm(np.zeros((1, hp.dim), f32), be.w.output_norm)
-    be.ops.glu(np.zeros((1, hp.hidden_dim), f32), np.zeros((1, hp.hidden_dim), f32))
-    be.ops.attention(0, np.zeros((1, hp.n_head, hp.head_dim), f32),
-                     np.zeros((1, hp.n_kv_head, hp.head_dim), f32),
-                     np.zeros((1, hp.n_kv_head, hp.head_dim), f32), 0)
+    be.kv.reserve(n)
+    be.ops.attention(0, np.zeros((n, hp.n_head, hp.head_dim), f32),
+                     np.zeros((n, hp.n_kv_head, hp.head_dim), f32),
+                     np.zeros((n, hp.n_kv_head, hp.head_dim), f32), 0)
 
 
 def start_numba_target() -> None:
@@ -266,8 +287,12 @@ def _helper_main(path: str, n_ctx: int, kv_type: str, plan: str) -> None:
     fam = family_for_arch(f.metadata.get("general.architecture"))
     be = NumbaBackend(f, fam, fam.from_metadata(f.metadata), n_ctx=n_ctx, kv_type=kv_type)
     if plan == "gemm":
-        for w in _gemm_weights(be):  # as a prefill chunk calls them (16 rows)
-            be.ops.linear(w, np.zeros((16, w.in_features), np.float32))
+        from .attention_blas import MIN_TOKENS
+
+        for w in _gemm_weights(be):  # as a prefill chunk calls them (MIN_TOKENS rows)
+            be.ops.linear(w, np.zeros((MIN_TOKENS, w.in_features), np.float32))
+        if MIN_TOKENS + 1 <= be.n_ctx:
+            _attention(be, MIN_TOKENS)
         print("gemm", flush=True)
         return
     be.kv.reserve(1)

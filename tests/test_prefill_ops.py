@@ -1,6 +1,7 @@
 """The prefill-only kernels equal the decode ones: the attention through BLAS
 (runtime/attention_blas.py) equals the per-pair kernel (ops.attention): rope, cache store,
-causal mask, sliding window, GQA, f16 and f32 caches, a chunk that follows cached positions;
+causal mask, sliding window, GQA, f16 and f32 caches, a chunk that follows cached positions,
+query blocks that see only their keys;
 the row-parallel GLU equals the one-thread kernels."""
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import pytest
 from gguflite.runtime import attention_blas, ops
 
 
+@pytest.mark.parametrize("sgemm", [None, 0])
+@pytest.mark.parametrize("block", [0, 8])
 @pytest.mark.parametrize("kv_dtype", [np.uint16, np.float32])
 @pytest.mark.parametrize("n_head,n_kv,window,pos0,neox,rope", [
     (4, 4, 0, 0, False, True), (6, 2, 0, 5, True, True), (6, 2, 7, 9, False, True),
     (4, 1, 3, 0, False, False), (8, 4, 40, 30, True, True)])
 def test_blas_attention_equals_the_per_pair_kernel(kv_dtype, n_head, n_kv, window, pos0, neox,
-                                                   rope):
+                                                   rope, block, sgemm):
     rng = np.random.default_rng(n_head * 100 + n_kv * 10 + window + pos0)
     n, hd, cap = 20, 16, 64
     assert attention_blas.fits(n, n_head, pos0 + n)
@@ -29,7 +32,8 @@ def test_blas_attention_equals_the_per_pair_kernel(kv_dtype, n_head, n_kv, windo
     outs = [np.full((n, n_head * hd), np.nan, np.float32) for _ in range(2)]
     args = [(q.copy(), k.copy(), v.copy(), cos_sin[0], cos_sin[1], rope, neox)
             for _ in range(2)]
-    attention_blas.attention(*args[0], caches[0][0], caches[0][1], pos0, 0.25, window, outs[0])
+    attention_blas.attention(*args[0], caches[0][0], caches[0][1], pos0, 0.25, window, outs[0],
+                             block=block, sgemm=sgemm)  # block 8: 3 query blocks, one short
     ops.attention(*args[1], caches[1][0], caches[1][1], pos0, 0.25, window, outs[1],
                   np.zeros((n_head, cap), np.float32))
     np.testing.assert_array_equal(caches[0], caches[1])  # the same rows stored
