@@ -16,7 +16,9 @@ from typing import Any
 
 import numba as nb
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from .kernels import threads as _threads  # noqa: F401  (selects the omp layer first)
 from .kv_cache import kv_load, kv_store
@@ -55,13 +57,54 @@ def add_rmsnorm(x: np.ndarray, delta: np.ndarray, w: np.ndarray, eps: float,
         _rmsnorm_row(x[i], w, eps, out[i])
 
 
-@njit(cache=True, fastmath=True)
+@intrinsic
+def _pow2(typingctx, n):
+    """2.0 ** n as float32 for an int32 n in [-126, 127] (the exponent bits, no call)."""
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        bits = builder.shl(builder.add(args[0], ir.Constant(i32, 127)), ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def exp_nonpositive(x):
+    """exp(x) for float32 x <= 0 (a softmax's shifted scores, a sigmoid's exp(-|z|)), within
+    2 ulp, as straight-line arithmetic that vectorizes (np.exp is a scalar libm call per
+    element): x = n ln2 + r, |r| <= ln2 / 2, exp(r) by its degree-6 Taylor polynomial, times
+    2 ** n; below -87 it is exp(-87)."""
+    x = max(x, np.float32(-87.0))
+    n = np.float32(np.rint(x * np.float32(1.4426950408889634)))
+    r = x - n * np.float32(0.693145751953125) - n * np.float32(1.428606765330187e-06)
+    p = np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    return p * _pow2(np.int32(n))
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _sigmoid(z):
+    """1 / (1 + exp(-z)) for float32 z, from exp(-|z|) (never overflows). Vectorizes in a
+    caller compiled with ``error_model="numpy"`` (Numba's default checks every division for
+    zero, a branch that keeps the loop scalar)."""
+    e = exp_nonpositive(-abs(z))
+    return (np.float32(1.0) if z >= 0 else e) / (np.float32(1.0) + e)
+
+
+@njit(cache=True, fastmath=True, error_model="numpy")  # no zero check: the loop vectorizes
 def swiglu(gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
     """``out = silu(gate) * up`` with ``silu(g) = g / (1 + exp(-g))``. All (n, hidden) f32."""
     for i in range(gate.shape[0]):
-        for j in range(gate.shape[1]):
-            g = gate[i, j]
-            out[i, j] = g / (np.float32(1.0) + np.exp(-g)) * up[i, j]
+        g_row, u_row, o_row = gate[i], up[i], out[i]
+        for j in range(g_row.size):
+            g = g_row[j]
+            o_row[j] = g * _sigmoid(g) * u_row[j]
 
 
 EXACT_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "afn"}
@@ -213,21 +256,20 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin:
             _attend_head(h, q, k_cache, v_cache, pos0, kq_scale, window, out, scores)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, error_model="numpy")  # as swiglu
 def gelu_tanh_glu(gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
     """``out = gelu_tanh(gate) * up``, gelu_tanh(g) = g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715
     g^3))). All (n, hidden) f32.
 
-    Computed as ``g / (1 + exp(-2u))`` (u the tanh argument; g/2 (1 + tanh u) is that exactly):
-    ``exp`` vectorizes where ``tanh`` is a scalar libm call per element (6x slower over a
-    prefill chunk). ``-2u`` is clamped at 80 so ``exp`` stays finite (fastmath assumes no
-    infinities); there the factor is below 1e-34 either way."""
+    Computed as ``g * sigmoid(2u)`` (u the tanh argument; g/2 (1 + tanh u) is that exactly),
+    which vectorizes where ``tanh`` is a scalar libm call per element (6x slower over a
+    prefill chunk)."""
     for i in range(gate.shape[0]):
-        for j in range(gate.shape[1]):
-            g = gate[i, j]
-            e = min(np.float32(-1.5957691216) * (g + np.float32(0.044715) * g * g * g),
-                    np.float32(80.0))
-            out[i, j] = g / (np.float32(1.0) + np.exp(e)) * up[i, j]
+        g_row, u_row, o_row = gate[i], up[i], out[i]
+        for j in range(g_row.size):
+            g = g_row[j]
+            z = np.float32(1.5957691216) * (g + np.float32(0.044715) * g * g * g)
+            o_row[j] = g * _sigmoid(z) * u_row[j]
 
 
 @njit(cache=True, fastmath=True, parallel=True)
