@@ -166,9 +166,10 @@ def _attend_head(h: int, q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray
             if acc > m:
                 m = acc
         total = np.float32(0.0)
-        for t in range(first, n_keys):
-            e = np.exp(s[t] - m)
-            s[t] = e
+        seen = s[first:n_keys]  # indexed from 0, the loop vectorizes (attention_blas._softmax_causal)
+        for t in range(seen.size):
+            e = exp_nonpositive(seen[t] - m)
+            seen[t] = e
             total += e
         o = out[i, h * hd:(h + 1) * hd]  # (hd,)
         o[:] = 0.0
