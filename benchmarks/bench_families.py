@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -52,6 +51,7 @@ def make_file(cache: Path, family: str, type_: str) -> Path:
 def main() -> None:
     from bench_runtime import bench_file
     from family_checkpoints import FAMILIES
+    from report import cpu_line, write_results
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--families", default=",".join(sorted(FAMILIES)))
@@ -75,17 +75,12 @@ def main() -> None:
                            n_prompt=args.n_prompt, n_gen=args.n_gen, with_load=False)
             rows.append(r)
             print(json.dumps({k: r[k] for k in ("label", "pp", "tg")}), file=sys.stderr)
-    cpu = platform.processor() or platform.machine()
-    with open("/proc/cpuinfo") as fh:
-        flags = next((ln for ln in fh if ln.startswith("flags")), "")
-    isa = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX2" if "avx2" in flags else "?"
     lines = [
         "# Every family: gguflite vs llama.cpp", "",
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}",
         f"- command: `python benchmarks/bench_families.py --families {args.families} "
         f"--types {args.types} --reps {args.reps}`",
-        f"- machine: {cpu} ({isa}), {os.cpu_count()} cores, threads={args.threads}, load "
-        f"average at start {load}",
+        f"- machine: {cpu_line(args.threads)}, load average at start {load}",
         "- shape: hidden 768, FFN 2048, 12 layers, 12/4 heads of 64, vocabulary 32000 "
         "(random weights built with transformers, converted by gguflite)",
         "- each engine in its own worker process, alternating; medians; ratio = gguflite / "
@@ -100,9 +95,7 @@ def main() -> None:
                      f"{pp['gguflite'] / pp['llama_cpp']:.2f} | {tg['gguflite']:.1f} | "
                      f"{tg['llama_cpp']:.1f} | {tg['gguflite'] / tg['llama_cpp']:.2f} |")
     text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    write_results(args.out, text, rows)
     print(text)
 
 

@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -27,18 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks")]
 
+from report import cpu_line, write_results  # noqa: E402
+
 LADDER = {"Q5_K_M": 17, "Q3_K_M": 12, "IQ4_XS": 30}  # llama.h enum llama_ftype
-
-
-def cpu_line(threads: int) -> str:
-    """``AMD EPYC (AVX-512 VNNI), 2 cores, threads=2``."""
-    with open("/proc/cpuinfo") as fh:
-        text = fh.read()
-    flags = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                  if ln.startswith("model name")), platform.processor() or platform.machine())
-    isa = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX2" if "avx2" in flags else "?"
-    return f"{model} ({isa}), {os.cpu_count()} cores, threads={threads}"
 
 
 def cpu_ms_per_token(engine: str, path: Path, n: int, reps: int) -> float:
@@ -158,9 +148,7 @@ def main() -> None:
         lines.append(f"| {r['label']} | {r['decode_ms_total']:.2f} | "
                      + " | ".join(f"{d.get(k, 0.0):.2f}" for k in ops) + " |")
     text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    write_results(args.out, text, rows)
     print(text)
 
 

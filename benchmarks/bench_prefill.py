@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -54,20 +53,9 @@ def tinyllama_files(cache: Path) -> dict[str, Path]:
     return files
 
 
-def cpu_line() -> str:
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0]
-        model = next(line.split(":", 1)[1].strip()
-                     for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, IndexError, StopIteration):
-        return platform.machine()
-    simd = "AVX-512 VNNI" if "avx512_vnni" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
-    return f"{model}, {os.cpu_count()} cores, {simd}"
-
-
 def main() -> None:
     from bench_runtime import Worker, make_files
+    from report import cpu_line, write_results
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -102,15 +90,15 @@ def main() -> None:
     cmd = "python benchmarks/bench_prefill.py " + " ".join(sys.argv[1:])
     text = "\n".join([
         "# Prefill: gguflite vs llama.cpp", "",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
         f"commit {commit}; load average {load0} at start, {load1} at the end",
         f"- command: `{cmd.strip()}`",
-        f"- machine: {cpu_line()}, threads={args.threads}",
+        f"- machine: {cpu_line(args.threads)}",
         "- each engine in its own worker process, alternating; medians of "
         f"{args.reps}; tokens/s; ratio = gguflite / llama.cpp (> 1: gguflite faster)", "",
         "| file | test | gguflite | llama.cpp | ratio |", "|---|---|---:|---:|---:|",
         *rows, ""])
-    args.out.write_text(text)
+    write_results(args.out, text)
     print(f"wrote {args.out}")
 
 

@@ -32,7 +32,6 @@ import http.client
 import json
 import math
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -276,16 +275,12 @@ def main() -> None:
 
 
 def write_md(path: Path, rows: list[dict], args: argparse.Namespace) -> None:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from report import cpu_line, write_results
+
     lines = [
         "# gguflite serve under concurrent clients",
         "",
-        f"{datetime.date.today()}, {cpu}, {os.cpu_count()} cores (shared with other jobs), "
+        f"{datetime.date.today()}, {cpu_line()} (shared with other jobs), "
         f"SmolLM2-135M-Instruct Q4_1, {args.parallel} slots, {args.threads} threads, "
         f"{args.requests} streamed requests per client, {args.max_tokens} tokens each "
         "(greedy, ignore_eos, no prompt cache).",
@@ -303,12 +298,7 @@ def write_md(path: Path, rows: list[dict], args: argparse.Namespace) -> None:
                      f"{r['tok_s'] / base[r['server']]:.2f}x | {r['ttft_p50'] * 1e3:.0f} | "
                      f"{r['ttft_p99'] * 1e3:.0f} | {r['tok_per_cpu_s']:.1f} | "
                      f"{len(r['errors'])} |")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for dst, text in ((path, "\n".join(lines) + "\n"),
-                      (path.with_suffix(".json"), json.dumps(rows, indent=1))):
-        tmp = dst.with_name(dst.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(dst)
+    write_results(path, "\n".join(lines) + "\n", rows)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests")]
 
+from report import cpu_line, write_results  # noqa: E402
+
 N_CTX = 4096
 RSS_TOKENS = 32
 
@@ -192,13 +194,7 @@ def measure(files: dict[str, Path], reps: int, threads: int, n: int) -> dict:
                        "rss_mb": peak_rss(path, threads), "n_ctx": context(path)}
         print(label, json.dumps(rows[label]["decode"]), rows[label]["rss_mb"], flush=True)
     return {"files": rows, "bandwidth_gb_s": read_bandwidth(threads), "threads": threads,
-            "cpu": _cpu(), "load_end": os.getloadavg()[0]}
-
-
-def _cpu() -> str:
-    from bench_startup import cpu_line
-
-    return cpu_line()
+            "cpu": cpu_line(), "load_end": os.getloadavg()[0]}
 
 
 def report(m: dict, args: list[str]) -> str:
@@ -264,8 +260,7 @@ def main() -> None:
     files = {"SmolLM2-135M Q8_0": make_files(a.cache)["Q8_0"]} | {
         k: v for k, v in tinyllama_files(a.cache).items()}
     m = measure(files, a.reps, a.threads, a.n_gen)
-    a.out.write_text(report(m, sys.argv[1:]))
-    a.out.with_suffix(".json").write_text(json.dumps(m, indent=1))
+    write_results(a.out, report(m, sys.argv[1:]), m)
     print(f"wrote {a.out}")
 
 

@@ -24,7 +24,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from report import cpu_line, write_results  # noqa: E402
 
 PROMPT = "Write a haiku about the sea."
 N_RUN = 16
@@ -207,18 +208,6 @@ def user_path(path: Path, reps: int, threads: int, n: int) -> dict:
     return {k: statistics.median(v) for k, v in rates.items()} | {"all": rates}
 
 
-def cpu_line() -> str:
-    try:
-        info = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return platform.processor()
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
-                  if ln.startswith("Model name")), "?")
-    flags = next((ln for ln in info.splitlines() if ln.startswith("Flags")), "")
-    isa = "AVX-512 VNNI" if "avx512_vnni" in flags else ("AVX2" if "avx2" in flags else "?")
-    return f"{model}, {os.cpu_count()} cores, {isa}"
-
-
 def report(s: dict, u: dict, threads: int) -> str:
     load = os.getloadavg()
     lines = [
@@ -307,7 +296,7 @@ def main() -> None:
         return
     if a.from_json:
         saved = json.loads(a.from_json.read_text())
-        a.out.write_text(report(saved["startup"], saved["user_path"], a.threads))
+        write_results(a.out, report(saved["startup"], saved["user_path"], a.threads))
         return
     from bench_runtime import make_files
 
@@ -317,9 +306,7 @@ def main() -> None:
     u = user_path(q8, a.reps, a.threads, a.n_gen)
     print(json.dumps(u, indent=1), flush=True)
     if s is not None:
-        a.out.write_text(report(s, u, a.threads))
-        (a.out.with_suffix(".json")).write_text(json.dumps({"startup": s, "user_path": u},
-                                                           indent=1))
+        write_results(a.out, report(s, u, a.threads), {"startup": s, "user_path": u})
         print(f"wrote {a.out}")
 
 
