@@ -157,29 +157,37 @@ def _attention(be: Any, n: int) -> None:
                      np.zeros((n, hp.n_kv_head, hp.head_dim), f32), 0)
 
 
+_NOT_NEEDED = ("scipy.linalg", "cffi")
+"""Optional packages Numba's CPU target imports when it starts, which gguflite never uses."""
+
+
 def start_numba_target() -> None:
     """Start Numba's CPU target (its one-time typing and lowering registries) without letting
-    it import ``scipy.linalg``.
+    it import ``scipy.linalg`` or ``cffi``.
 
     When the target starts, Numba imports ``scipy.linalg.cython_blas`` if it can, only to know
-    whether ``np.dot`` and ``np.linalg`` may be compiled inside ``@njit`` code; gguflite's
-    kernels never do that. Importing ``scipy.linalg`` (scipy is not a gguflite dependency, but
-    is often installed) costs 0.1-0.3 s of CPU, a sixth of a warm ``gguflite run``. For a
+    whether ``np.dot`` and ``np.linalg`` may be compiled inside ``@njit`` code, and builds a
+    ``cffi.FFI()`` (which imports pycparser and compiles its lexer's regular expressions) only
+    to type cffi functions called from ``@njit`` code; gguflite's kernels do neither. Neither
+    package is a gguflite dependency, but both are often installed; measured in a warm
+    ``gguflite run``: 0.1-0.3 s of CPU for scipy.linalg, 0.1 s for cffi, out of ~1.4 s. For a
     process that runs no other Numba code (``gguflite run`` and ``chat``, the helper below)
-    the probe is answered "no BLAS": ``sys.modules`` maps ``scipy.linalg`` to None while the
-    target starts, then forgets it, so later imports of scipy.linalg work as usual. Compiled
-    code and cache keys do not depend on it. Nothing happens if scipy.linalg is imported.
+    the probes are answered "not installed": ``sys.modules`` maps them to None while the
+    target starts, then forgets it, so later imports of them work as usual (Numba's own cffi
+    support stays off in this process). Compiled code and cache keys do not depend on it.
+    A package already imported is left alone.
     """
-    if "scipy.linalg" in sys.modules:
-        return
-    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]
+    blocked = [name for name in _NOT_NEEDED if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]
     try:
         from numba.core.registry import cpu_target
 
         cpu_target.target_context.refresh()
     finally:
-        if sys.modules.get("scipy.linalg", 0) is None:
-            del sys.modules["scipy.linalg"]
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def _cached(dispatcher: Any, args: tuple) -> bool:
