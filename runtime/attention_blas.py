@@ -13,11 +13,16 @@ and, with a sliding window, from the first key its first query sees. Within a bl
 triangle of S is computed and thrown away (BLAS is faster per multiply-add than the per-pair
 loop of ops.attention by more than that); across blocks it is skipped, so a 512-token chunk
 multiplies 62% of the full square (4 blocks of 128) rather than all of it. The (head, block)
-items, longest first, are split between the Numba thread count's worth of Python threads
-(BLAS runs one thread per call, beside Numba's pool, ops.set_blas_threads; NumPy and the nogil
-softmax release the GIL), which also balances models whose key/value head count is not a
-multiple of the thread count (SmolLM2: 3). The cache is read once per call, converted from
-float16 when it is an f16 cache. Results equal ops.attention's up to float32 summation order.
+items, longest first, run on Numba's own threads (_attend_items: a parallel loop whose items
+call NumPy's bundled OpenBLAS ``cblas_sgemm`` through its address, one BLAS thread per call,
+ops.set_blas_threads), which also balances models whose key/value head count is not a
+multiple of the thread count (SmolLM2: 3). They used to run on a pool of Python threads; but
+the prefill's matrix products leave the OpenMP worker spinning for a while after each
+parallel region, and the pool's threads then shared a core with it: attention of a 128-token
+chunk took 1.2 ms alone and 6.4 ms right after a GEMM (pp512 of SmolLM2 ~12% faster on Numba's
+threads, measured alternating). The pool stays for NumPy builds without that BLAS. The cache
+is read once per call, converted from float16 when it is an f16 cache. Results equal
+ops.attention's up to float32 summation order.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from . import ops
 
 MIN_TOKENS = 16
 """New tokens from which NumbaOps.attention takes this path (below: ops.attention)."""
+MAX_SCORE_BYTES = 64 << 20
+"""Largest score matrix (all heads) this path allocates; longer calls use ops.attention."""
 ITEM_ROWS = 512
 """Query rows (tokens x the query heads of a kv head) a work item aims at; its token count
 is clamped to 64 .. 128 (measured: smaller items cost more in per-call overhead than they
@@ -43,8 +50,6 @@ save in skipped keys, larger ones skip less)."""
 def query_block(rep: int) -> int:
     """Query tokens per work item for ``rep`` query heads per kv head."""
     return min(max(ITEM_ROWS // rep, 64), 128)
-MAX_SCORE_BYTES = 64 << 20
-"""Largest score matrix (all heads) this path allocates; longer calls use ops.attention."""
 
 
 def fits(n: int, n_head: int, keys: int) -> bool:
@@ -129,17 +134,17 @@ def _sgemm(typingctx, fptr, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
 
 
 @njit(parallel=True, cache=True)
-def _attend_items(fptr, Q, K, V, O, items, pos0, window):
+def _attend_items(fptr, Q, K, V, Y, items, pos0, window):
     """The work items (rows of ``items``: kv head g, queries t0 .. t1 - 1) on Numba's threads,
     each BLAS call on one of them: Q (n_kv, rep, n, hd) scaled queries, K and V (n_kv, keys,
-    hd) float32, O (n, n_kv, rep, hd) the output. The loop body is a call (_attend_item):
+    hd) float32, Y (n, n_kv, rep, hd) the output. The loop body is a call (_attend_item):
     compiled inside the parallel loop it took 7.5 s to compile."""
     for i in prange(items.shape[0]):
-        _attend_item(fptr, Q, K, V, O, items[i, 0], items[i, 1], items[i, 2], pos0, window)
+        _attend_item(fptr, Q, K, V, Y, items[i, 0], items[i, 1], items[i, 2], pos0, window)
 
 
 @njit(cache=True, nogil=True)
-def _attend_item(fptr, Q, K, V, O, g, t0, t1, pos0, window):
+def _attend_item(fptr, Q, K, V, Y, g, t0, t1, pos0, window):
     """One work item of _attend_items."""
     rep, hd = Q.shape[1], Q.shape[3]
     nt = t1 - t0
@@ -158,7 +163,7 @@ def _attend_item(fptr, Q, K, V, O, g, t0, t1, pos0, window):
     for t in range(nt):
         for j in range(rep):
             for d in range(hd):
-                O[t0 + t, g, j, d] = Ob[j * nt + t, d]
+                Y[t0 + t, g, j, d] = Ob[j * nt + t, d]
 
 
 # -- or on a Python thread pool -----------------------------------------------------------------
@@ -200,11 +205,11 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin:
     # (n, n_kv, rep, hd) -> (n_kv, rep, n, hd): the query heads of one kv head together
     Q = np.ascontiguousarray(q.reshape(n, n_kv, rep, hd).transpose(1, 2, 0, 3))
     Q *= np.float32(kq_scale)  # the score scale on the n x hd queries, not the n x keys scores
-    O = out.reshape(n, n_kv, rep, hd)
+    Y = out.reshape(n, n_kv, rep, hd)
     items = [(g, t0, min(t0 + block, n)) for t0 in range(0, n, block) for g in range(n_kv)]
     items.reverse()  # the blocks with the most keys first: the threads end together
     if sgemm:
-        _attend_items(sgemm, Q, K, V, O, np.array(items, np.int64), pos0, window)
+        _attend_items(sgemm, Q, K, V, Y, np.array(items, np.int64), pos0, window)
         return
 
     def item(g: int, t0: int, t1: int) -> None:  # kv head g, queries t0 .. t1 - 1
@@ -212,7 +217,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin:
         hi = pos0 + t1  # keys lo .. hi - 1
         S = Q[g, :, t0:t1].reshape(rep * (t1 - t0), hd) @ K[g, lo:hi].T
         _softmax_causal(S, t1 - t0, pos0 + t0, lo, window)
-        O[t0:t1, g] = (S @ V[g, lo:hi]).reshape(rep, t1 - t0, hd).transpose(1, 0, 2)
+        Y[t0:t1, g] = (S @ V[g, lo:hi]).reshape(rep, t1 - t0, hd).transpose(1, 0, 2)
 
     if len(items) > 1:
         for _ in _pool().map(lambda a: item(*a), items):

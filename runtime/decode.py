@@ -43,7 +43,7 @@ ATTN_NORM, FFN_NORM, POST_ATTN, POST_FFN, BQ, BK, BV, QNORM, KNORM = range(len(V
 NEOX, ACT, BIAS, QK_NORM, POST_NORMS = range(5)
 
 # sha256 of the text of the inlined modules; recompute with sources_fingerprint().
-SOURCES_FINGERPRINT = "afdc747f92ac20cb"
+SOURCES_FINGERPRINT = "58970feffabfb0e0"
 INLINED_FILES = ("kernels/dispatch.py", "kernels/pointers.py", "kv_cache.py", "ops.py")
 
 

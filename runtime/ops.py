@@ -166,7 +166,7 @@ def _attend_head(h: int, q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray
             if acc > m:
                 m = acc
         total = np.float32(0.0)
-        seen = s[first:n_keys]  # indexed from 0, the loop vectorizes (attention_blas._softmax_causal)
+        seen = s[first:n_keys]  # indexed from 0: vectorizes (attention_blas._softmax_causal)
         for t in range(seen.size):
             e = exp_nonpositive(seen[t] - m)
             seen[t] = e
