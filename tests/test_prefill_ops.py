@@ -54,3 +54,14 @@ def test_row_parallel_glu_equals_the_one_thread_kernels(gelu):
     (ops.gelu_tanh_glu if gelu else ops.swiglu)(gate, up, want)
     ops.glu_rows(gate, up, got, gelu)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)  # fastmath: last-bit rounding
+
+
+def test_the_work_items_find_numpys_sgemm():
+    """Where NumPy ships OpenBLAS (its wheels do), the prefill attention's work items run on
+    Numba's threads through its cblas_sgemm: a NumPy with another BLAS would fall back to the
+    thread pool, and the sgemm=None cases above would then not test the Numba path."""
+    from gguflite.runtime import ops
+
+    if not ops.openblas_libs():
+        pytest.skip("this NumPy ships no OpenBLAS: the attention runs on the thread pool")
+    assert attention_blas.SGEMM != 0
