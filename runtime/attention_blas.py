@@ -219,8 +219,4 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin:
         _softmax_causal(S, t1 - t0, pos0 + t0, lo, window)
         Y[t0:t1, g] = (S @ V[g, lo:hi]).reshape(rep, t1 - t0, hd).transpose(1, 0, 2)
 
-    if len(items) > 1:
-        for _ in _pool().map(lambda a: item(*a), items):
-            pass
-    else:
-        item(*items[0])
+    list(_pool().map(lambda a: item(*a), items))  # list(): wait for all, raise any error
